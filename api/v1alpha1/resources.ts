@@ -1,0 +1,30 @@
+import type { V1ObjectMeta } from '@kubernetes/client-node';
+import type { EventTriggerSpecT, EventTriggerStatusT, FunctionSpecT, FunctionStatusT } from './schema.js';
+
+/** Metadata fields eventide reads; the API server fills the rest. */
+export type ObjectMeta = V1ObjectMeta & { name: string; namespace?: string };
+
+/** A `Function` resource with defaults applied. */
+export interface FunctionResource {
+  apiVersion: 'eventide.dev/v1alpha1';
+  kind: 'Function';
+  metadata: ObjectMeta;
+  spec: FunctionSpecT;
+  status?: FunctionStatusT;
+}
+
+/** An `EventTrigger` resource with defaults applied. */
+export interface EventTriggerResource {
+  apiVersion: 'eventide.dev/v1alpha1';
+  kind: 'EventTrigger';
+  metadata: ObjectMeta;
+  spec: EventTriggerSpecT;
+  status?: EventTriggerStatusT;
+}
+
+export type EventideResource = FunctionResource | EventTriggerResource;
+
+/** `namespace/name`, the key everything about a resource is filed under. */
+export function resourceKey(meta: { namespace?: string; name: string }): string {
+  return `${meta.namespace ?? 'default'}/${meta.name}`;
+}

@@ -1,0 +1,200 @@
+/**
+ * The single source of truth for eventide's resources. The CRD YAML (crds/), the TypeScript types and
+ * local validation are all derived from these schemas, so they cannot drift apart.
+ */
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import type { V1EnvFromSource, V1EnvVar, V1LocalObjectReference, V1ResourceRequirements } from '@kubernetes/client-node';
+import { DURATION_PATTERN } from './duration.js';
+
+export const GROUP = 'eventide.dev';
+export const VERSION = 'v1alpha1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+
+/** A cross-field rule: the CEL form runs in the API server, the predicate in local mode; one definition. */
+export interface CrossFieldRule<T> {
+  rule: string;
+  message: string;
+  /** Field path the error is reported on, relative to the object the rule sits on. */
+  fieldPath?: string;
+  holds(value: T): boolean;
+}
+
+/** A Kubernetes object embedded as-is (validated by Kubernetes itself when it lands in a Deployment). */
+function kubeObject<T>(description: string): TSchema & { static: T } {
+  return Type.Unsafe<T>({ type: 'object', description, 'x-kubernetes-preserve-unknown-fields': true });
+}
+
+const Duration = (description: string, defaultValue?: string) =>
+  Type.String({ pattern: DURATION_PATTERN, description, ...(defaultValue ? { default: defaultValue } : {}) });
+
+export const SecretKeyRef = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 253, description: 'Name of a Secret in the resource\'s namespace.' }),
+    key: Type.String({ minLength: 1, default: 'url', description: 'Key within the Secret.' }),
+  },
+  { description: 'A key of a Secret in the same namespace.' },
+);
+
+export const SinkRef = Type.Object(
+  {
+    url: Type.String({ pattern: '^https?://.+', description: 'HTTP(S) URL events are POSTed to.' }),
+  },
+  { description: 'An HTTP endpoint outside eventide.' },
+);
+
+export const FunctionRef = Type.Object(
+  { name: Type.String({ minLength: 1, maxLength: 63, description: 'Name of a Function in the same namespace.' }) },
+  { description: 'The Function whose Service receives the events.' },
+);
+
+export const Operation = Type.Union(
+  [Type.Literal('insert'), Type.Literal('update'), Type.Literal('delete'), Type.Literal('truncate')],
+);
+
+export const Backoff = Type.Object(
+  {
+    policy: Type.Union([Type.Literal('exponential'), Type.Literal('linear'), Type.Literal('constant')], {
+      default: 'exponential',
+      description: 'How the wait grows between attempts; full jitter is applied to every policy.',
+    }),
+    delay: Duration('Base wait before the first retry.', '1s'),
+    maxDelay: Duration('Upper bound of any single wait.', '5m'),
+  },
+  { description: 'Wait between attempts.', default: {} },
+);
+
+export const Delivery = Type.Object(
+  {
+    retries: Type.Integer({ minimum: 0, maximum: 100, default: 8, description: 'Retries after the first attempt before the event is dead-lettered.' }),
+    backoff: Backoff,
+    timeout: Duration('Per-attempt timeout; a function that does not answer in time counts as a failed attempt.', '30s'),
+    maxEventAge: Duration('Events older than this (since commit) are dead-lettered instead of retried.', '1h'),
+    retryAfterMax: Duration('Largest Retry-After a function may ask for.', '10m'),
+    deadLetterSink: Type.Optional(Type.Object({ url: SinkRef.properties.url }, { description: 'Also POST dead letters here; the dead-letter table always records them.' })),
+    signingSecretRef: Type.Optional(Type.Object({ name: SecretKeyRef.properties.name, key: Type.String({ minLength: 1, default: 'secret' }) }, {
+      description: 'Sign payloads with HMAC-SHA256 (Standard Webhooks headers) using this Secret key.',
+    })),
+  },
+  { description: 'Retries, timeouts and dead-lettering.', default: {} },
+);
+
+export const EventTriggerSpec = Type.Object(
+  {
+    source: Type.Object(
+      {
+        connectionSecretRef: SecretKeyRef,
+        slotName: Type.Optional(Type.String({ pattern: '^[a-z0-9_]{1,63}$', description: 'Replication slot to use (created if absent). Default: eventide_<hash of source>.' })),
+        publicationName: Type.Optional(Type.String({ pattern: '^[a-z0-9_]{1,63}$', description: 'Publication to use (created if absent). Default: the slot name.' })),
+        dropSlotOnDelete: Type.Boolean({ default: false, description: 'Drop the replication slot and publication when the last trigger of this source is deleted.' }),
+      },
+      { description: 'The database whose changes trigger events. Triggers that share a source share one dispatcher and one slot.' },
+    ),
+    table: Type.Object(
+      {
+        schema: Type.String({ minLength: 1, default: 'public' }),
+        name: Type.String({ minLength: 1 }),
+      },
+      { description: 'The table whose row changes fire this trigger.' },
+    ),
+    operations: Type.Array(Operation, {
+      minItems: 1,
+      uniqueItems: true,
+      default: ['insert', 'update', 'delete'],
+      description: 'Which changes fire: insert, update, delete, truncate.',
+    }),
+    columns: Type.Optional(Type.Array(Type.String({ minLength: 1 }), {
+      minItems: 1,
+      description: 'Updates fire only when one of these columns changed (needs REPLICA IDENTITY FULL to compare).',
+    })),
+    filter: Type.Optional(Type.String({
+      minLength: 1,
+      maxLength: 4096,
+      description: 'CEL expression over `old`, `new` and `op` that must be true for the event to fire, e.g. "new.is_validated == false".',
+    })),
+    function: Type.Optional(FunctionRef),
+    sink: Type.Optional(SinkRef),
+    delivery: Delivery,
+    ordering: Type.Union([Type.Literal('key'), Type.Literal('none')], {
+      default: 'key',
+      description: 'key: changes to one row arrive in commit order; none: no ordering, highest throughput.',
+    }),
+    concurrency: Type.Integer({ minimum: 1, maximum: 1024, default: 64, description: 'Deliveries in flight at once for this trigger.' }),
+    batch: Type.Object(
+      {
+        maxSize: Type.Integer({ minimum: 1, maximum: 1000, default: 1, description: 'Events per request; more than 1 sends a JSON array.' }),
+        maxWait: Duration('How long a partial batch waits for more events.', '50ms'),
+      },
+      { default: {}, description: 'Batching of events into one request.' },
+    ),
+    format: Type.Union([Type.Literal('cloudevents'), Type.Literal('cloudevents-structured'), Type.Literal('hasura')], {
+      default: 'cloudevents',
+      description: 'cloudevents: CloudEvents 1.0 binary mode; cloudevents-structured: one JSON envelope; hasura: Hasura event-trigger payload.',
+    }),
+  },
+  { description: 'Which row changes to deliver, where, and how.' },
+);
+
+export const eventTriggerRules: CrossFieldRule<EventTriggerSpecT>[] = [
+  {
+    rule: 'has(self.function) != has(self.sink)',
+    message: 'exactly one of spec.function or spec.sink must be set',
+    holds: (s) => (s.function === undefined) !== (s.sink === undefined),
+  },
+  {
+    rule: "!has(self.columns) || self.operations.exists(o, o == 'update')",
+    message: 'spec.columns only applies to updates: add "update" to spec.operations or remove spec.columns',
+    holds: (s) => s.columns === undefined || s.operations.includes('update'),
+  },
+  {
+    rule: "self.batch.maxSize == 1 || self.format != 'hasura'",
+    message: 'the hasura format delivers one event per request: set spec.batch.maxSize to 1',
+    holds: (s) => s.batch.maxSize === 1 || s.format !== 'hasura',
+  },
+];
+
+export const FunctionSpec = Type.Object(
+  {
+    image: Type.String({ minLength: 1, description: 'Container image that serves the function over HTTP.' }),
+    port: Type.Integer({ minimum: 1, maximum: 65535, default: 8080, description: 'Port the container listens on.' }),
+    replicas: Type.Integer({ minimum: 0, maximum: 1000, default: 1 }),
+    env: Type.Optional(Type.Array(kubeObject<V1EnvVar>('An environment variable (core/v1 EnvVar).'))),
+    envFrom: Type.Optional(Type.Array(kubeObject<V1EnvFromSource>('A source of environment variables (core/v1 EnvFromSource).'))),
+    resources: Type.Optional(kubeObject<V1ResourceRequirements>('CPU and memory requests and limits (core/v1 ResourceRequirements).')),
+    serviceAccountName: Type.Optional(Type.String({ minLength: 1 })),
+    imagePullSecrets: Type.Optional(Type.Array(kubeObject<V1LocalObjectReference>('A Secret with registry credentials.'))),
+    healthPath: Type.String({ default: '/healthz', pattern: '^/', description: 'Liveness probe path (the function runtime serves /healthz).' }),
+    readinessPath: Type.String({ default: '/readyz', pattern: '^/', description: 'Readiness probe path (the function runtime serves /readyz).' }),
+  },
+  { description: 'A containerised HTTP function eventide runs as a Deployment and a Service.' },
+);
+
+export const Condition = Type.Object({
+  type: Type.String(),
+  status: Type.Union([Type.Literal('True'), Type.Literal('False'), Type.Literal('Unknown')]),
+  reason: Type.String(),
+  message: Type.String(),
+  lastTransitionTime: Type.String(),
+  observedGeneration: Type.Optional(Type.Integer()),
+});
+
+export const FunctionStatus = Type.Object({
+  conditions: Type.Optional(Type.Array(Condition)),
+  observedGeneration: Type.Optional(Type.Integer()),
+  url: Type.Optional(Type.String({ description: 'In-cluster URL of the function\'s Service.' })),
+  readyReplicas: Type.Optional(Type.Integer()),
+});
+
+export const EventTriggerStatus = Type.Object({
+  conditions: Type.Optional(Type.Array(Condition)),
+  observedGeneration: Type.Optional(Type.Integer()),
+  sinkUrl: Type.Optional(Type.String({ description: 'Where events are delivered.' })),
+  dispatcher: Type.Optional(Type.String({ description: 'Name of the dispatcher Deployment serving this trigger\'s source.' })),
+});
+
+export type EventTriggerSpecT = Static<typeof EventTriggerSpec>;
+export type FunctionSpecT = Static<typeof FunctionSpec>;
+export type ConditionT = Static<typeof Condition>;
+export type FunctionStatusT = Static<typeof FunctionStatus>;
+export type EventTriggerStatusT = Static<typeof EventTriggerStatus>;
+export type OperationT = Static<typeof Operation>;
+export type DeliveryT = Static<typeof Delivery>;
