@@ -1,0 +1,168 @@
+/** What the lane needs to know of an event. */
+export interface LaneEvent {
+  readonly id: string;
+  /** Events with the same key are delivered one at a time, in the order they were enqueued. */
+  readonly orderingKey: string;
+}
+
+/** How one attempt went for one event. */
+export type AttemptOutcome = { kind: 'settled' } | { kind: 'retry'; delayMs: number };
+
+/** An event on its way, with how often it has been tried. */
+export interface LaneEntry<E extends LaneEvent> {
+  readonly event: E;
+  /** Attempts made so far (0 before the first). */
+  attempts: number;
+  /** When the event was first attempted, for maxEventAge and dead-letter records. */
+  firstAttemptAt?: number;
+}
+
+/** Settings of one trigger's lane. */
+export interface LaneOptions<E extends LaneEvent> {
+  concurrency: number;
+  ordering: 'key' | 'none';
+  batchMaxSize: number;
+  batchMaxWaitMs: number;
+  /**
+   * Makes one attempt at a batch (one event when batchMaxSize is 1). Answers per event id; an event
+   * missing from the answer is retried after a second. Dead-lettering happens inside: it answers
+   * 'settled' once the dead letter is recorded.
+   */
+  attempt(entries: LaneEntry<E>[], signal: AbortSignal): Promise<Map<string, AttemptOutcome>>;
+  /** Called once per event when it is delivered or dead-lettered. */
+  onSettled(event: E): void;
+  /** Called when attempt() itself failed (a bug or an outage of the dead-letter table). */
+  onAttemptError?(error: unknown): void;
+}
+
+const RETRY_AFTER_ATTEMPT_ERROR_MS = 1000;
+
+/**
+ * Schedules one trigger's deliveries. With ordering "key", a key's next event starts only after the
+ * previous one settled, while other keys proceed up to `concurrency` attempts at once. A key whose
+ * event waits for a retry holds no concurrency slot, so a poison event stalls only its own key, and
+ * only until it is dead-lettered. Ordering "none" gives every event its own key.
+ */
+export class TriggerLane<E extends LaneEvent> {
+  private readonly queues = new Map<string, LaneEntry<E>[]>();
+  private readonly ready: string[] = [];
+  private readonly readySet = new Set<string>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private inFlight = 0;
+  private batchTimer: NodeJS.Timeout | undefined;
+  private flushPartialBatch = false;
+  private stopped = false;
+  private readonly abort = new AbortController();
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(private readonly options: LaneOptions<E>) {}
+
+  /** Adds an event behind any earlier event with the same key. */
+  enqueue(event: E): void {
+    const key = this.options.ordering === 'key' ? event.orderingKey : event.id;
+    const queue = this.queues.get(key);
+    const entry: LaneEntry<E> = { event, attempts: 0 };
+    if (queue) {
+      queue.push(entry);
+      return;
+    }
+    this.queues.set(key, [entry]);
+    this.markReady(key);
+    this.pump();
+  }
+
+  /** Events waiting or in flight. */
+  get size(): number {
+    let n = 0;
+    for (const q of this.queues.values()) n += q.length;
+    return n;
+  }
+
+  get attemptsInFlight(): number {
+    return this.inFlight;
+  }
+
+  /**
+   * Starts no new attempts; resolves when the attempts in flight have finished. At the deadline the
+   * attempts are aborted (they count as failed and are retried after the restart).
+   */
+  async stop(deadlineMs: number): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    if (this.batchTimer) clearTimeout(this.batchTimer);
+    if (this.inFlight === 0) return;
+    const abortTimer = setTimeout(() => this.abort.abort(new Error('dispatcher shutting down')), deadlineMs);
+    await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    clearTimeout(abortTimer);
+  }
+
+  private markReady(key: string): void {
+    if (this.readySet.has(key)) return;
+    this.readySet.add(key);
+    this.ready.push(key);
+  }
+
+  private pump(): void {
+    const { concurrency, batchMaxSize, batchMaxWaitMs } = this.options;
+    while (!this.stopped && this.inFlight < concurrency && this.ready.length > 0) {
+      if (batchMaxSize > 1 && this.ready.length < batchMaxSize && !this.flushPartialBatch && batchMaxWaitMs > 0) {
+        this.batchTimer ??= setTimeout(() => {
+          this.batchTimer = undefined;
+          this.flushPartialBatch = true;
+          this.pump();
+        }, batchMaxWaitMs);
+        return;
+      }
+      this.flushPartialBatch = false;
+      const keys = this.ready.splice(0, batchMaxSize);
+      const batch = keys.map((key) => {
+        this.readySet.delete(key);
+        return { key, entry: this.queues.get(key)![0]! };
+      });
+      void this.run(batch);
+    }
+  }
+
+  private async run(batch: { key: string; entry: LaneEntry<E> }[]): Promise<void> {
+    this.inFlight += 1;
+    const now = Date.now();
+    for (const { entry } of batch) entry.firstAttemptAt ??= now;
+    let outcomes: Map<string, AttemptOutcome>;
+    try {
+      outcomes = await this.options.attempt(
+        batch.map((b) => b.entry),
+        this.abort.signal,
+      );
+    } catch (error) {
+      this.options.onAttemptError?.(error);
+      outcomes = new Map();
+    }
+    for (const { key, entry } of batch) {
+      entry.attempts += 1;
+      const outcome = outcomes.get(entry.event.id) ?? { kind: 'retry', delayMs: RETRY_AFTER_ATTEMPT_ERROR_MS };
+      if (outcome.kind === 'settled') {
+        const queue = this.queues.get(key)!;
+        queue.shift();
+        this.options.onSettled(entry.event);
+        if (queue.length === 0) this.queues.delete(key);
+        else this.markReady(key);
+      } else {
+        this.retryLater(key, outcome.delayMs);
+      }
+    }
+    this.inFlight -= 1;
+    if (this.inFlight === 0 && this.stopped) for (const resolve of this.idleWaiters.splice(0)) resolve();
+    this.pump();
+  }
+
+  private retryLater(key: string, delayMs: number): void {
+    if (this.stopped) return;
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      this.markReady(key);
+      this.pump();
+    }, delayMs);
+    this.timers.add(timer);
+  }
+}
