@@ -1,0 +1,51 @@
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { LATENCY_BUCKETS, createRegistry } from '../common/metrics.js';
+
+/** The dispatcher's Prometheus metrics, one registry per dispatcher instance. */
+export interface DispatcherMetrics {
+  registry: Registry;
+  eventsReceived: Counter<'table' | 'op'>;
+  eventsMatched: Counter<'trigger'>;
+  deliveries: Counter<'trigger' | 'outcome'>;
+  attemptDuration: Histogram<'trigger'>;
+  endToEndLatency: Histogram<'trigger'>;
+  retries: Counter<'trigger'>;
+  deadLetters: Counter<'trigger' | 'reason'>;
+  inflightEvents: Gauge;
+  inflightBytes: Gauge;
+  replicationLagBytes: Gauge;
+  confirmedLsn: Gauge;
+  connected: Gauge;
+}
+
+/** Creates the dispatcher's metrics under the `eventide_dispatcher_` prefix. */
+export function createDispatcherMetrics(): DispatcherMetrics {
+  const registry = createRegistry('eventide_dispatcher');
+  const registers = [registry];
+  return {
+    registry,
+    eventsReceived: new Counter({ name: 'eventide_dispatcher_events_received_total', help: 'Row changes decoded from the replication stream.', labelNames: ['table', 'op'], registers }),
+    eventsMatched: new Counter({ name: 'eventide_dispatcher_events_matched_total', help: 'Events created because a row change matched a trigger.', labelNames: ['trigger'], registers }),
+    deliveries: new Counter({
+      name: 'eventide_dispatcher_deliveries_total',
+      help: 'Delivery attempts by outcome: success, retry, dead_letter.',
+      labelNames: ['trigger', 'outcome'],
+      registers,
+    }),
+    attemptDuration: new Histogram({ name: 'eventide_dispatcher_attempt_duration_seconds', help: 'Duration of one HTTP delivery attempt.', labelNames: ['trigger'], buckets: LATENCY_BUCKETS, registers }),
+    endToEndLatency: new Histogram({
+      name: 'eventide_dispatcher_end_to_end_latency_seconds',
+      help: 'Time from the transaction commit to the successful delivery.',
+      labelNames: ['trigger'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    retries: new Counter({ name: 'eventide_dispatcher_retries_total', help: 'Attempts that failed and were scheduled again.', labelNames: ['trigger'], registers }),
+    deadLetters: new Counter({ name: 'eventide_dispatcher_dead_letters_total', help: 'Events recorded in the dead-letter table.', labelNames: ['trigger', 'reason'], registers }),
+    inflightEvents: new Gauge({ name: 'eventide_dispatcher_inflight_events', help: 'Events read from the stream and not yet settled.', registers }),
+    inflightBytes: new Gauge({ name: 'eventide_dispatcher_inflight_bytes', help: 'Payload bytes of the events in flight.', registers }),
+    replicationLagBytes: new Gauge({ name: 'eventide_dispatcher_replication_lag_bytes', help: 'Server WAL end minus the confirmed LSN.', registers }),
+    confirmedLsn: new Gauge({ name: 'eventide_dispatcher_confirmed_lsn', help: 'Last LSN confirmed to the server, as a number.', registers }),
+    connected: new Gauge({ name: 'eventide_dispatcher_replication_connected', help: '1 while the replication stream is connected.', registers }),
+  };
+}

@@ -1,0 +1,194 @@
+import type { Logger } from '../../common/logger.js';
+import type { RowOperation } from '../../api/v1alpha1/index.js';
+import { formatLsn, type Lsn } from '../lsn.js';
+import { matchRoutes, type Route } from '../routing/triggerMatcher.js';
+import type { StreamConsumer, StreamItem } from '../source/replicationStream.js';
+import { AckWatermark, type TrackedTransaction } from './ackWatermark.js';
+import type { InflightWindow } from './inflightWindow.js';
+import { rowChangeJson, type PendingEvent } from './pendingEvent.js';
+
+/** A decoded row change as intake needs it. */
+export interface DecodedRowChange {
+  op: RowOperation;
+  schema: string;
+  table: string;
+  /** Rows as JSON text (exact to_jsonb form) and as JS values (for filters). */
+  oldJson: string | null;
+  newJson: string | null;
+  old: Record<string, unknown> | null;
+  new: Record<string, unknown> | null;
+  /** Primary-key text identifying the row: the ordering key and the CloudEvents subject. */
+  rowKey: string;
+  unchangedToastColumns: string[];
+  columnChanged(column: string): boolean | undefined;
+}
+
+/** The pgoutput messages intake reacts to; other tags (relation, type, origin) only feed the decoder. */
+export interface IntakeMessage {
+  tag: string;
+}
+
+/** Turns protocol messages into decoded changes (async only the first time an unknown type is seen). */
+export interface ChangeDecoder<M extends IntakeMessage> {
+  /** Transaction boundaries, read from BEGIN/COMMIT. */
+  begin(message: M): { commitLsn: Lsn; xid: number; commitTime: Date } | undefined;
+  commit(message: M): { commitLsn: Lsn; endLsn: Lsn } | undefined;
+  /** Row changes in the message (a TRUNCATE may name several tables); empty for non-change messages. */
+  decode(message: M): DecodedRowChange[] | Promise<DecodedRowChange[]>;
+}
+
+/** Builds the event id for one trigger's view of one change; stable across restarts. */
+export type EventIdFactory = (input: { triggerKey: string; commitLsn: Lsn; changeLsn: Lsn; ordinal: number }) => string;
+
+export interface IntakeOptions<M extends IntakeMessage> {
+  decoder: ChangeDecoder<M>;
+  routes(): readonly Route[];
+  window: InflightWindow;
+  eventId: EventIdFactory;
+  /** Hands an event to its trigger's lane. */
+  dispatch(event: PendingEvent): void;
+  startLsn: Lsn;
+  logger: Logger;
+  onChange?(change: DecodedRowChange): void;
+  onMatch?(event: PendingEvent): void;
+}
+
+interface OpenTransaction {
+  tracked: TrackedTransaction;
+  xid: number;
+  commitTime: Date;
+  /** Changes seen so far; after a reconnect the server resends the transaction and these are skipped. */
+  seen: number;
+  /** How many were registered before the reconnect. */
+  alreadyRegistered: number;
+  lastChangeLsn: Lsn;
+  ordinal: number;
+}
+
+/**
+ * The consumer of the replication stream: decodes each change, matches it against the triggers,
+ * registers the resulting events with the watermark and the window, and hands them to the lanes.
+ */
+export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> {
+  readonly watermark: AckWatermark;
+  private current: OpenTransaction | undefined;
+  private lastReceivedEnd: Lsn;
+
+  constructor(private readonly options: IntakeOptions<M>) {
+    this.watermark = new AckWatermark(options.startLsn);
+    this.lastReceivedEnd = options.startLsn;
+  }
+
+  confirmable(): Lsn {
+    return this.watermark.confirmable();
+  }
+
+  resumeFrom(): Lsn {
+    return this.lastReceivedEnd;
+  }
+
+  connecting(): void {
+    // A transaction cut off mid-way is resent whole; keep it open and skip what was already registered.
+    if (this.current) {
+      this.current.alreadyRegistered = this.current.seen;
+      this.current.seen = 0;
+      this.current.lastChangeLsn = 0n;
+      this.current.ordinal = 0;
+    }
+  }
+
+  /** Settles an event: called by the lanes when it was delivered or dead-lettered. */
+  settle(event: PendingEvent): void {
+    this.options.window.release(event.bytes);
+    this.watermark.settle(event.txn);
+  }
+
+  async handle(item: StreamItem<M>): Promise<void> {
+    if (item.kind === 'keepalive') {
+      if (!this.current) this.watermark.idle(item.walEnd);
+      return;
+    }
+    const { decoder } = this.options;
+    const message = item.message;
+    const begin = decoder.begin(message);
+    if (begin) return this.onBegin(begin);
+    const commit = decoder.commit(message);
+    if (commit) return this.onCommit(commit);
+    const changes = await decoder.decode(message);
+    for (const change of changes) await this.onChange(item.lsn, change);
+  }
+
+  private onBegin(begin: { commitLsn: Lsn; xid: number; commitTime: Date }): void {
+    if (this.current) {
+      if (this.current.tracked.commitLsn === begin.commitLsn) return; // the resend of a cut-off transaction
+      throw new Error(`BEGIN of ${formatLsn(begin.commitLsn)} while ${formatLsn(this.current.tracked.commitLsn)} is still open`);
+    }
+    this.current = {
+      tracked: this.watermark.begin(begin.commitLsn),
+      xid: begin.xid,
+      commitTime: begin.commitTime,
+      seen: 0,
+      alreadyRegistered: 0,
+      lastChangeLsn: 0n,
+      ordinal: 0,
+    };
+  }
+
+  private onCommit(commit: { commitLsn: Lsn; endLsn: Lsn }): void {
+    const txn = this.current;
+    if (!txn) throw new Error(`COMMIT of ${formatLsn(commit.commitLsn)} without BEGIN`);
+    if (txn.tracked.commitLsn !== commit.commitLsn) {
+      throw new Error(`COMMIT of ${formatLsn(commit.commitLsn)} does not match BEGIN of ${formatLsn(txn.tracked.commitLsn)}`);
+    }
+    this.current = undefined;
+    this.lastReceivedEnd = commit.endLsn;
+    this.watermark.seal(txn.tracked, commit.endLsn);
+  }
+
+  private async onChange(changeLsn: Lsn, change: DecodedRowChange): Promise<void> {
+    const txn = this.current;
+    if (!txn) throw new Error(`row change at ${formatLsn(changeLsn)} outside a transaction`);
+    // Several changes can share one WAL record (multi-row inserts, truncates of several tables).
+    txn.ordinal = changeLsn === txn.lastChangeLsn ? txn.ordinal + 1 : 0;
+    txn.lastChangeLsn = changeLsn;
+    txn.seen += 1;
+    if (txn.seen <= txn.alreadyRegistered) return;
+    this.options.onChange?.(change);
+    const matches = matchRoutes(this.options.routes(), change);
+    if (matches.length === 0) return;
+    const lsn = formatLsn(txn.tracked.commitLsn);
+    const commitTime = txn.commitTime.toISOString();
+    const dataJson = rowChangeJson({ ...change, lsn, xid: txn.xid, commitTime });
+    const subject = `${change.schema}.${change.table}/${change.rowKey}`;
+    for (const { route, filterError } of matches) {
+      await this.options.window.waitForRoom();
+      const namespace = route.trigger.metadata.namespace ?? 'default';
+      const id = this.options.eventId({ triggerKey: route.key, commitLsn: txn.tracked.commitLsn, changeLsn, ordinal: txn.ordinal });
+      const event: PendingEvent = {
+        id,
+        orderingKey: subject,
+        triggerKey: route.key,
+        attributes: {
+          specversion: '1.0',
+          id,
+          source: `/eventide/${namespace}/${route.trigger.metadata.name}`,
+          type: `dev.eventide.row.${change.op}`,
+          subject,
+          time: commitTime,
+          datacontenttype: 'application/json',
+        },
+        dataJson,
+        op: change.op,
+        table: { schema: change.schema, name: change.table },
+        commitTimeMs: txn.commitTime.getTime(),
+        ...(filterError ? { filterError } : {}),
+        txn: txn.tracked,
+        bytes: dataJson.length,
+      };
+      this.options.window.admit(event.bytes);
+      this.watermark.add(txn.tracked);
+      this.options.onMatch?.(event);
+      this.options.dispatch(event);
+    }
+  }
+}

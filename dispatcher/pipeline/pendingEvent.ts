@@ -1,0 +1,39 @@
+import type { EventAttributes, RowOperation } from '../../api/v1alpha1/index.js';
+import type { LaneEvent } from './triggerLane.js';
+import type { TrackedTransaction } from './ackWatermark.js';
+
+/** An event between the stream and its settlement: what the lane schedules and the deliverer sends. */
+export interface PendingEvent extends LaneEvent {
+  /** namespace/name of the trigger. */
+  readonly triggerKey: string;
+  readonly attributes: EventAttributes;
+  /** The RowChange body, already serialised: row values keep their exact to_jsonb form. */
+  readonly dataJson: string;
+  readonly op: RowOperation;
+  readonly table: { schema: string; name: string };
+  readonly commitTimeMs: number;
+  /** Set when the trigger's filter could not be evaluated: the event goes straight to the dead letters. */
+  readonly filterError?: string;
+  readonly txn: TrackedTransaction;
+  readonly bytes: number;
+}
+
+/** Serialises a RowChange body from pre-serialised rows (JSON text) without re-encoding their values. */
+export function rowChangeJson(change: {
+  op: RowOperation;
+  schema: string;
+  table: string;
+  oldJson: string | null;
+  newJson: string | null;
+  unchangedToastColumns?: readonly string[];
+  lsn: string;
+  xid: number;
+  commitTime: string;
+}): string {
+  const toast = change.unchangedToastColumns?.length ? `,"unchangedToastColumns":${JSON.stringify(change.unchangedToastColumns)}` : '';
+  return (
+    `{"op":"${change.op}","table":${JSON.stringify({ schema: change.schema, name: change.table })},` +
+    `"old":${change.oldJson ?? 'null'},"new":${change.newJson ?? 'null'}${toast},` +
+    `"lsn":"${change.lsn}","xid":${change.xid},"commitTime":"${change.commitTime}"}`
+  );
+}

@@ -1,0 +1,116 @@
+import { parseArgs } from 'node:util';
+import { DATABASE_URL_ENV } from '../common/secretEnv.js';
+
+/** Typed settings of `eventide dispatch`, parsed once at start-up. */
+export interface DispatchSettings {
+  databaseUrl: string;
+  manifestPaths: string[];
+  /** Function name (or namespace/name) → URL, for running outside a cluster. */
+  functionUrls: Map<string, string>;
+  /** URL template for functions in a cluster: {name} and {namespace} are replaced. */
+  functionUrlTemplate?: string;
+  port: number;
+  host: string;
+  slotName?: string;
+  publicationName?: string;
+  maxInflightEvents: number;
+  maxInflightBytes: number;
+  drainTimeoutMs: number;
+  watchConfig: boolean;
+  /** Database for the dead-letter table; the source database when absent. */
+  deadLetterDatabaseUrl?: string;
+}
+
+/** Bad command-line input; the message says which flag and what is wrong. */
+export class SettingsError extends Error {
+  readonly code = 'EVENTIDE_SETTINGS';
+  override readonly name = 'SettingsError';
+}
+
+export const DISPATCH_USAGE = `Usage: eventide dispatch --database-url <url> -f <file-or-dir> [options]
+
+  --database-url <url>          source database (or env ${DATABASE_URL_ENV})
+  -f, --file <path>             EventTrigger/Function manifests (file or directory; repeatable)
+  --function-url <name>=<url>   where a Function is served (repeatable; name or namespace/name)
+  --function-url-template <t>   URL for Functions in a cluster, e.g. http://{name}.{namespace}.svc.cluster.local
+  --port <n>                    /metrics, /healthz, /readyz (default 9090)
+  --host <addr>                 listen address (default 0.0.0.0)
+  --slot <name>                 replication slot (default from the triggers' source, else "eventide")
+  --publication <name>          publication (default: the slot name)
+  --max-inflight-events <n>     events held in memory before reading pauses (default 10000)
+  --max-inflight-bytes <n>      payload bytes held in memory before reading pauses (default 64 MiB)
+  --drain-timeout <ms>          on SIGTERM, how long in-flight deliveries may finish (default 10000)
+  --watch-config                reload the manifests when the files change
+  --dead-letter-database-url    database for the eventide.dead_letters table (default: the source)
+`;
+
+function positiveInt(flag: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value <= 0) throw new SettingsError(`${flag} must be a positive integer, got "${text}"`);
+  return value;
+}
+
+function parseFunctionUrls(pairs: string[]): Map<string, string> {
+  const urls = new Map<string, string>();
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    const name = pair.slice(0, eq);
+    const url = pair.slice(eq + 1);
+    if (eq <= 0 || !/^https?:\/\/.+/.test(url)) throw new SettingsError(`--function-url expects name=http://host:port/path, got "${pair}"`);
+    urls.set(name, url);
+  }
+  return urls;
+}
+
+/** Parses `eventide dispatch` arguments; env supplies the database URL so it need not be on the command line. */
+export function parseDispatchSettings(argv: string[], env: NodeJS.ProcessEnv = process.env): DispatchSettings {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        'database-url': { type: 'string' },
+        file: { type: 'string', short: 'f', multiple: true },
+        'function-url': { type: 'string', multiple: true },
+        'function-url-template': { type: 'string' },
+        port: { type: 'string' },
+        host: { type: 'string' },
+        slot: { type: 'string' },
+        publication: { type: 'string' },
+        'max-inflight-events': { type: 'string' },
+        'max-inflight-bytes': { type: 'string' },
+        'drain-timeout': { type: 'string' },
+        'watch-config': { type: 'boolean' },
+        'dead-letter-database-url': { type: 'string' },
+      },
+      strict: true,
+    }));
+  } catch (error) {
+    throw new SettingsError(`${(error as Error).message}\n\n${DISPATCH_USAGE}`);
+  }
+  const databaseUrl = values['database-url'] ?? env[DATABASE_URL_ENV];
+  if (!databaseUrl) throw new SettingsError(`--database-url (or ${DATABASE_URL_ENV}) is required\n\n${DISPATCH_USAGE}`);
+  if (!/^postgres(ql)?:\/\//.test(databaseUrl)) throw new SettingsError('--database-url must be a postgres:// URL');
+  const manifestPaths = values.file ?? [];
+  if (manifestPaths.length === 0) throw new SettingsError(`-f <file-or-dir> is required: the EventTrigger manifests to serve\n\n${DISPATCH_USAGE}`);
+  for (const name of ['slot', 'publication'] as const) {
+    const v = values[name];
+    if (v !== undefined && !/^[a-z0-9_]{1,63}$/.test(v)) throw new SettingsError(`--${name} must be lower-case letters, digits and _ (at most 63), got "${v}"`);
+  }
+  return {
+    databaseUrl,
+    manifestPaths,
+    functionUrls: parseFunctionUrls(values['function-url'] ?? []),
+    ...(values['function-url-template'] ? { functionUrlTemplate: values['function-url-template'] } : {}),
+    port: positiveInt('--port', values.port, 9090),
+    host: values.host ?? '0.0.0.0',
+    ...(values.slot ? { slotName: values.slot } : {}),
+    ...(values.publication ? { publicationName: values.publication } : {}),
+    maxInflightEvents: positiveInt('--max-inflight-events', values['max-inflight-events'], 10_000),
+    maxInflightBytes: positiveInt('--max-inflight-bytes', values['max-inflight-bytes'], 64 * 1024 * 1024),
+    drainTimeoutMs: positiveInt('--drain-timeout', values['drain-timeout'], 10_000),
+    watchConfig: values['watch-config'] ?? false,
+    ...(values['dead-letter-database-url'] ? { deadLetterDatabaseUrl: values['dead-letter-database-url'] } : {}),
+  };
+}

@@ -1,0 +1,189 @@
+import { LogicalReplicationService } from 'pg-logical-replication';
+import type { AbstractPlugin } from 'pg-logical-replication/dist/output-plugins/abstract.plugin.js';
+import type { Logger } from '../../common/logger.js';
+import { formatLsn, parseLsn, type Lsn } from '../lsn.js';
+
+/** An item of the stream, handed to the consumer strictly in server order. */
+export type StreamItem<M> = { kind: 'message'; lsn: Lsn; message: M } | { kind: 'keepalive'; walEnd: Lsn };
+
+/** What the stream asks of its consumer. */
+export interface StreamConsumer<M> {
+  /** Handles one item; the next item is not handed over until this resolves (that is the backpressure). */
+  handle(item: StreamItem<M>): void | Promise<void>;
+  /** Highest LSN safe to confirm to the server. */
+  confirmable(): Lsn;
+  /** Where to resume after a reconnect: the end of the last transaction fully received. */
+  resumeFrom(): Lsn;
+  /** Called before every (re)connection: the consumer forgets per-connection state (relations). */
+  connecting(): void;
+}
+
+export interface ReplicationStreamOptions<M> {
+  connectionString: string;
+  slotName: string;
+  /** A fresh pgoutput plugin per connection: relation caches do not survive a reconnect. */
+  createPlugin(): AbstractPlugin & { parse(buffer: Buffer): M };
+  logger: Logger;
+  /** How often the confirmed LSN is reported when it moved. */
+  statusIntervalMs?: number;
+  /** Items buffered before the socket is paused. */
+  highWater?: number;
+  onConnectionChange?(connected: boolean): void;
+  onStatus?(status: { confirmed: Lsn; walEnd: Lsn }): void;
+}
+
+const RECONNECT_MIN_MS = 500;
+const RECONNECT_MAX_MS = 30_000;
+
+/**
+ * Reads a logical replication slot and confirms only what the consumer says is safe. The library's
+ * automatic acknowledgement (on receipt, and on a timer) is switched off: it would confirm events
+ * that were never delivered.
+ */
+export class ReplicationStream<M> {
+  private service: LogicalReplicationService | undefined;
+  private readonly queue: StreamItem<M>[] = [];
+  private draining = false;
+  private paused = false;
+  private stopped = false;
+  private lastSent: Lsn = 0n;
+  private walEnd: Lsn = 0n;
+  private statusTimer: NodeJS.Timeout | undefined;
+  private drained: (() => void)[] = [];
+  private failure: ((error: Error) => void) | undefined;
+
+  constructor(
+    private readonly options: ReplicationStreamOptions<M>,
+    private readonly consumer: StreamConsumer<M>,
+  ) {}
+
+  /** Streams until stop(), reconnecting with backoff whenever the connection fails. */
+  async run(): Promise<void> {
+    let delay = RECONNECT_MIN_MS;
+    this.statusTimer = setInterval(() => this.sendStatus(false), this.options.statusIntervalMs ?? 1000);
+    try {
+      while (!this.stopped) {
+        const startedAt = Date.now();
+        try {
+          await this.streamOnce();
+        } catch (error) {
+          if (this.stopped) break;
+          this.options.logger.warn({ err: describeError(error), retryInMs: delay }, 'replication stream failed; reconnecting');
+        }
+        this.options.onConnectionChange?.(false);
+        if (this.stopped) break;
+        if (Date.now() - startedAt > 10_000) delay = RECONNECT_MIN_MS;
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, RECONNECT_MAX_MS);
+      }
+    } finally {
+      clearInterval(this.statusTimer);
+    }
+  }
+
+  /** Stops reading; what was handed to the consumer stays its business. Sends a last status first. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.sendStatus(true);
+    await this.service?.stop().catch(() => undefined);
+  }
+
+  /** Reports the current confirmable LSN to the server now (used after a drain). */
+  flushStatus(): void {
+    this.sendStatus(true);
+  }
+
+  private async streamOnce(): Promise<void> {
+    await this.waitUntilDrained();
+    this.consumer.connecting();
+    const service = new LogicalReplicationService(
+      { connectionString: this.options.connectionString, application_name: 'eventide-dispatcher' },
+      { acknowledge: { auto: false, timeoutSeconds: 0 } },
+    );
+    this.service = service;
+    const failed = new Promise<never>((_, reject) => {
+      this.failure = reject;
+      service.on('error', (error: Error) => reject(error));
+    });
+    service.on('start', () => {
+      this.options.logger.info({ slot: this.options.slotName }, 'replication stream started');
+      this.options.onConnectionChange?.(true);
+    });
+    service.on('data', (lsn: string, message: M) => this.push({ kind: 'message', lsn: parseLsn(lsn), message }));
+    service.on('heartbeat', (lsn: string, _time: number, shouldRespond: boolean) => {
+      this.walEnd = parseLsn(lsn);
+      this.push({ kind: 'keepalive', walEnd: this.walEnd });
+      // The server asks for an answer to know we are alive; answer with what is safe, right now.
+      if (shouldRespond) this.sendStatus(true);
+    });
+    const start = this.consumer.resumeFrom();
+    const plugin = this.options.createPlugin();
+    try {
+      await Promise.race([service.subscribe(plugin, this.options.slotName, formatLsn(start)), failed]);
+      if (!this.stopped) throw new Error('replication stream ended by the server');
+    } finally {
+      this.failure = undefined;
+      this.service = undefined;
+      await service.stop().catch(() => undefined);
+      service.removeAllListeners();
+    }
+  }
+
+  private push(item: StreamItem<M>): void {
+    this.queue.push(item);
+    if (!this.paused && this.queue.length >= (this.options.highWater ?? 256)) this.setPaused(true);
+    if (!this.draining) void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    this.draining = true;
+    try {
+      while (this.queue.length > 0) {
+        const item = this.queue.shift()!;
+        await this.consumer.handle(item);
+        if (this.paused && this.queue.length < (this.options.highWater ?? 256) / 4) this.setPaused(false);
+      }
+    } catch (error) {
+      // A consumer failure is a broken invariant: drop the connection so the stream restarts from a safe point.
+      this.queue.length = 0;
+      this.failure?.(error as Error);
+      this.options.logger.error({ err: describeError(error) }, 'failed to handle replication message');
+    } finally {
+      this.draining = false;
+      if (this.paused) this.setPaused(false);
+      for (const resolve of this.drained.splice(0)) resolve();
+    }
+  }
+
+  private waitUntilDrained(): Promise<void> {
+    if (!this.draining && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drained.push(resolve));
+  }
+
+  private setPaused(paused: boolean): void {
+    this.paused = paused;
+    // The library exposes no pause; its connection's socket is where TCP backpressure starts.
+    const connection = (this.service as unknown as { _connection?: { stream?: { pause(): void; resume(): void } } } | undefined)?._connection;
+    if (paused) connection?.stream?.pause();
+    else connection?.stream?.resume();
+  }
+
+  private sendStatus(force: boolean): void {
+    const confirmed = this.consumer.confirmable();
+    this.options.onStatus?.({ confirmed, walEnd: this.walEnd > confirmed ? this.walEnd : confirmed });
+    if (!this.service || (!force && confirmed <= this.lastSent) || confirmed === 0n) return;
+    this.lastSent = confirmed;
+    // The library reports lsn + 1; confirming one byte past a commit could skip a transaction whose
+    // commit record starts exactly there, so hand it lsn - 1 and the server gets the exact commit end.
+    void this.service.acknowledge(formatLsn(confirmed - 1n)).catch((error: unknown) => {
+      this.options.logger.warn({ err: describeError(error) }, 'failed to send standby status');
+    });
+  }
+}
+
+/** An error as a log-safe object (no connection strings: pg errors do not carry them). */
+export function describeError(error: unknown): { message: string; code?: string } {
+  if (error instanceof Error) return { message: error.message, ...((error as { code?: string }).code ? { code: (error as { code?: string }).code } : {}) };
+  return { message: String(error) };
+}
