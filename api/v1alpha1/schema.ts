@@ -91,8 +91,8 @@ export const EventTriggerSpec = Type.Object(
     ),
     table: Type.Object(
       {
-        schema: Type.String({ minLength: 1, default: 'public' }),
-        name: Type.String({ minLength: 1 }),
+        schema: Type.String({ minLength: 1, default: 'public', description: 'Schema of the table.' }),
+        name: Type.String({ minLength: 1, description: 'Name of the table.' }),
       },
       { description: 'The table whose row changes fire this trigger.' },
     ),
@@ -156,11 +156,11 @@ export const FunctionSpec = Type.Object(
   {
     image: Type.String({ minLength: 1, description: 'Container image that serves the function over HTTP.' }),
     port: Type.Integer({ minimum: 1, maximum: 65535, default: 8080, description: 'Port the container listens on.' }),
-    replicas: Type.Integer({ minimum: 0, maximum: 1000, default: 1 }),
+    replicas: Type.Integer({ minimum: 0, maximum: 1000, default: 1, description: 'Pods serving the function.' }),
     env: Type.Optional(Type.Array(kubeObject<V1EnvVar>('An environment variable (core/v1 EnvVar).'))),
     envFrom: Type.Optional(Type.Array(kubeObject<V1EnvFromSource>('A source of environment variables (core/v1 EnvFromSource).'))),
     resources: Type.Optional(kubeObject<V1ResourceRequirements>('CPU and memory requests and limits (core/v1 ResourceRequirements).')),
-    serviceAccountName: Type.Optional(Type.String({ minLength: 1 })),
+    serviceAccountName: Type.Optional(Type.String({ minLength: 1, description: 'ServiceAccount the function\'s pods run as.' })),
     imagePullSecrets: Type.Optional(Type.Array(kubeObject<V1LocalObjectReference>('A Secret with registry credentials.'))),
     healthPath: Type.String({ default: '/healthz', pattern: '^/', description: 'Liveness probe path (the function runtime serves /healthz).' }),
     readinessPath: Type.String({ default: '/readyz', pattern: '^/', description: 'Readiness probe path (the function runtime serves /readyz).' }),
@@ -169,12 +169,12 @@ export const FunctionSpec = Type.Object(
 );
 
 export const Condition = Type.Object({
-  type: Type.String(),
-  status: Type.Union([Type.Literal('True'), Type.Literal('False'), Type.Literal('Unknown')]),
-  reason: Type.String(),
-  message: Type.String(),
-  lastTransitionTime: Type.String(),
-  observedGeneration: Type.Optional(Type.Integer()),
+  type: Type.String({ description: 'Ready, or a specific aspect such as FunctionResolved or SourceReady.' }),
+  status: Type.Union([Type.Literal('True'), Type.Literal('False'), Type.Literal('Unknown')], { description: 'True, False or Unknown.' }),
+  reason: Type.String({ description: 'One CamelCase word saying why, for tools.' }),
+  message: Type.String({ description: 'What is wrong and what to do, for people.' }),
+  lastTransitionTime: Type.String({ description: 'When the status last changed.' }),
+  observedGeneration: Type.Optional(Type.Integer({ description: 'The metadata.generation this condition describes.' })),
 });
 
 export const FunctionStatus = Type.Object({

@@ -522,7 +522,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
 
     const makeServiceAccountKubeconfig = async (namespace: string, name: string): Promise<string> => {
       const created = await kubectl(['create', 'serviceaccount', name, '-n', namespace]);
-      if (created.code !== 0 && !/AlreadyExists/.test(created.stderr)) {
+      if (created.code !== 0 && !/AlreadyExists|already exists/.test(created.stderr)) {
         throw new Error(`kubectl create serviceaccount ${namespace}/${name} failed: ${created.stderr}`);
       }
       const token = await kubectl(['create', 'token', name, '-n', namespace, '--duration=24h']);
