@@ -103,7 +103,7 @@ export function parseDispatchSettings(argv: string[], env: NodeJS.ProcessEnv = p
     manifestPaths,
     functionUrls: parseFunctionUrls(values['function-url'] ?? []),
     ...(values['function-url-template'] ? { functionUrlTemplate: values['function-url-template'] } : {}),
-    port: positiveInt('--port', values.port, 9090),
+    port: values.port === '0' ? 0 : positiveInt('--port', values.port, 9090),
     host: values.host ?? '0.0.0.0',
     ...(values.slot ? { slotName: values.slot } : {}),
     ...(values.publication ? { publicationName: values.publication } : {}),

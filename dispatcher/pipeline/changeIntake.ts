@@ -178,6 +178,8 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
           datacontenttype: 'application/json',
         },
         dataJson,
+        oldJson: change.oldJson,
+        newJson: change.newJson,
         op: change.op,
         table: { schema: change.schema, name: change.table },
         commitTimeMs: txn.commitTime.getTime(),

@@ -9,6 +9,9 @@ export interface PendingEvent extends LaneEvent {
   readonly attributes: EventAttributes;
   /** The RowChange body, already serialised: row values keep their exact to_jsonb form. */
   readonly dataJson: string;
+  /** The rows alone (JSON text), for formats that lay the body out differently (hasura). */
+  readonly oldJson: string | null;
+  readonly newJson: string | null;
   readonly op: RowOperation;
   readonly table: { schema: string; name: string };
   readonly commitTimeMs: number;

@@ -57,6 +57,12 @@ export class TriggerLane<E extends LaneEvent> {
 
   constructor(private readonly options: LaneOptions<E>) {}
 
+  /** Applies new settings (after a config reload); they take effect from the next scheduling decision. */
+  reconfigure(settings: Pick<LaneOptions<E>, 'concurrency' | 'ordering' | 'batchMaxSize' | 'batchMaxWaitMs'>): void {
+    Object.assign(this.options, settings);
+    this.pump();
+  }
+
   /** Adds an event behind any earlier event with the same key. */
   enqueue(event: E): void {
     const key = this.options.ordering === 'key' ? event.orderingKey : event.id;

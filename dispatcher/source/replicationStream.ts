@@ -51,6 +51,7 @@ export class ReplicationStream<M> {
   private statusTimer: NodeJS.Timeout | undefined;
   private drained: (() => void)[] = [];
   private failure: ((error: Error) => void) | undefined;
+  private readingPaused = false;
 
   constructor(
     private readonly options: ReplicationStreamOptions<M>,
@@ -87,6 +88,12 @@ export class ReplicationStream<M> {
     this.stopped = true;
     this.sendStatus(true);
     await this.service?.stop().catch(() => undefined);
+  }
+
+  /** Stops reading from the socket (before a drain); nothing more reaches the consumer. */
+  pauseReading(): void {
+    this.readingPaused = true;
+    this.setPaused(true);
   }
 
   /** Reports the current confirmable LSN to the server now (used after a drain). */
@@ -139,10 +146,10 @@ export class ReplicationStream<M> {
   private async drain(): Promise<void> {
     this.draining = true;
     try {
-      while (this.queue.length > 0) {
+      while (this.queue.length > 0 && !this.readingPaused) {
         const item = this.queue.shift()!;
         await this.consumer.handle(item);
-        if (this.paused && this.queue.length < (this.options.highWater ?? 256) / 4) this.setPaused(false);
+        if (this.paused && !this.readingPaused && this.queue.length < (this.options.highWater ?? 256) / 4) this.setPaused(false);
       }
     } catch (error) {
       // A consumer failure is a broken invariant: drop the connection so the stream restarts from a safe point.
@@ -151,7 +158,7 @@ export class ReplicationStream<M> {
       this.options.logger.error({ err: describeError(error) }, 'failed to handle replication message');
     } finally {
       this.draining = false;
-      if (this.paused) this.setPaused(false);
+      if (this.paused && !this.readingPaused) this.setPaused(false);
       for (const resolve of this.drained.splice(0)) resolve();
     }
   }

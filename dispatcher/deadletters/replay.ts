@@ -1,0 +1,65 @@
+import type { EventAttributes, RowOperation } from '../../api/v1alpha1/index.js';
+import { buildRequest } from '../delivery/requestBody.js';
+import type { HttpSender } from '../delivery/httpSender.js';
+import { signPayload } from '../delivery/signing.js';
+import type { TriggerDelivery } from '../pipeline/deliveryAttempt.js';
+import type { PendingEvent } from '../pipeline/pendingEvent.js';
+import type { DeadLetterStore, StoredDeadLetter } from './store.js';
+
+/** What a replay did, item by item. */
+export interface ReplayReport {
+  replayed: { id: number; eventId: string; trigger: string }[];
+  failed: { id: number; eventId: string; trigger: string; reason: string }[];
+}
+
+/** Rebuilds the event from its stored form, so it is sent exactly as the trigger sends events today. */
+function storedEvent(letter: StoredDeadLetter): PendingEvent {
+  const attributes = JSON.parse(letter.attributesJson) as EventAttributes;
+  const table = (JSON.parse(letter.dataJson) as { table?: { schema: string; name: string } } | null)?.table ?? { schema: '', name: '' };
+  return {
+    id: attributes.id,
+    orderingKey: attributes.subject,
+    triggerKey: letter.trigger,
+    attributes,
+    dataJson: letter.dataJson,
+    oldJson: letter.oldJson,
+    newJson: letter.newJson,
+    op: attributes.type.replace('dev.eventide.row.', '') as RowOperation,
+    table,
+    commitTimeMs: Date.parse(attributes.time),
+    // Replays are one-off deliveries outside any transaction the slot tracks.
+    txn: { commitLsn: 0n, endLsn: 0n, pending: 0, sealed: true },
+    bytes: letter.dataJson.length,
+  };
+}
+
+/**
+ * Replays dead letters once each, in id order, to their trigger's current destination. Successes
+ * are marked replayed (the row stays as a record); failures stay pending with the reason reported.
+ */
+export async function replayDeadLetters(
+  store: DeadLetterStore,
+  letters: StoredDeadLetter[],
+  targets: ReadonlyMap<string, TriggerDelivery>,
+  sender: HttpSender,
+): Promise<ReplayReport> {
+  const report: ReplayReport = { replayed: [], failed: [] };
+  for (const letter of letters) {
+    const item = { id: letter.id, eventId: letter.eventId, trigger: letter.trigger };
+    const target = targets.get(letter.trigger);
+    if (!target) {
+      report.failed.push({ ...item, reason: `EventTrigger ${letter.trigger} is not in the given manifests` });
+      continue;
+    }
+    const event = storedEvent(letter);
+    const request = buildRequest(target.trigger.spec, target.trigger.metadata.name, [{ event, attempts: letter.attempts }]);
+    if (target.signingSecret) Object.assign(request.headers, signPayload(target.signingSecret, event.id, request.body));
+    const result = await sender.send(target.url, request, target.retry.timeoutMs);
+    if (result.error) report.failed.push({ ...item, reason: result.error });
+    else {
+      await store.markReplayed([letter.id]);
+      report.replayed.push(item);
+    }
+  }
+  return report;
+}

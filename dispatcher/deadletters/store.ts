@@ -1,0 +1,145 @@
+import type pg from 'pg';
+
+/** One event that could not be delivered. */
+export interface DeadLetter {
+  trigger: string;
+  eventId: string;
+  /** The structured CloudEvent JSON (attributes and data). */
+  eventJson: string;
+  attempts: number;
+  lastStatus: number | null;
+  lastError: string;
+  reason: string;
+  firstAttemptAt: Date;
+}
+
+/** A dead letter as stored. */
+export interface StoredDeadLetter extends DeadLetter {
+  id: number;
+  /** Parts of the stored event as JSON text, so a replay sends values with every digit. */
+  attributesJson: string;
+  dataJson: string;
+  oldJson: string;
+  newJson: string;
+  deadLetteredAt: Date;
+  replayedAt: Date | null;
+  replayCount: number;
+}
+
+const SCHEMA_SQL = `
+CREATE SCHEMA IF NOT EXISTS eventide;
+CREATE TABLE IF NOT EXISTS eventide.dead_letters (
+  id bigserial PRIMARY KEY,
+  trigger text NOT NULL,
+  event_id text NOT NULL,
+  event jsonb NOT NULL,
+  attempts integer NOT NULL,
+  last_status integer,
+  last_error text NOT NULL,
+  reason text NOT NULL,
+  first_attempt_at timestamptz NOT NULL,
+  dead_lettered_at timestamptz NOT NULL DEFAULT now(),
+  replayed_at timestamptz,
+  replay_count integer NOT NULL DEFAULT 0,
+  UNIQUE (trigger, event_id)
+);
+CREATE INDEX IF NOT EXISTS dead_letters_pending ON eventide.dead_letters (trigger, id) WHERE replayed_at IS NULL;
+`;
+
+/**
+ * The dead-letter table (eventide.dead_letters in the source database, or a configured one). jsonb
+ * keeps numeric values exact. Recording is idempotent on (trigger, event id): an event dead-lettered
+ * again after a crash updates its row instead of adding a second one.
+ */
+export class DeadLetterStore {
+  constructor(private readonly pool: pg.Pool) {}
+
+  async ensureSchema(): Promise<void> {
+    // Two dispatchers creating the schema at once can race on the catalog; the lock serialises them.
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query("SELECT pg_advisory_xact_lock(hashtext('eventide.dead_letters'))");
+      await client.query(SCHEMA_SQL);
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
+  async record(letters: DeadLetter[]): Promise<void> {
+    if (letters.length === 0) return;
+    const values: unknown[] = [];
+    const rows = letters.map((l, i) => {
+      values.push(l.trigger, l.eventId, l.eventJson, l.attempts, l.lastStatus, l.lastError, l.reason, l.firstAttemptAt);
+      const b = i * 8;
+      return `($${b + 1}, $${b + 2}, $${b + 3}::jsonb, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8})`;
+    });
+    await this.pool.query(
+      `INSERT INTO eventide.dead_letters (trigger, event_id, event, attempts, last_status, last_error, reason, first_attempt_at)
+       VALUES ${rows.join(', ')}
+       ON CONFLICT (trigger, event_id) DO UPDATE SET
+         attempts = EXCLUDED.attempts, last_status = EXCLUDED.last_status, last_error = EXCLUDED.last_error,
+         reason = EXCLUDED.reason, dead_lettered_at = now(), replayed_at = NULL`,
+      values,
+    );
+  }
+
+  async list(filter: { trigger?: string; id?: number; includeReplayed?: boolean; limit?: number } = {}): Promise<StoredDeadLetter[]> {
+    const where: string[] = [];
+    const values: unknown[] = [];
+    if (filter.id !== undefined) where.push(`id = $${values.push(filter.id)}`);
+    if (filter.trigger !== undefined) where.push(`trigger = $${values.push(filter.trigger)}`);
+    if (!filter.includeReplayed && filter.id === undefined) where.push('replayed_at IS NULL');
+    const { rows } = await this.pool.query<{
+      id: string;
+      trigger: string;
+      event_id: string;
+      event: string;
+      attributes: string;
+      data: string;
+      old: string;
+      new: string;
+      attempts: number;
+      last_status: number | null;
+      last_error: string;
+      reason: string;
+      first_attempt_at: Date;
+      dead_lettered_at: Date;
+      replayed_at: Date | null;
+      replay_count: number;
+    }>(
+      `SELECT id, trigger, event_id, event::text AS event, (event - 'data')::text AS attributes,
+              coalesce(event->'data', 'null')::text AS data, coalesce(event->'data'->'old', 'null')::text AS old,
+              coalesce(event->'data'->'new', 'null')::text AS new, attempts, last_status, last_error, reason, first_attempt_at, dead_lettered_at, replayed_at, replay_count
+         FROM eventide.dead_letters ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${values.push(filter.limit ?? 1000)}`,
+      values,
+    );
+    return rows.map((r) => ({
+      id: Number(r.id),
+      trigger: r.trigger,
+      eventId: r.event_id,
+      eventJson: r.event,
+      attributesJson: r.attributes,
+      dataJson: r.data,
+      oldJson: r.old,
+      newJson: r.new,
+      attempts: r.attempts,
+      lastStatus: r.last_status,
+      lastError: r.last_error,
+      reason: r.reason,
+      firstAttemptAt: r.first_attempt_at,
+      deadLetteredAt: r.dead_lettered_at,
+      replayedAt: r.replayed_at,
+      replayCount: r.replay_count,
+    }));
+  }
+
+  async markReplayed(ids: number[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.pool.query('UPDATE eventide.dead_letters SET replayed_at = now(), replay_count = replay_count + 1 WHERE id = ANY($1::bigint[])', [ids]);
+  }
+}

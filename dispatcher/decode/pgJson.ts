@@ -1,0 +1,97 @@
+import { parseArrayText, parseRecordText, type NestedText } from './pgText.js';
+import type { TypeCatalog } from './typeCatalog.js';
+
+/** One column value in both forms eventide needs. */
+export interface ConvertedValue {
+  /** Exactly the JSON that to_jsonb gives for the value (numbers keep every digit). */
+  json: string;
+  /**
+   * A plain JS value for filters: numbers as number (int8 beyond 2^53 as bigint, numeric may round),
+   * json parsed, everything else as in `json`.
+   */
+  value: unknown;
+}
+
+const NUMERIC = new Set([20, 21, 23, 700, 701, 1700]);
+const JSON_NUMBER = /^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$/;
+
+const nullValue: ConvertedValue = { json: 'null', value: null };
+
+function str(text: string): ConvertedValue {
+  return { json: JSON.stringify(text), value: text };
+}
+
+function numeric(text: string, oid: number): ConvertedValue {
+  // NaN and ±Infinity are not JSON numbers; to_jsonb turns them into strings.
+  if (!JSON_NUMBER.test(text)) return str(text);
+  if (oid === 20 || oid === 21 || oid === 23) {
+    const asNumber = Number(text);
+    return { json: text, value: Number.isSafeInteger(asNumber) ? asNumber : BigInt(text) };
+  }
+  return { json: text, value: Number(text) };
+}
+
+/** "2024-01-02 03:04:05.5+00" (DateStyle ISO) → "2024-01-02T03:04:05.5+00:00" (to_jsonb's XSD form). */
+function timestamp(text: string, withZone: boolean): ConvertedValue {
+  if (text === 'infinity' || text === '-infinity') return str(text);
+  let iso = text.replace(' ', 'T');
+  if (withZone) iso = iso.replace(/([+-]\d\d)$/, '$1:00');
+  return str(iso);
+}
+
+/** Parses JSON without losing big numbers' digits in the `json` form (the text is kept as it is). */
+function json(text: string): ConvertedValue {
+  return { json: text, value: JSON.parse(text) as unknown };
+}
+
+/**
+ * Converts a column's text (as pgoutput sends it) to to_jsonb's JSON. The type and the types it is
+ * built from must have been resolved in the catalog first, so this runs without I/O.
+ */
+export function convertText(text: string | null, oid: number, catalog: TypeCatalog): ConvertedValue {
+  if (text === null) return nullValue;
+  const info = catalog.known(oid);
+  if (!info) throw new Error(`type ${oid} was not resolved before decoding`);
+  switch (info.kind) {
+    case 'domain':
+      return convertText(text, info.base, catalog);
+    case 'enum':
+      return str(text);
+    case 'array': {
+      const nested = parseArrayText(text, info.delimiter);
+      const build = (node: NestedText): ConvertedValue => {
+        if (!Array.isArray(node)) return convertText(node, info.element, catalog);
+        const items = node.map(build);
+        return { json: `[${items.map((i) => i.json).join(',')}]`, value: items.map((i) => i.value) };
+      };
+      return build(nested);
+    }
+    case 'composite': {
+      const fields = parseRecordText(text);
+      const parts: string[] = [];
+      const value: Record<string, unknown> = {};
+      info.attributes.forEach((attribute, i) => {
+        const converted = convertText(fields[i] ?? null, attribute.type, catalog);
+        parts.push(`${JSON.stringify(attribute.name)}:${converted.json}`);
+        value[attribute.name] = converted.value;
+      });
+      return { json: `{${parts.join(',')}}`, value };
+    }
+    case 'base':
+      break;
+  }
+  if (NUMERIC.has(oid)) return numeric(text, oid);
+  switch (oid) {
+    case 16:
+      return text === 't' ? { json: 'true', value: true } : { json: 'false', value: false };
+    case 114:
+    case 3802:
+      return json(text);
+    case 1114:
+      return timestamp(text, false);
+    case 1184:
+      return timestamp(text, true);
+    default:
+      return str(text);
+  }
+}

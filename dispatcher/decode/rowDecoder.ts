@@ -1,0 +1,136 @@
+import type { ChangeDecoder, DecodedRowChange } from '../pipeline/changeIntake.js';
+import { parseLsn, type Lsn } from '../lsn.js';
+import { convertText } from './pgJson.js';
+import type { TypeCatalog } from './typeCatalog.js';
+import { UNCHANGED_TOAST, type PgoutputMessage, type RawTuple, type Relation } from './textPgoutputPlugin.js';
+
+/** A row in both forms: JSON text per to_jsonb and JS values for filters. */
+interface DecodedRow {
+  json: string;
+  values: Record<string, unknown>;
+  /** Column → its JSON text, to compare old and new exactly. */
+  columns: Map<string, string>;
+  unchangedToast: string[];
+}
+
+/**
+ * Turns pgoutput messages into row changes. Column types are resolved (from the catalog, once per
+ * relation) before the first row of a relation is decoded; after that decoding is synchronous.
+ */
+export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
+  /** Relation OID → primary-key columns (the row identity for ordering and subjects). */
+  private readonly primaryKeys = new Map<number, string[]>();
+
+  constructor(
+    private readonly catalog: TypeCatalog,
+    private readonly query: (sql: string, params: unknown[]) => Promise<{ rows: unknown[] }>,
+  ) {}
+
+  /** Relations are re-announced after a reconnect; the catalog may have changed meanwhile. */
+  reset(): void {
+    this.primaryKeys.clear();
+    this.catalog.clear();
+  }
+
+  begin(message: PgoutputMessage): { commitLsn: Lsn; xid: number; commitTime: Date } | undefined {
+    if (message.tag !== 'begin') return undefined;
+    return { commitLsn: parseLsn(message.commitLsn), xid: message.xid, commitTime: new Date(Number(message.commitTime / 1000n)) };
+  }
+
+  commit(message: PgoutputMessage): { commitLsn: Lsn; endLsn: Lsn } | undefined {
+    if (message.tag !== 'commit') return undefined;
+    return { commitLsn: parseLsn(message.commitLsn), endLsn: parseLsn(message.commitEndLsn) };
+  }
+
+  async decode(message: PgoutputMessage): Promise<DecodedRowChange[]> {
+    switch (message.tag) {
+      case 'insert': {
+        await this.prepare(message.relation);
+        const row = this.row(message.relation, message.new);
+        return [this.change('insert', message.relation, null, row)];
+      }
+      case 'update': {
+        await this.prepare(message.relation);
+        const oldTuple = message.old ?? message.key;
+        const old = oldTuple ? this.row(message.relation, oldTuple, message.old === null) : null;
+        const full = message.old !== null;
+        const row = this.row(message.relation, message.new, false, full ? message.old! : undefined);
+        return [this.change('update', message.relation, old, row, full)];
+      }
+      case 'delete': {
+        await this.prepare(message.relation);
+        const oldTuple = message.old ?? message.key;
+        const old = oldTuple ? this.row(message.relation, oldTuple, message.old === null) : null;
+        return [this.change('delete', message.relation, old, null)];
+      }
+      case 'truncate':
+        return message.relations.map((relation) => this.change('truncate', relation, null, null));
+      default:
+        return [];
+    }
+  }
+
+  private async prepare(relation: Relation): Promise<void> {
+    if (this.primaryKeys.has(relation.relationOid)) return;
+    for (const column of relation.columns) await this.catalog.resolve(column.typeOid);
+    // With REPLICA IDENTITY FULL every column is flagged as key, so the primary key comes from the catalog.
+    const { rows } = await this.query(
+      `SELECT a.attname AS name FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+        WHERE i.indrelid = $1 AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)`,
+      [relation.relationOid],
+    );
+    const primaryKey = (rows as { name: string }[]).map((r) => r.name);
+    this.primaryKeys.set(relation.relationOid, primaryKey.length ? primaryKey : relation.replicaIdentity === 'full' ? [] : relation.keyColumns);
+  }
+
+  /**
+   * Decodes a tuple. `keyOnly`: a key tuple carries NULL placeholders for non-key columns, which are
+   * left out. `fullOld`: the old row, whose values stand in for unchanged TOASTed ones.
+   */
+  private row(relation: Relation, tuple: RawTuple, keyOnly = false, fullOld?: RawTuple): DecodedRow {
+    const parts: string[] = [];
+    const values: Record<string, unknown> = {};
+    const columns = new Map<string, string>();
+    const unchangedToast: string[] = [];
+    for (const column of relation.columns) {
+      if (keyOnly && !relation.keyColumns.includes(column.name)) continue;
+      let raw = tuple[column.name];
+      if (raw === UNCHANGED_TOAST) {
+        const fallback = fullOld?.[column.name];
+        if (fallback === undefined || fallback === UNCHANGED_TOAST) {
+          unchangedToast.push(column.name);
+          continue;
+        }
+        raw = fallback;
+      }
+      if (raw === undefined) continue;
+      const converted = convertText(raw, column.typeOid, this.catalog);
+      parts.push(`${JSON.stringify(column.name)}:${converted.json}`);
+      values[column.name] = converted.value;
+      columns.set(column.name, converted.json);
+    }
+    return { json: `{${parts.join(',')}}`, values, columns, unchangedToast };
+  }
+
+  private change(op: DecodedRowChange['op'], relation: Relation, old: DecodedRow | null, row: DecodedRow | null, oldIsFull = false): DecodedRowChange {
+    const keySource = row ?? old;
+    const keyColumns = this.primaryKeys.get(relation.relationOid) ?? relation.keyColumns;
+    const rowKey = keySource ? keyColumns.map((k) => keySource.columns.get(k)?.replace(/^"|"$/g, '') ?? '').join(',') : '';
+    return {
+      op,
+      schema: relation.schema,
+      table: relation.name,
+      oldJson: old?.json ?? null,
+      newJson: row?.json ?? null,
+      old: old?.values ?? null,
+      new: row?.values ?? null,
+      rowKey,
+      unchangedToastColumns: row?.unchangedToast ?? [],
+      columnChanged(column) {
+        if (!oldIsFull || !old || !row) return undefined;
+        if (row.unchangedToast.includes(column)) return false;
+        return old.columns.get(column) !== row.columns.get(column);
+      },
+    };
+  }
+}

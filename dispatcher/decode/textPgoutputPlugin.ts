@@ -1,0 +1,96 @@
+import { PgoutputPlugin } from 'pg-logical-replication';
+import type { AbstractPlugin } from 'pg-logical-replication/dist/output-plugins/abstract.plugin.js';
+import { PgoutputParser } from 'pg-logical-replication/dist/output-plugins/pgoutput/pgoutput-parser.js';
+
+/** Marks a value Postgres did not send: a TOASTed column an update left unchanged. */
+export const UNCHANGED_TOAST: unique symbol = Symbol('unchanged-toast');
+
+/** A column value exactly as pgoutput sent it in text mode. */
+export type RawValue = string | null | typeof UNCHANGED_TOAST;
+
+export type RawTuple = Record<string, RawValue>;
+
+export interface RelationColumn {
+  name: string;
+  flags: number;
+  typeOid: number;
+  typeMod: number;
+}
+
+export interface Relation {
+  tag: 'relation';
+  relationOid: number;
+  schema: string;
+  name: string;
+  replicaIdentity: 'default' | 'nothing' | 'full' | 'index';
+  columns: RelationColumn[];
+  keyColumns: string[];
+}
+
+/** The pgoutput messages, with row values kept as text. */
+export type PgoutputMessage =
+  | { tag: 'begin'; commitLsn: string; commitTime: bigint; xid: number }
+  | { tag: 'commit'; flags: number; commitLsn: string; commitEndLsn: string; commitTime: bigint }
+  | Relation
+  | { tag: 'insert'; relation: Relation; new: RawTuple }
+  | { tag: 'update'; relation: Relation; key: RawTuple | null; old: RawTuple | null; new: RawTuple }
+  | { tag: 'delete'; relation: Relation; key: RawTuple | null; old: RawTuple | null }
+  | { tag: 'truncate'; cascade: boolean; restartIdentity: boolean; relations: Relation[] }
+  | { tag: 'type'; typeOid: number; typeSchema: string; typeName: string }
+  | { tag: 'origin'; originLsn: string; originName: string }
+  | { tag: 'message'; prefix: string; content: Uint8Array };
+
+interface ParserInternals {
+  readTuple(reader: TupleReader, relation: { columns: RelationColumn[] }, fallback?: RawTuple): RawTuple;
+  readRelationColumn(reader: TupleReader): RelationColumn;
+}
+
+interface TupleReader {
+  readInt16(): number;
+  readInt32(): number;
+  readUint8(): number;
+  readString(): string;
+  read(n: number): Uint8Array;
+  decodeText(buf: Uint8Array): string;
+}
+
+/**
+ * The library's parser runs pg's global type parsers over every value, which loses numeric and
+ * bigint digits and reshapes timestamps. This parser keeps the text Postgres sent, so each value can
+ * be turned into exactly the JSON to_jsonb gives.
+ */
+class TextPgoutputParser extends PgoutputParser {
+  constructor() {
+    super();
+    const self = this as unknown as ParserInternals;
+    self.readRelationColumn = (reader) => ({
+      flags: reader.readUint8(),
+      name: reader.readString(),
+      typeOid: reader.readInt32(),
+      typeMod: reader.readInt32(),
+    });
+    self.readTuple = (reader, { columns }) => {
+      const count = reader.readInt16();
+      const tuple: RawTuple = Object.create(null) as RawTuple;
+      for (let i = 0; i < count; i++) {
+        const name = columns[i]!.name;
+        const kind = reader.readUint8();
+        if (kind === 0x74 /* t */) tuple[name] = reader.decodeText(reader.read(reader.readInt32()));
+        else if (kind === 0x6e /* n */) tuple[name] = null;
+        else if (kind === 0x75 /* u */) tuple[name] = UNCHANGED_TOAST;
+        else throw new Error(`unexpected pgoutput column kind ${String.fromCharCode(kind)} (binary mode is not requested)`);
+      }
+      return tuple;
+    };
+  }
+}
+
+/** A pgoutput plugin (protocol 1) whose messages keep row values as text. */
+export type TextPgoutputPlugin = AbstractPlugin & { parse(buffer: Buffer): PgoutputMessage };
+
+/** Creates the plugin for one replication connection. */
+export function createTextPgoutputPlugin(publicationNames: string[]): TextPgoutputPlugin {
+  const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames });
+  (plugin as unknown as { parser: PgoutputParser }).parser = new TextPgoutputParser();
+  return plugin as unknown as TextPgoutputPlugin;
+}

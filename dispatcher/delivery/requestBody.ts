@@ -1,0 +1,77 @@
+import type { EventTriggerSpecT, BatchResponse } from '../../api/v1alpha1/index.js';
+import type { PendingEvent } from '../pipeline/pendingEvent.js';
+
+/** An HTTP request ready to send. */
+export interface OutgoingRequest {
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** The structured CloudEvent JSON of an event, built by concatenation so row values keep their digits. */
+export function structuredEventJson(event: PendingEvent): string {
+  const head = JSON.stringify(event.attributes);
+  return `${head.slice(0, -1)},"data":${event.dataJson}}`;
+}
+
+const HASURA_OPS = { insert: 'INSERT', update: 'UPDATE', delete: 'DELETE', truncate: 'TRUNCATE' } as const;
+
+/** Hasura's event-trigger payload, so handlers written for Hasura move over unchanged. */
+export function hasuraEventJson(event: PendingEvent, triggerName: string, maxRetries: number, currentRetry: number): string {
+  return (
+    `{"event":{"session_variables":null,"op":"${HASURA_OPS[event.op]}","data":{"old":${event.oldJson ?? 'null'},"new":${event.newJson ?? 'null'}},"trace_context":null},` +
+    `"created_at":${JSON.stringify(event.attributes.time)},"id":${JSON.stringify(event.id)},` +
+    `"delivery_info":{"max_retries":${maxRetries},"current_retry":${currentRetry}},` +
+    `"trigger":{"name":${JSON.stringify(triggerName)}},"table":${JSON.stringify(event.table)}}`
+  );
+}
+
+/** Builds the request for one event or a batch, in the trigger's format. Pure. */
+export function buildRequest(
+  spec: Pick<EventTriggerSpecT, 'format' | 'batch' | 'delivery'>,
+  triggerName: string,
+  events: { event: PendingEvent; attempts: number }[],
+): OutgoingRequest {
+  if (spec.batch.maxSize > 1) {
+    return {
+      headers: { 'content-type': 'application/cloudevents-batch+json; charset=utf-8' },
+      body: `[${events.map((e) => structuredEventJson(e.event)).join(',')}]`,
+    };
+  }
+  const { event, attempts } = events[0]!;
+  switch (spec.format) {
+    case 'hasura':
+      return { headers: { 'content-type': 'application/json' }, body: hasuraEventJson(event, triggerName, spec.delivery.retries, attempts) };
+    case 'cloudevents-structured':
+      return { headers: { 'content-type': 'application/cloudevents+json; charset=utf-8' }, body: structuredEventJson(event) };
+    case 'cloudevents': {
+      const a = event.attributes;
+      return {
+        headers: {
+          'content-type': 'application/json',
+          'ce-specversion': a.specversion,
+          'ce-id': a.id,
+          'ce-source': a.source,
+          'ce-type': a.type,
+          'ce-subject': a.subject,
+          'ce-time': a.time,
+        },
+        body: event.dataJson,
+      };
+    }
+  }
+}
+
+/**
+ * Reads a function's answer to a batch: `{"failures":[{"id":...}]}` names the items to retry (as
+ * Lambda's partial batch response). Any other 2xx body means every item was handled.
+ */
+export function failedBatchItems(body: string | undefined): Set<string> {
+  if (!body) return new Set();
+  try {
+    const parsed = JSON.parse(body) as Partial<BatchResponse>;
+    if (!Array.isArray(parsed.failures)) return new Set();
+    return new Set(parsed.failures.filter((f) => f && typeof f.id === 'string').map((f) => f.id));
+  } catch {
+    return new Set();
+  }
+}

@@ -1,0 +1,138 @@
+import type { Logger } from '../../common/logger.js';
+import type { EventTriggerResource } from '../../api/v1alpha1/index.js';
+import type { DispatcherMetrics } from '../metrics.js';
+import type { DeadLetter, DeadLetterStore } from '../deadletters/store.js';
+import { buildRequest, failedBatchItems, structuredEventJson } from '../delivery/requestBody.js';
+import { decideAfterFailure, type RetryConfig } from '../delivery/retryRules.js';
+import type { HttpSender, SendResult } from '../delivery/httpSender.js';
+import { signPayload } from '../delivery/signing.js';
+import type { AttemptOutcome, LaneEntry } from './triggerLane.js';
+import type { PendingEvent } from './pendingEvent.js';
+
+/** Everything one trigger's deliveries need, resolved at (re)load. */
+export interface TriggerDelivery {
+  key: string;
+  trigger: EventTriggerResource;
+  url: string;
+  retry: RetryConfig;
+  signingSecret?: string;
+  deadLetterSinkUrl?: string;
+}
+
+export interface DeliveryDeps {
+  sender: HttpSender;
+  deadLetters: DeadLetterStore;
+  metrics: DispatcherMetrics;
+  logger: Logger;
+  now?: () => number;
+}
+
+const SETTLED: AttemptOutcome = { kind: 'settled' };
+
+/**
+ * Makes one attempt at a batch for a trigger and turns the answer into per-event outcomes: settled
+ * (delivered, or recorded as a dead letter), or retry after a delay.
+ */
+export async function attemptDelivery(
+  target: TriggerDelivery,
+  entries: LaneEntry<PendingEvent>[],
+  signal: AbortSignal,
+  deps: DeliveryDeps,
+): Promise<Map<string, AttemptOutcome>> {
+  const now = deps.now ?? Date.now;
+  const outcomes = new Map<string, AttemptOutcome>();
+  const log = deps.logger.child({ trigger: target.key });
+
+  // Events whose filter could not be evaluated are never sent: they go to the dead letters with the reason.
+  const unfiltered = entries.filter((e) => e.event.filterError);
+  if (unfiltered.length) {
+    await deadLetter(target, unfiltered.map((entry) => ({ entry, result: { error: entry.event.filterError!, durationMs: 0 }, reason: 'filter-error' })), deps);
+    for (const e of unfiltered) outcomes.set(e.event.id, SETTLED);
+  }
+  const sendable = entries.filter((e) => !e.event.filterError);
+  if (sendable.length === 0) return outcomes;
+
+  const outgoing = buildRequest(target.trigger.spec, target.trigger.metadata.name, sendable.map((e) => ({ event: e.event, attempts: e.attempts })));
+  if (target.signingSecret) Object.assign(outgoing.headers, signPayload(target.signingSecret, sendable[0]!.event.id, outgoing.body, now()));
+  const result = await deps.sender.send(target.url, outgoing, target.retry.timeoutMs, signal);
+  deps.metrics.attemptDuration.observe({ trigger: target.key }, result.durationMs / 1000);
+
+  const ok = result.status !== undefined && result.status >= 200 && result.status < 300;
+  const failedIds = ok && target.trigger.spec.batch.maxSize > 1 ? failedBatchItems(result.body) : new Set<string>();
+  const toDeadLetter: { entry: LaneEntry<PendingEvent>; result: SendResult; reason: string }[] = [];
+  for (const entry of sendable) {
+    const attempts = entry.attempts + 1;
+    if (ok && !failedIds.has(entry.event.id)) {
+      outcomes.set(entry.event.id, SETTLED);
+      deps.metrics.deliveries.inc({ trigger: target.key, outcome: 'success' });
+      deps.metrics.endToEndLatency.observe({ trigger: target.key }, Math.max(0, now() - entry.event.commitTimeMs) / 1000);
+      continue;
+    }
+    const itemResult: SendResult = ok ? { ...result, error: 'the function reported this batch item as failed' } : result;
+    const decision = decideAfterFailure(target.retry, {
+      attempts,
+      ...(ok ? {} : result.status !== undefined ? { status: result.status } : {}),
+      ...(result.retryAfter ? { retryAfter: result.retryAfter } : {}),
+      commitTimeMs: entry.event.commitTimeMs,
+      now: now(),
+    });
+    log.warn(
+      { eventId: entry.event.id, attempt: attempts, status: itemResult.status, reason: itemResult.error, next: decision.action === 'retry' ? `retry in ${decision.delayMs}ms` : decision.reason },
+      'delivery attempt failed',
+    );
+    if (decision.action === 'retry') {
+      deps.metrics.deliveries.inc({ trigger: target.key, outcome: 'retry' });
+      deps.metrics.retries.inc({ trigger: target.key });
+      outcomes.set(entry.event.id, { kind: 'retry', delayMs: decision.delayMs });
+    } else {
+      toDeadLetter.push({ entry, result: itemResult, reason: decision.reason });
+    }
+  }
+  if (toDeadLetter.length) {
+    await deadLetter(target, toDeadLetter, deps);
+    for (const { entry } of toDeadLetter) outcomes.set(entry.event.id, SETTLED);
+  }
+  return outcomes;
+}
+
+/** Records dead letters (the table first: it is the record users rely on), then tells the dead-letter sink. */
+async function deadLetter(
+  target: TriggerDelivery,
+  items: { entry: LaneEntry<PendingEvent>; result: SendResult; reason: string }[],
+  deps: DeliveryDeps,
+): Promise<void> {
+  const letters: DeadLetter[] = items.map(({ entry, result, reason }) => ({
+    trigger: target.key,
+    eventId: entry.event.id,
+    eventJson: structuredEventJson(entry.event),
+    attempts: reason === 'filter-error' ? 0 : entry.attempts + 1,
+    lastStatus: result.status ?? null,
+    lastError: result.error ?? 'unknown error',
+    reason,
+    firstAttemptAt: new Date(entry.firstAttemptAt ?? Date.now()),
+  }));
+  await deps.deadLetters.record(letters);
+  for (const letter of letters) {
+    deps.metrics.deliveries.inc({ trigger: target.key, outcome: 'dead_letter' });
+    deps.metrics.deadLetters.inc({ trigger: target.key, reason: letter.reason });
+    deps.logger.error({ trigger: target.key, eventId: letter.eventId, attempts: letter.attempts, reason: letter.reason, lastError: letter.lastError }, 'event dead-lettered');
+  }
+  if (target.deadLetterSinkUrl) await notifyDeadLetterSink(target.deadLetterSinkUrl, letters, deps);
+}
+
+/** Best effort: the table already holds the dead letter, so a sink outage costs nothing but the notification. */
+async function notifyDeadLetterSink(url: string, letters: DeadLetter[], deps: DeliveryDeps): Promise<void> {
+  for (const letter of letters) {
+    const body =
+      `{"specversion":"1.0","id":${JSON.stringify(`dl-${letter.eventId}`)},"source":${JSON.stringify(`/eventide/${letter.trigger}`)},` +
+      `"type":"dev.eventide.deadletter","time":${JSON.stringify(new Date().toISOString())},"datacontenttype":"application/json",` +
+      `"data":{"trigger":${JSON.stringify(letter.trigger)},"attempts":${letter.attempts},"lastStatus":${letter.lastStatus ?? 'null'},` +
+      `"lastError":${JSON.stringify(letter.lastError)},"reason":${JSON.stringify(letter.reason)},"event":${letter.eventJson}}}`;
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const result = await deps.sender.send(url, { headers: { 'content-type': 'application/cloudevents+json; charset=utf-8' }, body }, 10_000);
+      if (!result.error) break;
+      deps.logger.warn({ url, eventId: letter.eventId, attempt, reason: result.error }, 'dead-letter sink did not accept the dead letter');
+      if (attempt < 3) await new Promise((r) => setTimeout(r, 200 * attempt));
+    }
+  }
+}

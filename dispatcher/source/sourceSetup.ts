@@ -1,0 +1,113 @@
+import type pg from 'pg';
+import type { Route } from '../routing/triggerMatcher.js';
+
+/** What the dispatcher needs to know about a routed table. */
+export interface TableFacts {
+  schema: string;
+  name: string;
+  exists: boolean;
+  columns: string[];
+  /** d = default (primary key), n = nothing, f = full, i = index. */
+  replicaIdentity?: 'd' | 'n' | 'f' | 'i';
+}
+
+/** A source that cannot serve its triggers: the message names the trigger, the table or column, and the fix. */
+export class SourceProblemError extends Error {
+  readonly code = 'EVENTIDE_SOURCE_PROBLEM';
+  override readonly name = 'SourceProblemError';
+  constructor(readonly problems: string[]) {
+    super(problems.join('\n'));
+  }
+}
+
+/** Quotes an identifier for SQL. */
+export function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+/** Reads existence, columns and replica identity of the given tables. */
+export async function inspectTables(client: pg.ClientBase, tables: { schema: string; name: string }[]): Promise<TableFacts[]> {
+  const facts: TableFacts[] = [];
+  for (const table of tables) {
+    const { rows } = await client.query<{ relreplident: 'd' | 'n' | 'f' | 'i'; columns: string[] }>(
+      `SELECT c.relreplident,
+              array(SELECT attname::text FROM pg_attribute WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum) AS columns
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`,
+      [table.schema, table.name],
+    );
+    const row = rows[0];
+    facts.push(row ? { ...table, exists: true, columns: row.columns, replicaIdentity: row.relreplident } : { ...table, exists: false, columns: [] });
+  }
+  return facts;
+}
+
+/**
+ * Checks the routes against the tables. Pure. Problems stop the dispatcher with a message naming
+ * what is wrong; warnings are logged (the trigger works, with less information).
+ */
+export function checkRoutesAgainstTables(routes: readonly Route[], facts: readonly TableFacts[]): { problems: string[]; warnings: string[] } {
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  for (const route of routes) {
+    const { table, columns, operations } = route.trigger.spec;
+    const fact = facts.find((f) => f.schema === table.schema && f.name === table.name);
+    const label = `EventTrigger ${route.key}`;
+    if (!fact?.exists) {
+      problems.push(`${label}: table ${table.schema}.${table.name} does not exist`);
+      continue;
+    }
+    const wanted = [...(columns ?? []).map((c) => ['spec.columns', c] as const), ...[...(route.filter?.columns ?? [])].map((c) => ['spec.filter', c] as const)];
+    for (const [field, column] of wanted) {
+      if (!fact.columns.includes(column)) problems.push(`${label}: ${field} names column "${column}", which ${table.schema}.${table.name} does not have`);
+    }
+    const needsOld = (columns !== undefined || /\bold\b/.test(route.trigger.spec.filter ?? '')) && operations.some((o) => o === 'update' || o === 'delete');
+    if (needsOld && fact.replicaIdentity !== 'f') {
+      warnings.push(
+        `${label}: ${table.schema}.${table.name} lacks REPLICA IDENTITY FULL, so old rows carry only key columns and every update counts as changing spec.columns; run ALTER TABLE ${quoteIdent(table.schema)}.${quoteIdent(table.name)} REPLICA IDENTITY FULL`,
+      );
+    }
+    if (fact.replicaIdentity === 'n' && operations.some((o) => o === 'update' || o === 'delete')) {
+      problems.push(`${label}: ${table.schema}.${table.name} has REPLICA IDENTITY NOTHING; Postgres then refuses its updates and deletes under a publication`);
+    }
+  }
+  return { problems, warnings };
+}
+
+/** Creates the publication if absent and makes its table list exactly `tables`. */
+export async function ensurePublication(client: pg.ClientBase, name: string, tables: { schema: string; name: string }[]): Promise<void> {
+  const list = tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`).join(', ');
+  const { rowCount } = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [name]);
+  if (!rowCount) {
+    await client.query(tables.length ? `CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${list}` : `CREATE PUBLICATION ${quoteIdent(name)}`);
+    return;
+  }
+  const current = await client.query<{ schemaname: string; tablename: string }>('SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1', [name]);
+  const have = new Set(current.rows.map((r) => `${r.schemaname}.${r.tablename}`));
+  const want = new Set(tables.map((t) => `${t.schema}.${t.name}`));
+  if (have.size === want.size && [...want].every((t) => have.has(t))) return;
+  if (tables.length) await client.query(`ALTER PUBLICATION ${quoteIdent(name)} SET TABLE ${list}`);
+  else for (const t of current.rows) await client.query(`ALTER PUBLICATION ${quoteIdent(name)} DROP TABLE ${quoteIdent(t.schemaname)}.${quoteIdent(t.tablename)}`);
+}
+
+/** Creates the logical slot if absent; returns its confirmed LSN text (null when just created and unconfirmed). */
+export async function ensureSlot(client: pg.ClientBase, slotName: string): Promise<string | null> {
+  const existing = await client.query<{ plugin: string; confirmed: string | null; database: string; current: string }>(
+    'SELECT plugin, confirmed_flush_lsn::text AS confirmed, database, current_database() AS current FROM pg_replication_slots WHERE slot_name = $1',
+    [slotName],
+  );
+  const slot = existing.rows[0];
+  if (slot) {
+    if (slot.plugin !== 'pgoutput') throw new SourceProblemError([`replication slot ${slotName} uses plugin ${slot.plugin}; eventide needs pgoutput (pick another --slot)`]);
+    if (slot.database !== slot.current) throw new SourceProblemError([`replication slot ${slotName} belongs to database ${slot.database}, not ${slot.current}`]);
+    return slot.confirmed;
+  }
+  try {
+    const created = await client.query<{ lsn: string }>("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", [slotName]);
+    return created.rows[0]?.lsn ?? null;
+  } catch (error) {
+    // Two dispatchers starting at once: the other one created it.
+    if ((error as { code?: string }).code === '42710') return ensureSlot(client, slotName);
+    throw error;
+  }
+}
