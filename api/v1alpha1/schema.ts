@@ -21,7 +21,8 @@ export interface CrossFieldRule<T> {
 
 /** A Kubernetes object embedded as-is (validated by Kubernetes itself when it lands in a Deployment). */
 function kubeObject<T>(description: string): TSchema & { static: T } {
-  return Type.Unsafe<T>({ type: 'object', description, 'x-kubernetes-preserve-unknown-fields': true });
+  // A plain open object (not Type.Unsafe) so TypeBox's own validator can walk it.
+  return Type.Object({}, { additionalProperties: true, description, 'x-kubernetes-preserve-unknown-fields': true }) as unknown as TSchema & { static: T };
 }
 
 const Duration = (description: string, defaultValue?: string) =>

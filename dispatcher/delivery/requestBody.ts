@@ -25,8 +25,21 @@ export function hasuraEventJson(event: PendingEvent, triggerName: string, maxRet
   );
 }
 
-/** Builds the request for one event or a batch, in the trigger's format. Pure. */
+/** The header numbering delivery attempts from 1, so a function can tell a first delivery from a retry. */
+export const ATTEMPT_HEADER = 'eventide-attempt';
+
+/** Builds the request for one event or a batch, in the trigger's format, with the attempt number. Pure. */
 export function buildRequest(
+  spec: Pick<EventTriggerSpecT, 'format' | 'batch' | 'delivery'>,
+  triggerName: string,
+  events: { event: PendingEvent; attempts: number }[],
+): OutgoingRequest {
+  const request = buildBody(spec, triggerName, events);
+  request.headers[ATTEMPT_HEADER] = String(Math.max(...events.map((e) => e.attempts)) + 1);
+  return request;
+}
+
+function buildBody(
   spec: Pick<EventTriggerSpecT, 'format' | 'batch' | 'delivery'>,
   triggerName: string,
   events: { event: PendingEvent; attempts: number }[],

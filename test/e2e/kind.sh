@@ -17,9 +17,8 @@
 #   KIND_NODE_IMAGE=...        node image for `kind create cluster --image`
 #
 # Conventions with functions/food-ordering (checked, with a clear message when not met):
-#   <name>/Dockerfile          one per function, built with the repository root as context and
-#                              --build-arg RUNTIME_IMAGE=<the image of functions/runtime/Dockerfile.base>;
-#                              <name> is the Function's metadata.name
+#   <name>/step.ts             one per function; each image is built from functions/food-ordering/Dockerfile
+#                              with --build-arg FUNCTION_NAME=<name>; <name> is the Function's metadata.name
 #   manifests/*.yaml           Functions and EventTriggers (else *.yaml next to the function folders)
 #   schema.sql                 creates the orders table
 #   e2e-orders.sql (optional)  inserts ONE order; run ORDERS times (default: INSERT INTO orders DEFAULT VALUES)
@@ -117,21 +116,14 @@ build() { # <image> <dockerfile> [docker build args...]
 build "$REPO/operator:$TAG" "$ROOT/deploy/Dockerfile.operator"
 build "$REPO/dispatcher:$TAG" "$ROOT/deploy/Dockerfile.dispatcher"
 
-FUNCTION_BUILD_ARGS=()
-if [[ -f "$ROOT/functions/runtime/Dockerfile.base" ]]; then
-  # Only built locally: function images build FROM it; it is not loaded into the cluster.
-  log "building $REPO/function-runtime:$TAG"
-  docker build -f "$ROOT/functions/runtime/Dockerfile.base" -t "$REPO/function-runtime:$TAG" "$ROOT"
-  FUNCTION_BUILD_ARGS=(--build-arg "RUNTIME_IMAGE=$REPO/function-runtime:$TAG")
-fi
 FUNCTIONS=()
-for dockerfile in "$FOOD"/*/Dockerfile; do
-  [[ -f "$dockerfile" ]] || continue
-  name="$(basename "$(dirname "$dockerfile")")"
-  build "$REPO/$name:$TAG" "$dockerfile" ${FUNCTION_BUILD_ARGS[@]+"${FUNCTION_BUILD_ARGS[@]}"}
+for step in "$FOOD"/*/step.ts; do
+  [[ -f "$step" ]] || continue
+  name="$(basename "$(dirname "$step")")"
+  build "$REPO/$name:$TAG" "$FOOD/Dockerfile" --build-arg "FUNCTION_NAME=$name"
   FUNCTIONS+=("$name")
 done
-[[ ${#FUNCTIONS[@]} -gt 0 ]] || die "no $FOOD/<name>/Dockerfile found"
+[[ ${#FUNCTIONS[@]} -gt 0 ]] || die "no $FOOD/<name>/step.ts found"
 
 # --- eventide ------------------------------------------------------------------------------------
 log "installing charts/eventide"
@@ -205,7 +197,7 @@ log "applying the food-ordering Functions and EventTriggers"
 kubectl apply -n "$APP_NS" "${MANIFEST_ARGS[@]}"
 # Run the images built above, whatever registry the manifests name.
 for name in $(kubectl get functions -n "$APP_NS" -o jsonpath='{.items[*].metadata.name}'); do
-  [[ " ${FUNCTIONS[*]} " == *" $name "* ]] || die "Function $name has no $FOOD/$name/Dockerfile"
+  [[ " ${FUNCTIONS[*]} " == *" $name "* ]] || die "Function $name has no $FOOD/$name/step.ts"
   kubectl patch function -n "$APP_NS" "$name" --type=merge -p "{\"spec\":{\"image\":\"$REPO/$name:$TAG\"}}"
 done
 kubectl wait -n "$APP_NS" --for=condition=Ready functions --all --timeout=180s
