@@ -16,6 +16,8 @@ function yamlFiles(path: string): string[] {
   if (!statSync(path).isDirectory()) return [path];
   return readdirSync(path)
     .sort()
+    // A mounted ConfigMap holds "..data" and "..<timestamp>" links to the same files: skip hidden entries.
+    .filter((entry) => !entry.startsWith('.'))
     .flatMap((entry) => {
       const full = join(path, entry);
       if (statSync(full).isDirectory()) return yamlFiles(full);

@@ -1,0 +1,191 @@
+import type { V1ConfigMap, V1Deployment, V1EnvVar, V1ResourceRequirements } from '@kubernetes/client-node';
+import { stringify } from 'yaml';
+import { API_VERSION, type EventTriggerResource } from '../../api/v1alpha1/index.js';
+import { DATABASE_URL_ENV, secretEnvName } from '../../common/secretEnv.js';
+import {
+  COMPONENT_DISPATCHER,
+  FUNCTION_URL_TEMPLATE,
+  LABEL_COMPONENT,
+  LABEL_INSTANCE,
+  LABEL_MANAGED_BY,
+  LABEL_NAME,
+  LABEL_PART_OF,
+  MANAGED_BY,
+  PART_OF,
+} from '../labels.js';
+import { ownerReference } from '../ownerRefs.js';
+import { restrictedContainerSecurityContext, restrictedPodSecurityContext } from '../podSecurity.js';
+import { chooseSlot, dispatcherName, type SourceRef } from './source.js';
+
+/** How the operator runs dispatchers (from its settings). */
+export interface DispatcherSettings {
+  image: string;
+  imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
+  resources?: V1ResourceRequirements;
+}
+
+export const DISPATCHER_APP = 'eventide-dispatcher';
+export const DISPATCHER_PORT = 9090;
+export const DISPATCHER_CONFIG_DIR = '/etc/eventide/triggers';
+export const DISPATCHER_CONFIG_KEY = 'triggers.yaml';
+/** Annotations naming the source on the dispatcher's objects (label values cannot hold every Secret name). */
+export const SOURCE_SECRET_ANNOTATION = 'eventide.dev/source-secret';
+export const SOURCE_KEY_ANNOTATION = 'eventide.dev/source-key';
+
+export const DEFAULT_DISPATCHER_RESOURCES: V1ResourceRequirements = {
+  requests: { cpu: '50m', memory: '64Mi' },
+  limits: { memory: '512Mi' },
+};
+
+/** A source's dispatcher objects. */
+export interface DispatcherObjects {
+  configMap: V1ConfigMap;
+  deployment: V1Deployment;
+}
+
+/** The triggers a dispatcher serves, in a stable order. */
+function sortedMembers(members: readonly EventTriggerResource[]): EventTriggerResource[] {
+  return [...members].sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
+}
+
+export function dispatcherSelector(source: SourceRef): Record<string, string> {
+  return { [LABEL_NAME]: DISPATCHER_APP, [LABEL_INSTANCE]: dispatcherName(source) };
+}
+
+export function dispatcherLabels(source: SourceRef): Record<string, string> {
+  return { ...dispatcherSelector(source), [LABEL_COMPONENT]: COMPONENT_DISPATCHER, [LABEL_MANAGED_BY]: MANAGED_BY, [LABEL_PART_OF]: PART_OF };
+}
+
+/** The source a dispatcher object serves, read back from its annotations. */
+export function sourceOfDispatcher(obj: { metadata?: { namespace?: string; annotations?: Record<string, string> } }): SourceRef | undefined {
+  const secretName = obj.metadata?.annotations?.[SOURCE_SECRET_ANNOTATION];
+  const key = obj.metadata?.annotations?.[SOURCE_KEY_ANNOTATION];
+  if (!secretName || !key || !obj.metadata?.namespace) return undefined;
+  return { namespace: obj.metadata.namespace, secretName, key };
+}
+
+function dispatcherMeta(source: SourceRef, members: readonly EventTriggerResource[]) {
+  return {
+    name: dispatcherName(source),
+    namespace: source.namespace,
+    labels: dispatcherLabels(source),
+    annotations: { [SOURCE_SECRET_ANNOTATION]: source.secretName, [SOURCE_KEY_ANNOTATION]: source.key },
+    // Owned by every trigger of the source and controlled by none: the garbage collector removes the
+    // dispatcher when its last trigger is gone.
+    ownerReferences: sortedMembers(members).map((t) => ownerReference(t, { controller: false })),
+  };
+}
+
+/**
+ * The dispatcher's configuration: the source's EventTrigger manifests (name, namespace and spec only),
+ * sorted, as multi-document YAML the dispatcher loads as it loads local files. The chosen slot and
+ * publication are written into every spec, so the dispatcher never has to derive them.
+ */
+export function dispatcherConfig(source: SourceRef, members: readonly EventTriggerResource[]): string {
+  const slot = chooseSlot(source, members);
+  return sortedMembers(members)
+    .map((t) =>
+      stringify(
+        {
+          apiVersion: API_VERSION,
+          kind: 'EventTrigger',
+          metadata: { name: t.metadata.name, namespace: source.namespace },
+          spec: { ...t.spec, source: { ...t.spec.source, slotName: slot.slotName, publicationName: slot.publicationName } },
+        },
+        { sortMapEntries: true },
+      ),
+    )
+    .join('---\n');
+}
+
+export function makeDispatcherConfigMap(source: SourceRef, members: readonly EventTriggerResource[]): V1ConfigMap {
+  return {
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    metadata: dispatcherMeta(source, members),
+    data: { [DISPATCHER_CONFIG_KEY]: dispatcherConfig(source, members) },
+  };
+}
+
+/**
+ * The dispatcher's environment: the database URL and each signing secret, from their Secrets by
+ * `secretKeyRef` (never copied into a ConfigMap), under the names `common/secretEnv.ts` defines.
+ */
+function dispatcherEnv(source: SourceRef, members: readonly EventTriggerResource[]): V1EnvVar[] {
+  const env: V1EnvVar[] = [{ name: DATABASE_URL_ENV, valueFrom: { secretKeyRef: { name: source.secretName, key: source.key } } }];
+  const signing = new Map<string, { name: string; key: string }>();
+  for (const t of sortedMembers(members)) {
+    const ref = t.spec.delivery.signingSecretRef;
+    if (ref) signing.set(secretEnvName(ref), ref);
+  }
+  for (const [name, ref] of [...signing].sort(([a], [b]) => a.localeCompare(b))) {
+    env.push({ name, valueFrom: { secretKeyRef: { name: ref.name, key: ref.key } } });
+  }
+  return env;
+}
+
+/**
+ * The dispatcher Deployment: one replica with the Recreate strategy, because one slot has one consumer
+ * at a time. The config is mounted from the ConfigMap and reloaded in place (--watch-config); the pod
+ * template carries no checksum of it, so a trigger change never restarts the dispatcher.
+ */
+export function makeDispatcherDeployment(source: SourceRef, members: readonly EventTriggerResource[], settings: DispatcherSettings): V1Deployment {
+  const name = dispatcherName(source);
+  const probe = (path: string) => ({ httpGet: { path, port: 'http' }, periodSeconds: 10, failureThreshold: 3 });
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: dispatcherMeta(source, members),
+    spec: {
+      replicas: 1,
+      strategy: { type: 'Recreate' },
+      selector: { matchLabels: dispatcherSelector(source) },
+      template: {
+        metadata: { labels: dispatcherLabels(source) },
+        spec: {
+          automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          securityContext: restrictedPodSecurityContext(),
+          // In-flight deliveries finish and the slot position is confirmed before the pod goes.
+          terminationGracePeriodSeconds: 60,
+          containers: [
+            {
+              name: 'dispatcher',
+              image: settings.image,
+              ...(settings.imagePullPolicy ? { imagePullPolicy: settings.imagePullPolicy } : {}),
+              args: [
+                'dispatch',
+                '-f',
+                DISPATCHER_CONFIG_DIR,
+                '--function-url-template',
+                FUNCTION_URL_TEMPLATE,
+                '--port',
+                String(DISPATCHER_PORT),
+                '--watch-config',
+              ],
+              ports: [{ name: 'http', containerPort: DISPATCHER_PORT, protocol: 'TCP' }],
+              env: dispatcherEnv(source, members),
+              readinessProbe: probe('/readyz'),
+              livenessProbe: probe('/healthz'),
+              resources: settings.resources ?? DEFAULT_DISPATCHER_RESOURCES,
+              securityContext: restrictedContainerSecurityContext(),
+              volumeMounts: [
+                { name: 'triggers', mountPath: DISPATCHER_CONFIG_DIR, readOnly: true },
+                { name: 'tmp', mountPath: '/tmp' },
+              ],
+            },
+          ],
+          volumes: [
+            { name: 'triggers', configMap: { name } },
+            { name: 'tmp', emptyDir: {} },
+          ],
+        },
+      },
+    },
+  };
+}
+
+/** Everything a source's dispatcher consists of: pure, from the source and its triggers. */
+export function desiredDispatcherObjects(source: SourceRef, members: readonly EventTriggerResource[], settings: DispatcherSettings): DispatcherObjects {
+  return { configMap: makeDispatcherConfigMap(source, members), deployment: makeDispatcherDeployment(source, members, settings) };
+}

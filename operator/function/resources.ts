@@ -1,0 +1,126 @@
+import type { V1Container, V1Deployment, V1EnvVar, V1Service } from '@kubernetes/client-node';
+import type { FunctionResource } from '../../api/v1alpha1/index.js';
+import {
+  COMPONENT_FUNCTION,
+  LABEL_COMPONENT,
+  LABEL_MANAGED_BY,
+  LABEL_NAME,
+  LABEL_PART_OF,
+  MANAGED_BY,
+  PART_OF,
+} from '../labels.js';
+import { ownerReference } from '../ownerRefs.js';
+import { restrictedContainerSecurityContext, restrictedPodSecurityContext } from '../podSecurity.js';
+
+/** The named container port the Service targets and the probes use. */
+export const FUNCTION_PORT_NAME = 'http';
+/** The port the Service exposes: callers use the plain URL without a port. */
+export const SERVICE_PORT = 80;
+export const FUNCTION_CONTAINER = 'function';
+
+/** What a Function becomes. */
+export interface FunctionObjects {
+  deployment: V1Deployment;
+  service: V1Service;
+}
+
+/** Labels that select a Function's pods; part of the Deployment's immutable selector, so never change them. */
+export function functionSelector(fn: FunctionResource): Record<string, string> {
+  return { [LABEL_NAME]: fn.metadata.name, [LABEL_COMPONENT]: COMPONENT_FUNCTION };
+}
+
+/** Labels on every object of a Function. */
+export function functionLabels(fn: FunctionResource): Record<string, string> {
+  return { ...functionSelector(fn), [LABEL_MANAGED_BY]: MANAGED_BY, [LABEL_PART_OF]: PART_OF };
+}
+
+/** The desired children of a Function: pure, from the Function alone. */
+export function desiredFunctionObjects(fn: FunctionResource): FunctionObjects {
+  return { deployment: makeDeployment(fn), service: makeService(fn) };
+}
+
+/**
+ * The Function's environment: PORT (the port the runtime should listen on, as Knative and Cloud Run
+ * set it) then the user's variables; a user variable of the same name wins.
+ */
+function functionEnv(fn: FunctionResource): V1EnvVar[] {
+  const user = fn.spec.env ?? [];
+  const defaults: V1EnvVar[] = [{ name: 'PORT', value: String(fn.spec.port) }];
+  return [...defaults.filter((d) => !user.some((u) => u.name === d.name)), ...user];
+}
+
+function functionContainer(fn: FunctionResource): V1Container {
+  const { spec } = fn;
+  return {
+    name: FUNCTION_CONTAINER,
+    image: spec.image,
+    ports: [{ name: FUNCTION_PORT_NAME, containerPort: spec.port, protocol: 'TCP' }],
+    env: functionEnv(fn),
+    ...(spec.envFrom ? { envFrom: spec.envFrom } : {}),
+    ...(spec.resources ? { resources: spec.resources } : {}),
+    readinessProbe: {
+      httpGet: { path: spec.readinessPath, port: FUNCTION_PORT_NAME },
+      periodSeconds: 5,
+      failureThreshold: 3,
+    },
+    livenessProbe: {
+      httpGet: { path: spec.healthPath, port: FUNCTION_PORT_NAME },
+      periodSeconds: 10,
+      failureThreshold: 3,
+    },
+    securityContext: restrictedContainerSecurityContext(),
+    // The root filesystem is read-only; most runtimes still want a scratch directory.
+    volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }],
+  };
+}
+
+/** The Function's Deployment, controlled by the Function. */
+export function makeDeployment(fn: FunctionResource): V1Deployment {
+  const { metadata, spec } = fn;
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: {
+      name: metadata.name,
+      namespace: metadata.namespace,
+      labels: functionLabels(fn),
+      ownerReferences: [ownerReference(fn, { controller: true })],
+    },
+    spec: {
+      replicas: spec.replicas,
+      selector: { matchLabels: functionSelector(fn) },
+      template: {
+        metadata: { labels: functionLabels(fn) },
+        spec: {
+          ...(spec.serviceAccountName ? { serviceAccountName: spec.serviceAccountName } : {}),
+          ...(spec.imagePullSecrets ? { imagePullSecrets: spec.imagePullSecrets } : {}),
+          // Service links put every Service of the namespace into the environment: noise, and slow starts.
+          enableServiceLinks: false,
+          securityContext: restrictedPodSecurityContext(),
+          containers: [functionContainer(fn)],
+          volumes: [{ name: 'tmp', emptyDir: {} }],
+        },
+      },
+    },
+  };
+}
+
+/** The Function's Service: port 80 to the container's `http` port, controlled by the Function. */
+export function makeService(fn: FunctionResource): V1Service {
+  const { metadata } = fn;
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: {
+      name: metadata.name,
+      namespace: metadata.namespace,
+      labels: functionLabels(fn),
+      ownerReferences: [ownerReference(fn, { controller: true })],
+    },
+    spec: {
+      type: 'ClusterIP',
+      selector: functionSelector(fn),
+      ports: [{ name: FUNCTION_PORT_NAME, port: SERVICE_PORT, targetPort: FUNCTION_PORT_NAME, protocol: 'TCP' }],
+    },
+  };
+}

@@ -1,0 +1,251 @@
+import type { KubeConfig, KubernetesListObject, KubernetesObject, V1ConfigMap, V1Deployment, V1Service } from '@kubernetes/client-node';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { GROUP, VERSION } from '../api/v1alpha1/index.js';
+import { createOpsApp, listen } from '../common/httpServer.js';
+import { createLogger, type Logger } from '../common/logger.js';
+import { keyOf, type StoredEventTrigger, type StoredFunction } from './cache.js';
+import { Controller } from './controller.js';
+import { EventRecorder } from './events.js';
+import { EventTriggerReconciler, storedSourceOf } from './eventtrigger/reconciler.js';
+import { sameSource } from './eventtrigger/source.js';
+import type { dropSlotAndPublication } from './eventtrigger/slotDrop.js';
+import { FunctionReconciler } from './function/reconciler.js';
+import { ResilientInformer } from './informer.js';
+import { makeClients, PLURALS } from './kube.js';
+import { COMPONENT_DISPATCHER, LABEL_COMPONENT, MANAGED_SELECTOR } from './labels.js';
+import { LeaderElector } from './leaderElection.js';
+import { createOperatorMetrics, type OperatorMetrics } from './metrics.js';
+import { controllerOf, ownersOfKind } from './ownerRefs.js';
+import { SecretWatcher } from './secretWatcher.js';
+import type { OperatorSettings } from './settings.js';
+
+export interface StartOperatorOptions {
+  kubeConfig: KubeConfig;
+  settings: OperatorSettings;
+  logger?: Logger;
+  /** Replaces how slots are dropped (tests pointing at a database the cluster cannot name). */
+  dropSlot?: typeof dropSlotAndPublication;
+}
+
+/** A running operator. */
+export interface Operator {
+  readonly identity: string;
+  readonly metrics: OperatorMetrics;
+  /** Base URL of /metrics, /healthz and /readyz, when served. */
+  readonly opsUrl: string | undefined;
+  /** Resolves once every informer has synced. */
+  readonly synced: Promise<void>;
+  /** Resolves when the operator stops: `lost` if it lost the Lease on its own (the process should exit). */
+  readonly done: Promise<'lost' | 'stopped'>;
+  isLeader(): boolean;
+  isReady(): boolean;
+  /** Stops reconciling (in-flight reconciles finish), releases the Lease, stops watching. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the operator: informers on every replica (a standby keeps a warm cache and reports ready),
+ * reconcile workers only on the leader and only once every informer has synced.
+ */
+export async function startOperator(options: StartOperatorOptions): Promise<Operator> {
+  const { kubeConfig, settings } = options;
+  const logger = options.logger ?? createLogger('eventide-operator', { level: settings.logLevel });
+  const metrics = createOperatorMetrics();
+  const clients = makeClients(kubeConfig);
+  const deps = { logger, metrics };
+
+  const customList = <T extends KubernetesObject>(plural: string) => async () =>
+    (await clients.custom.listCustomObjectForAllNamespaces({ group: GROUP, version: VERSION, resourcePlural: plural })) as KubernetesListObject<T>;
+  const functions = new ResilientInformer<StoredFunction>(
+    kubeConfig,
+    { resource: 'functions', path: `/apis/${GROUP}/${VERSION}/${PLURALS.Function}`, list: customList<StoredFunction>(PLURALS.Function) },
+    deps,
+  );
+  const triggers = new ResilientInformer<StoredEventTrigger>(
+    kubeConfig,
+    { resource: 'eventtriggers', path: `/apis/${GROUP}/${VERSION}/${PLURALS.EventTrigger}`, list: customList<StoredEventTrigger>(PLURALS.EventTrigger) },
+    deps,
+  );
+  const labelSelector = MANAGED_SELECTOR;
+  const deployments = new ResilientInformer<V1Deployment>(
+    kubeConfig,
+    { resource: 'deployments', path: '/apis/apps/v1/deployments', labelSelector, list: () => clients.apps.listDeploymentForAllNamespaces({ labelSelector }) },
+    deps,
+  );
+  const services = new ResilientInformer<V1Service>(
+    kubeConfig,
+    { resource: 'services', path: '/api/v1/services', labelSelector, list: () => clients.core.listServiceForAllNamespaces({ labelSelector }) },
+    deps,
+  );
+  const configMaps = new ResilientInformer<V1ConfigMap>(
+    kubeConfig,
+    { resource: 'configmaps', path: '/api/v1/configmaps', labelSelector, list: () => clients.core.listConfigMapForAllNamespaces({ labelSelector }) },
+    deps,
+  );
+  const informers = [functions, triggers, deployments, services, configMaps];
+
+  const events = new EventRecorder(clients.core, settings.identity, logger);
+  // Assigned below; the Secret watcher's handlers need it before the controller can be built.
+  let triggerController: Controller | undefined;
+  const enqueueTriggers = (namespace: string, match: (t: StoredEventTrigger) => boolean) => {
+    for (const t of triggers.list(namespace)) if (match(t)) triggerController?.enqueue(keyOf(t));
+  };
+  const secrets = new SecretWatcher(kubeConfig, clients, deps, {
+    changed: (namespace, name) =>
+      enqueueTriggers(namespace, (t) => {
+        const spec = t.spec as { delivery?: { signingSecretRef?: { name?: string } } } | undefined;
+        return storedSourceOf(t)?.secretName === name || spec?.delivery?.signingSecretRef?.name === name;
+      }),
+    synced: (namespace) => enqueueTriggers(namespace, () => true),
+  });
+
+  const functionReconciler = new FunctionReconciler({ clients, functions, deployments, services, events });
+  const triggerReconciler = new EventTriggerReconciler({
+    clients,
+    triggers,
+    functions,
+    deployments,
+    configMaps,
+    secrets,
+    events,
+    settings: {
+      image: settings.dispatcherImage,
+      ...(settings.dispatcherImagePullPolicy ? { imagePullPolicy: settings.dispatcherImagePullPolicy } : {}),
+    },
+    ...(options.dropSlot ? { dropSlot: options.dropSlot } : {}),
+  });
+  const controllerDeps = { logger, metrics, workers: settings.workers };
+  const functionController = new Controller(functionReconciler, controllerDeps);
+  const eventTriggerController = new Controller(triggerReconciler, controllerDeps);
+  triggerController = eventTriggerController;
+  const controllers = [functionController, eventTriggerController];
+  for (const c of controllers) metrics.queueDepths.set(c.kind, () => c.queue.len());
+
+  // Informer handlers map every change to the keys it concerns, and only enqueue.
+  functions.on((_event, fn) => {
+    functionController.enqueue(keyOf(fn));
+    const name = fn.metadata?.name;
+    enqueueTriggers(fn.metadata?.namespace ?? '', (t) => (t.spec as { function?: { name?: string } } | undefined)?.function?.name === name);
+  });
+  triggers.on((event, t) => {
+    triggerController?.enqueue(keyOf(t));
+    if (event !== 'delete') return;
+    if (t.metadata?.uid) triggerReconciler.forget(t.metadata.uid);
+    // Without its finalizer (removed by hand), a deleted trigger's siblings must drop it from their config.
+    const source = storedSourceOf(t);
+    if (source) enqueueTriggers(source.namespace, (other) => {
+      const otherSource = storedSourceOf(other);
+      return otherSource !== undefined && sameSource(otherSource, source);
+    });
+  });
+  const enqueueOwners = (_event: string, obj: V1Deployment | V1Service | V1ConfigMap) => {
+    const namespace = obj.metadata?.namespace ?? '';
+    const fn = controllerOf(obj.metadata, 'Function');
+    if (fn) functionController.enqueue(`${namespace}/${fn.name}`);
+    if (obj.metadata?.labels?.[LABEL_COMPONENT] === COMPONENT_DISPATCHER) {
+      for (const owner of ownersOfKind(obj.metadata, 'EventTrigger')) triggerController?.enqueue(`${namespace}/${owner.name}`);
+    }
+  };
+  deployments.on(enqueueOwners);
+  services.on(enqueueOwners);
+  configMaps.on(enqueueOwners);
+
+  for (const informer of informers) informer.start();
+  let ready = false;
+  const synced = Promise.all(informers.map((i) => i.waitForSync())).then(() => {
+    ready = true;
+    logger.info('informers synced');
+  });
+  synced.catch(() => {});
+
+  let server: Server | undefined;
+  let opsUrl: string | undefined;
+  if (settings.metricsPort >= 0) {
+    const app = createOpsApp(metrics.registry, {
+      live: () => true,
+      ready: () => (ready ? { ok: true } : { ok: false, reason: 'informers not synced' }),
+    });
+    server = await listen(app, settings.metricsPort, settings.metricsHost);
+    const address = server.address() as AddressInfo;
+    opsUrl = `http://${settings.metricsHost === '0.0.0.0' ? '127.0.0.1' : settings.metricsHost}:${address.port}`;
+  }
+
+  let resolveDone!: (reason: 'lost' | 'stopped') => void;
+  const done = new Promise<'lost' | 'stopped'>((resolve) => (resolveDone = resolve));
+  let controllersStarted = false;
+  let stopping = false;
+  const startControllers = async () => {
+    await synced;
+    if (stopping) return;
+    controllersStarted = true;
+    functionController.start(functions.list().map(keyOf));
+    eventTriggerController.start(triggers.list().map(keyOf));
+    logger.info({ workers: settings.workers }, 'reconciling');
+  };
+  const stopControllers = () => Promise.all(controllers.map((c) => c.stop()));
+
+  const election = new AbortController();
+  let elector: LeaderElector | undefined;
+  let electing: Promise<void> | undefined;
+  if (settings.leaderElect) {
+    elector = new LeaderElector(
+      clients.coordination,
+      {
+        namespace: settings.namespace,
+        name: settings.leaseName,
+        identity: settings.identity,
+        leaseDurationMs: settings.leaseDurationMs,
+        renewDeadlineMs: settings.renewDeadlineMs,
+        retryPeriodMs: settings.retryPeriodMs,
+      },
+      logger,
+    );
+    electing = elector.run(election.signal, {
+      onStartedLeading: () => {
+        metrics.isLeader.set(1);
+        startControllers().catch((error: unknown) => logger.error({ err: error }, 'could not start reconciling'));
+      },
+      onStoppedLeading: (reason) => {
+        metrics.isLeader.set(0);
+        if (reason === 'lost') {
+          // Another replica may lead by now: stop writing at once, and let the process restart.
+          void stopControllers().then(() => resolveDone('lost'));
+        }
+      },
+      onNewLeader: (identity) => {
+        if (identity !== settings.identity) logger.info({ leader: identity }, 'another replica leads; standing by');
+      },
+    });
+  } else {
+    metrics.isLeader.set(1);
+    startControllers().catch((error: unknown) => logger.error({ err: error }, 'could not start reconciling'));
+  }
+
+  return {
+    identity: settings.identity,
+    metrics,
+    opsUrl,
+    synced,
+    done,
+    isLeader: () => (elector ? elector.isLeader() : true) && controllersStarted,
+    isReady: () => ready,
+    async stop() {
+      if (stopping) return;
+      stopping = true;
+      // Finish in-flight reconciles before giving up the Lease, so two replicas never write at once.
+      await stopControllers();
+      election.abort();
+      await electing;
+      metrics.isLeader.set(0);
+      await Promise.all([...informers.map((i) => i.stop()), secrets.stop()]);
+      await new Promise<void>((resolve) => {
+        if (!server) return resolve();
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      resolveDone('stopped');
+      logger.info('stopped');
+    },
+  };
+}
