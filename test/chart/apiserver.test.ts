@@ -100,7 +100,7 @@ describe('CRDs and chart on a real kube-apiserver', () => {
   }, TIMEOUT);
 
   it('accepts `kubectl apply -f crds/` (structural schemas, CEL rules within the cost budget)', async () => {
-    const applied = await cp.kubectl(['apply', '--server-side', '-f', join(REPO_ROOT, 'crds')]);
+    const applied = await cp.kubectl(['apply', '--server-side', '--force-conflicts', '-f', join(REPO_ROOT, 'crds')]);
     expect(applied.code, applied.stderr).toBe(0);
     for (const name of ['functions.eventide.dev', 'eventtriggers.eventide.dev']) {
       const got = await cp.kubectl(['get', 'crd', name, '-o', 'json']);
