@@ -5,7 +5,7 @@
  * validate → pay → approve → assign, live.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
@@ -55,9 +55,13 @@ class Processes {
   private readonly logs = new Map<ChildProcess, string>();
 
   start(name: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
-    const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     this.logs.set(child, '');
-    const keep = (d: Buffer) => this.logs.set(child, (this.logs.get(child)! + d.toString()).slice(-4000));
+    const logDir = process.env.EVENTIDE_DEMO_LOG_DIR;
+    const keep = (d: Buffer) => {
+      this.logs.set(child, (this.logs.get(child)! + d.toString()).slice(-4000));
+      if (logDir) appendFileSync(`${logDir}/${name}.log`, d);
+    };
     child.stdout!.on('data', keep);
     child.stderr!.on('data', keep);
     child.once('exit', (code) => {

@@ -13,6 +13,12 @@ export interface OrderRow {
   items: unknown;
 }
 
+/** The event arrived before its commit was visible to this session; a retry will see it. */
+export class OrderNotVisibleYetError extends Error {
+  readonly code = 'EVENTIDE_DEMO_NOT_VISIBLE_YET';
+  override readonly name = 'OrderNotVisibleYetError';
+}
+
 /** A tidy error for a misconfigured function process. */
 export class StepConfigError extends Error {
   readonly code = 'EVENTIDE_STEP_CONFIG';
@@ -39,7 +45,11 @@ export async function runOncePerEvent(pool: pg.Pool, functionName: string, event
       logger.info({ orderId: row.id }, 'duplicate delivery; already handled');
       return false;
     }
-    await work(client, row as OrderRow, { eventId: event.id, logger });
+    // Postgres writes a commit to the WAL (and so to the dispatcher) a moment before other sessions
+    // can see it. Lock the row, and if it is not visible yet, fail so the dispatcher retries shortly.
+    const current = await client.query<OrderRow>('SELECT id, customer, total, items FROM orders WHERE id = $1 FOR UPDATE', [row.id]);
+    if (current.rowCount === 0) throw new OrderNotVisibleYetError(`order ${row.id} is not visible yet; retry`);
+    await work(client, { ...current.rows[0]!, id: row.id }, { eventId: event.id, logger });
     await client.query('COMMIT');
     return true;
   } catch (error) {
