@@ -3,6 +3,9 @@
  * parses it, both from this one definition.
  */
 
+/** The header in which the dispatcher numbers delivery attempts of an event (or batch), from 1. */
+export const ATTEMPT_HEADER = 'eventide-attempt';
+
 /** A JSON value as Postgres's to_jsonb gives it. */
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 

@@ -1,4 +1,4 @@
-import type { EventTriggerSpecT, BatchResponse } from '../../api/v1alpha1/index.js';
+import { ATTEMPT_HEADER, type EventTriggerSpecT, type BatchResponse } from '../../api/v1alpha1/index.js';
 import type { PendingEvent } from '../pipeline/pendingEvent.js';
 
 /** An HTTP request ready to send. */
@@ -26,7 +26,6 @@ export function hasuraEventJson(event: PendingEvent, triggerName: string, maxRet
 }
 
 /** The header numbering delivery attempts from 1, so a function can tell a first delivery from a retry. */
-export const ATTEMPT_HEADER = 'eventide-attempt';
 
 /** Builds the request for one event or a batch, in the trigger's format, with the attempt number. Pure. */
 export function buildRequest(

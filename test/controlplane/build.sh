@@ -150,7 +150,7 @@ gobuild "etcd" -ldflags "-s -w" -o "$TMP/etcd" go.etcd.io/etcd/server/v3
 (cd kwok && gobuild "kwok" -ldflags "-s -w" -o "$TMP/kwok" sigs.k8s.io/kwok/cmd/kwok)
 
 "$TMP/kube-apiserver" --version >&2
-"$TMP/etcd" --version | head -1 >&2
+"$TMP/etcd" --version >&2
 "$TMP/helm" version --short >&2
 "$TMP/kwok" --version >&2
 

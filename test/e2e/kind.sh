@@ -48,7 +48,7 @@ need kind "install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#install
 need kubectl "install kubectl (https://kubernetes.io/docs/tasks/tools/)"
 if command -v helm >/dev/null 2>&1; then
   HELM=helm
-elif HELM="$(find "$ROOT/.cache/k8s" -path '*/bin/helm' -type f 2>/dev/null | head -1)" && [[ -n "$HELM" ]]; then
+elif HELM="$(find "$ROOT/.cache/k8s" -path '*/bin/helm' -type f -print -quit 2>/dev/null)" && [[ -n "$HELM" ]]; then
   :
 else
   die "helm is required: install it (https://helm.sh/docs/intro/install/) or run test/controlplane/build.sh"
