@@ -108,6 +108,7 @@ const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as
 const images = [
   { dockerfile: 'deploy/Dockerfile.operator', entry: 'operator/main.ts', runs: true },
   { dockerfile: 'deploy/Dockerfile.dispatcher', entry: 'bin/eventide.mjs', runs: true },
+  { dockerfile: 'functions/food-ordering/Dockerfile', entry: 'functions/food-ordering/main.ts', runs: true },
   { dockerfile: 'functions/runtime/Dockerfile.base', entry: 'functions/runtime/index.ts', runs: false },
 ];
 
