@@ -20,6 +20,8 @@ interface DecodedRow {
 export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
   /** Relation OID → primary-key columns (the row identity for ordering and subjects). */
   private readonly primaryKeys = new Map<number, string[]>();
+  /** Column name → its JSON-quoted form followed by a colon, built once rather than per row. */
+  private readonly jsonKeys = new Map<string, string>();
 
   constructor(
     private readonly catalog: TypeCatalog,
@@ -105,7 +107,12 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
       }
       if (raw === undefined) continue;
       const converted = convertText(raw, column.typeOid, this.catalog);
-      parts.push(`${JSON.stringify(column.name)}:${converted.json}`);
+      let key = this.jsonKeys.get(column.name);
+      if (key === undefined) {
+        key = `${JSON.stringify(column.name)}:`;
+        if (this.jsonKeys.size < 10_000) this.jsonKeys.set(column.name, key);
+      }
+      parts.push(key + converted.json);
       values[column.name] = converted.value;
       columns.set(column.name, converted.json);
     }
@@ -115,7 +122,7 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
   private change(op: DecodedRowChange['op'], relation: Relation, old: DecodedRow | null, row: DecodedRow | null, oldIsFull = false): DecodedRowChange {
     const keySource = row ?? old;
     const keyColumns = this.primaryKeys.get(relation.relationOid) ?? relation.keyColumns;
-    const rowKey = keySource ? keyColumns.map((k) => keySource.columns.get(k)?.replace(/^"|"$/g, '') ?? '').join(',') : '';
+    const rowKey = keySource ? keyColumns.map((k) => unquote(keySource.columns.get(k))).join(',') : '';
     return {
       op,
       schema: relation.schema,
@@ -133,4 +140,12 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
       },
     };
   }
+}
+
+/** A key column's JSON text as it appears in subjects: strings without their surrounding quotes. */
+function unquote(json: string | undefined): string {
+  if (json === undefined) return '';
+  const start = json.startsWith('"') ? 1 : 0;
+  const end = json.length > start && json.endsWith('"') ? json.length - 1 : json.length;
+  return start === 0 && end === json.length ? json : json.slice(start, end);
 }

@@ -18,6 +18,15 @@ const BUILTIN_ARRAYS: Record<number, number> = {
 /** Built-in scalar types (OID < 10000 and not an array above) are answered without a query. */
 const BUILTIN_SCALARS = new Set([16, 17, 18, 19, 20, 21, 23, 25, 26, 114, 142, 650, 700, 701, 790, 829, 869, 1042, 1043, 1082, 1083, 1114, 1184, 1186, 1266, 1560, 1562, 1700, 2950, 3802, 3614, 3615, 3220, 600, 601, 602, 603, 604, 628, 718, 774, 1033, 2249, 2278, 3904, 3906, 3908, 3910, 3912, 3926]);
 
+/** The built-in types' infos, made once. */
+const BUILTIN_TYPES = new Map<number, TypeInfo>([
+  ...[...BUILTIN_SCALARS].map((oid): [number, TypeInfo] => [oid, { kind: 'base', oid }]),
+  ...Object.entries(BUILTIN_ARRAYS).map(([key, element]): [number, TypeInfo] => {
+    const oid = Number(key);
+    return [oid, { kind: 'array', oid, element, delimiter: oid === 1020 ? ';' : ',' }];
+  }),
+]);
+
 /**
  * Resolves type OIDs to what decoding needs, querying pg_type (and pg_attribute for composites)
  * once per unknown OID. Types can be altered (a new enum label is fine; a composite can gain an
@@ -28,14 +37,9 @@ export class TypeCatalog {
 
   constructor(private readonly query: (sql: string, params: unknown[]) => Promise<pg.QueryResult>) {}
 
-  /** Answers from the built-in table or the cache, without I/O. */
+  /** Answers from the built-in table or the cache, without I/O (this runs for every column of every row). */
   known(oid: number): TypeInfo | undefined {
-    const cached = this.cache.get(oid);
-    if (cached) return cached;
-    if (BUILTIN_SCALARS.has(oid)) return { kind: 'base', oid };
-    const element = BUILTIN_ARRAYS[oid];
-    if (element !== undefined) return { kind: 'array', oid, element, delimiter: oid === 1020 ? ';' : ',' };
-    return undefined;
+    return this.cache.get(oid) ?? BUILTIN_TYPES.get(oid);
   }
 
   /** Resolves a type, and every type it is built from, so that decoding can then run synchronously. */

@@ -1,4 +1,4 @@
-import { Agent, request } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 import type { OutgoingRequest } from './requestBody.js';
 
 /** How one HTTP attempt went. Never an exception: every failure is described here. */
@@ -18,41 +18,107 @@ const MAX_BODY = 64 * 1024;
 /**
  * Sends events over keep-alive connection pools (one pool per origin, undici's Agent), because a
  * new TCP connection per event would cost more than the event.
+ *
+ * It uses undici's dispatch() with its own small handler rather than request(): the response body
+ * (an empty 200 or a short batch answer) needs no stream, and the timeout and the shutdown signal
+ * abort the attempt through the handler's controller, without an AbortSignal per attempt. On the
+ * unbatched hot path, request()'s per-call streams and signals cost about as much as the rest of the
+ * delivery.
  */
 export class HttpSender {
   private readonly agent: Agent;
+  /** URL → its origin and path, parsed once. */
+  private readonly targets = new Map<string, { origin: string; path: string }>();
+  /** Attempts in flight per shutdown signal, so one listener per signal aborts them all. */
+  private readonly inFlight = new WeakMap<AbortSignal, Set<(reason: Error) => void>>();
 
   constructor(options: { connectionsPerOrigin?: number } = {}) {
     this.agent = new Agent({ connections: options.connectionsPerOrigin ?? 128, keepAliveTimeout: 30_000, pipelining: 1 });
   }
 
   /** POSTs the request; aborts after `timeoutMs` or when `signal` fires. */
-  async send(url: string, outgoing: OutgoingRequest, timeoutMs: number, signal?: AbortSignal): Promise<SendResult> {
+  send(url: string, outgoing: OutgoingRequest, timeoutMs: number, signal?: AbortSignal): Promise<SendResult> {
     const started = performance.now();
-    const timeout = AbortSignal.timeout(timeoutMs);
-    const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
-    try {
-      const response = await request(url, { method: 'POST', headers: outgoing.headers, body: outgoing.body, dispatcher: this.agent, signal: combined });
-      let body = '';
-      for await (const chunk of response.body) {
-        if (body.length < MAX_BODY) body += (chunk as Buffer).toString('utf8');
-      }
-      const durationMs = performance.now() - started;
-      const retryAfter = response.headers['retry-after'];
-      const result: SendResult = { status: response.statusCode, body: body.slice(0, MAX_BODY), durationMs };
-      if (typeof retryAfter === 'string') result.retryAfter = retryAfter;
-      if (response.statusCode < 200 || response.statusCode >= 300) result.error = `HTTP ${response.statusCode}${body ? `: ${body.slice(0, 200)}` : ''}`;
-      return result;
-    } catch (error) {
-      const durationMs = performance.now() - started;
-      if (timeout.aborted) return { error: `timeout after ${timeoutMs}ms`, durationMs };
-      if (signal?.aborted) return { error: `aborted: ${String((signal.reason as Error | undefined)?.message ?? 'shutdown')}`, durationMs };
-      const cause = (error as { cause?: { message?: string } }).cause;
-      return { error: cause?.message ?? (error as Error).message, durationMs };
+    if (signal?.aborted) return Promise.resolve({ error: abortedMessage(signal), durationMs: 0 });
+    let target = this.targets.get(url);
+    if (!target) {
+      const parsed = new URL(url);
+      target = { origin: parsed.origin, path: `${parsed.pathname}${parsed.search}` };
+      if (this.targets.size < 1024) this.targets.set(url, target);
     }
+    const aborts = signal ? this.abortsFor(signal) : undefined;
+    return new Promise<SendResult>((resolve) => {
+      let controller: Dispatcher.DispatchController | undefined;
+      let abortReason: string | undefined;
+      let status: number | undefined;
+      let retryAfter: string | undefined;
+      let body = '';
+      let done = false;
+      const abort = (reason: Error) => {
+        abortReason ??= reason.message;
+        controller?.abort(reason);
+      };
+      const timer = setTimeout(() => abort(new Error(`timeout after ${timeoutMs}ms`)), timeoutMs);
+      aborts?.add(abort);
+      const finish = (result: SendResult) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        aborts?.delete(abort);
+        resolve(result);
+      };
+      const handler: Dispatcher.DispatchHandler = {
+        onRequestStart(c) {
+          controller = c;
+          if (abortReason !== undefined) c.abort(new Error(abortReason));
+        },
+        onResponseStart(_c, statusCode, headers) {
+          status = statusCode;
+          const value = headers['retry-after'];
+          if (typeof value === 'string') retryAfter = value;
+        },
+        onResponseData(_c, chunk) {
+          if (body.length < MAX_BODY) body += chunk.toString('utf8');
+        },
+        onResponseEnd() {
+          const code = status ?? 0;
+          const result: SendResult = { status: code, body: body.slice(0, MAX_BODY), durationMs: performance.now() - started };
+          if (retryAfter !== undefined) result.retryAfter = retryAfter;
+          if (code < 200 || code >= 300) result.error = `HTTP ${code}${body ? `: ${body.slice(0, 200)}` : ''}`;
+          finish(result);
+        },
+        onResponseError(_c, error) {
+          const durationMs = performance.now() - started;
+          if (abortReason !== undefined) finish({ error: abortReason, durationMs });
+          else finish({ error: (error as { cause?: { message?: string } }).cause?.message ?? error.message, durationMs });
+        },
+      };
+      try {
+        this.agent.dispatch({ origin: target.origin, path: target.path, method: 'POST', headers: outgoing.headers, body: outgoing.body }, handler);
+      } catch (error) {
+        finish({ error: (error as Error).message, durationMs: performance.now() - started });
+      }
+    });
+  }
+
+  private abortsFor(signal: AbortSignal): Set<(reason: Error) => void> {
+    let set = this.inFlight.get(signal);
+    if (!set) {
+      const created = new Set<(reason: Error) => void>();
+      signal.addEventListener('abort', () => {
+        for (const abort of [...created]) abort(new Error(abortedMessage(signal)));
+      }, { once: true });
+      this.inFlight.set(signal, created);
+      set = created;
+    }
+    return set;
   }
 
   async close(): Promise<void> {
     await this.agent.close();
   }
+}
+
+function abortedMessage(signal: AbortSignal): string {
+  return `aborted: ${String((signal.reason as Error | undefined)?.message ?? 'shutdown')}`;
 }

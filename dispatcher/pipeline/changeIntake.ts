@@ -57,6 +57,9 @@ interface OpenTransaction {
   tracked: TrackedTransaction;
   xid: number;
   commitTime: Date;
+  /** The commit LSN and time as the payload writes them, formatted once per transaction. */
+  lsnText: string;
+  commitTimeIso: string;
   /** Changes seen so far; after a reconnect the server resends the transaction and these are skipped. */
   seen: number;
   /** How many were registered before the reconnect. */
@@ -127,6 +130,8 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
       tracked: this.watermark.begin(begin.commitLsn),
       xid: begin.xid,
       commitTime: begin.commitTime,
+      lsnText: formatLsn(begin.commitLsn),
+      commitTimeIso: begin.commitTime.toISOString(),
       seen: 0,
       alreadyRegistered: 0,
       lastChangeLsn: 0n,
@@ -156,12 +161,23 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
     this.options.onChange?.(change);
     const matches = matchRoutes(this.options.routes(), change);
     if (matches.length === 0) return;
-    const lsn = formatLsn(txn.tracked.commitLsn);
-    const commitTime = txn.commitTime.toISOString();
-    const dataJson = rowChangeJson({ ...change, lsn, xid: txn.xid, commitTime });
+    const lsn = txn.lsnText;
+    const commitTime = txn.commitTimeIso;
+    // Fields named one by one: spreading the change (and, below, an optional field) into a literal is a slow path in V8.
+    const dataJson = rowChangeJson({
+      op: change.op,
+      schema: change.schema,
+      table: change.table,
+      oldJson: change.oldJson,
+      newJson: change.newJson,
+      unchangedToastColumns: change.unchangedToastColumns,
+      lsn,
+      xid: txn.xid,
+      commitTime,
+    });
     const subject = `${change.schema}.${change.table}/${change.rowKey}`;
     for (const { route, filterError } of matches) {
-      await this.options.window.waitForRoom();
+      if (!this.options.window.hasRoom()) await this.options.window.waitForRoom();
       const namespace = route.trigger.metadata.namespace ?? 'default';
       const id = this.options.eventId({ triggerKey: route.key, commitLsn: txn.tracked.commitLsn, changeLsn, ordinal: txn.ordinal });
       const event: PendingEvent = {
@@ -183,7 +199,7 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
         op: change.op,
         table: { schema: change.schema, name: change.table },
         commitTimeMs: txn.commitTime.getTime(),
-        ...(filterError ? { filterError } : {}),
+        filterError,
         txn: txn.tracked,
         bytes: dataJson.length,
       };

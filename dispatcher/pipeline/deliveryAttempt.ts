@@ -41,7 +41,8 @@ export async function attemptDelivery(
 ): Promise<Map<string, AttemptOutcome>> {
   const now = deps.now ?? Date.now;
   const outcomes = new Map<string, AttemptOutcome>();
-  const log = deps.logger.child({ trigger: target.key });
+  // A child logger costs more than a delivery; only failures log, so it is made for them.
+  let log: Logger | undefined;
 
   // Events whose filter could not be evaluated are never sent: they go to the dead letters with the reason.
   const unfiltered = entries.filter((e) => e.event.filterError);
@@ -60,12 +61,15 @@ export async function attemptDelivery(
   const ok = result.status !== undefined && result.status >= 200 && result.status < 300;
   const failedIds = ok && target.trigger.spec.batch.maxSize > 1 ? failedBatchItems(result.body) : new Set<string>();
   const toDeadLetter: { entry: LaneEntry<PendingEvent>; result: SendResult; reason: string }[] = [];
+  let delivered = 0;
+  const deliveredAt = now();
+  const latency = deps.metrics.endToEndLatency.labels({ trigger: target.key });
   for (const entry of sendable) {
     const attempts = entry.attempts + 1;
     if (ok && !failedIds.has(entry.event.id)) {
       outcomes.set(entry.event.id, SETTLED);
-      deps.metrics.deliveries.inc({ trigger: target.key, outcome: 'success' });
-      deps.metrics.endToEndLatency.observe({ trigger: target.key }, Math.max(0, now() - entry.event.commitTimeMs) / 1000);
+      delivered += 1;
+      latency.observe(Math.max(0, deliveredAt - entry.event.commitTimeMs) / 1000);
       continue;
     }
     const itemResult: SendResult = ok ? { ...result, error: 'the function reported this batch item as failed' } : result;
@@ -76,6 +80,7 @@ export async function attemptDelivery(
       commitTimeMs: entry.event.commitTimeMs,
       now: now(),
     });
+    log ??= deps.logger.child({ trigger: target.key });
     log.warn(
       { eventId: entry.event.id, attempt: attempts, status: itemResult.status, reason: itemResult.error, next: decision.action === 'retry' ? `retry in ${decision.delayMs}ms` : decision.reason },
       'delivery attempt failed',
@@ -88,6 +93,7 @@ export async function attemptDelivery(
       toDeadLetter.push({ entry, result: itemResult, reason: decision.reason });
     }
   }
+  if (delivered) deps.metrics.deliveries.inc({ trigger: target.key, outcome: 'success' }, delivered);
   if (toDeadLetter.length) {
     await deadLetter(target, toDeadLetter, deps);
     for (const { entry } of toDeadLetter) outcomes.set(entry.event.id, SETTLED);

@@ -21,6 +21,9 @@ export interface PendingEvent extends LaneEvent {
   readonly bytes: number;
 }
 
+/** Schema → table → the body's "table" JSON, serialised once per table. */
+const tableJson = new Map<string, Map<string, string>>();
+
 /** Serialises a RowChange body from pre-serialised rows (JSON text) without re-encoding their values. */
 export function rowChangeJson(change: {
   op: RowOperation;
@@ -34,8 +37,15 @@ export function rowChangeJson(change: {
   commitTime: string;
 }): string {
   const toast = change.unchangedToastColumns?.length ? `,"unchangedToastColumns":${JSON.stringify(change.unchangedToastColumns)}` : '';
+  let tables = tableJson.get(change.schema);
+  if (tables === undefined) tableJson.set(change.schema, (tables = new Map()));
+  let table = tables.get(change.table);
+  if (table === undefined) {
+    table = JSON.stringify({ schema: change.schema, name: change.table });
+    if (tables.size < 10_000) tables.set(change.table, table);
+  }
   return (
-    `{"op":"${change.op}","table":${JSON.stringify({ schema: change.schema, name: change.table })},` +
+    `{"op":"${change.op}","table":${table},` +
     `"old":${change.oldJson ?? 'null'},"new":${change.newJson ?? 'null'}${toast},` +
     `"lsn":"${change.lsn}","xid":${change.xid},"commitTime":"${change.commitTime}"}`
   );

@@ -45,7 +45,9 @@ const RETRY_AFTER_ATTEMPT_ERROR_MS = 1000;
  */
 export class TriggerLane<E extends LaneEvent> {
   private readonly queues = new Map<string, LaneEntry<E>[]>();
-  private readonly ready: string[] = [];
+  /** Keys ready for an attempt, oldest first, from readyHead on (a queue: splice(0, n) would copy the rest every time). */
+  private ready: string[] = [];
+  private readyHead = 0;
   private readonly readySet = new Set<string>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private inFlight = 0;
@@ -109,10 +111,28 @@ export class TriggerLane<E extends LaneEvent> {
     this.ready.push(key);
   }
 
+  private get readyCount(): number {
+    return this.ready.length - this.readyHead;
+  }
+
+  /** Takes up to `n` of the oldest ready keys. */
+  private takeReady(n: number): string[] {
+    const keys = this.ready.slice(this.readyHead, this.readyHead + n);
+    this.readyHead += keys.length;
+    if (this.readyHead === this.ready.length) {
+      this.ready = [];
+      this.readyHead = 0;
+    } else if (this.readyHead >= 4096 && this.readyHead * 2 >= this.ready.length) {
+      this.ready = this.ready.slice(this.readyHead);
+      this.readyHead = 0;
+    }
+    return keys;
+  }
+
   private pump(): void {
     const { concurrency, batchMaxSize, batchMaxWaitMs } = this.options;
-    while (!this.stopped && this.inFlight < concurrency && this.ready.length > 0) {
-      if (batchMaxSize > 1 && this.ready.length < batchMaxSize && !this.flushPartialBatch && batchMaxWaitMs > 0) {
+    while (!this.stopped && this.inFlight < concurrency && this.readyCount > 0) {
+      if (batchMaxSize > 1 && this.readyCount < batchMaxSize && !this.flushPartialBatch && batchMaxWaitMs > 0) {
         this.batchTimer ??= setTimeout(() => {
           this.batchTimer = undefined;
           this.flushPartialBatch = true;
@@ -121,7 +141,7 @@ export class TriggerLane<E extends LaneEvent> {
         return;
       }
       this.flushPartialBatch = false;
-      const keys = this.ready.splice(0, batchMaxSize);
+      const keys = this.takeReady(batchMaxSize);
       const batch = keys.map((key) => {
         this.readySet.delete(key);
         return { key, entry: this.queues.get(key)![0]! };
