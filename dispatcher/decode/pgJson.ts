@@ -31,11 +31,12 @@ function numeric(text: string, oid: number): ConvertedValue {
   return { json: text, value: Number(text) };
 }
 
-/** "2024-01-02 03:04:05.5+00" (DateStyle ISO) → "2024-01-02T03:04:05.5+00:00" (to_jsonb's XSD form). */
+/** "2024-01-02 03:04:05.5+00" (DateStyle ISO) → "2024-01-02T03:04:05.5+00:00" (to_jsonb's XSD form); BC keeps its " BC". */
 function timestamp(text: string, withZone: boolean): ConvertedValue {
   if (text === 'infinity' || text === '-infinity') return str(text);
   let iso = text.replace(' ', 'T');
-  if (withZone) iso = iso.replace(/([+-]\d\d)$/, '$1:00');
+  // The zone offset ends the text, or comes just before the era of a BC value ("...+00 BC").
+  if (withZone) iso = iso.replace(/([+-]\d\d)( BC)?$/, '$1:00$2');
   return str(iso);
 }
 
@@ -45,22 +46,38 @@ function json(text: string): ConvertedValue {
 }
 
 /**
+ * A composite value whose field count differs from the catalog's attributes: the type was altered
+ * (ALTER TYPE ... ADD/DROP ATTRIBUTE) since it was looked up, and Postgres announces no relation for that.
+ */
+export class TypeShapeError extends Error {
+  constructor(
+    readonly oid: number,
+    readonly fields: number,
+    readonly attributes: number,
+  ) {
+    super(`composite type ${oid} has ${attributes} attributes in the catalog but a value with ${fields} fields`);
+  }
+}
+
+/**
  * Converts a column's text (as pgoutput sends it) to to_jsonb's JSON. The type and the types it is
  * built from must have been resolved in the catalog first, so this runs without I/O.
+ * `padComposites`: a composite value with fewer fields than the (freshly read) catalog has attributes
+ * predates an ADD ATTRIBUTE; the missing ones are null, as Postgres reads such stored values.
  */
-export function convertText(text: string | null, oid: number, catalog: TypeCatalog): ConvertedValue {
+export function convertText(text: string | null, oid: number, catalog: TypeCatalog, padComposites = false): ConvertedValue {
   if (text === null) return nullValue;
   const info = catalog.known(oid);
   if (!info) throw new Error(`type ${oid} was not resolved before decoding`);
   switch (info.kind) {
     case 'domain':
-      return convertText(text, info.base, catalog);
+      return convertText(text, info.base, catalog, padComposites);
     case 'enum':
       return str(text);
     case 'array': {
       const nested = parseArrayText(text, info.delimiter);
       const build = (node: NestedText): ConvertedValue => {
-        if (!Array.isArray(node)) return convertText(node, info.element, catalog);
+        if (!Array.isArray(node)) return convertText(node, info.element, catalog, padComposites);
         const items = node.map(build);
         return { json: `[${items.map((i) => i.json).join(',')}]`, value: items.map((i) => i.value) };
       };
@@ -68,10 +85,12 @@ export function convertText(text: string | null, oid: number, catalog: TypeCatal
     }
     case 'composite': {
       const fields = parseRecordText(text);
+      const count = info.attributes.length;
+      if (fields.length > count || (fields.length < count && !padComposites)) throw new TypeShapeError(oid, fields.length, count);
       const parts: string[] = [];
       const value: Record<string, unknown> = {};
       info.attributes.forEach((attribute, i) => {
-        const converted = convertText(fields[i] ?? null, attribute.type, catalog);
+        const converted = convertText(fields[i] ?? null, attribute.type, catalog, padComposites);
         parts.push(`${JSON.stringify(attribute.name)}:${converted.json}`);
         value[attribute.name] = converted.value;
       });

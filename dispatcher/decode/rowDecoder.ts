@@ -1,6 +1,6 @@
 import type { ChangeDecoder, DecodedRowChange } from '../pipeline/changeIntake.js';
 import { parseLsn, type Lsn } from '../lsn.js';
-import { convertText } from './pgJson.js';
+import { convertText, TypeShapeError } from './pgJson.js';
 import type { TypeCatalog } from './typeCatalog.js';
 import { UNCHANGED_TOAST, type PgoutputMessage, type RawTuple, type Relation } from './textPgoutputPlugin.js';
 
@@ -20,6 +20,10 @@ interface DecodedRow {
 export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
   /** Relation OID → primary-key columns (the row identity for ordering and subjects). */
   private readonly primaryKeys = new Map<number, string[]>();
+  /** Relation OID → the relation message its column types were resolved for (a new message can bring new types). */
+  private readonly prepared = new Map<number, Relation>();
+  /** Set while a change is decoded again after a catalog refresh (see decode). */
+  private padComposites = false;
   /** Column name → its JSON-quoted form followed by a colon, built once rather than per row. */
   private readonly jsonKeys = new Map<string, string>();
 
@@ -31,6 +35,7 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
   /** Relations are re-announced after a reconnect; the catalog may have changed meanwhile. */
   reset(): void {
     this.primaryKeys.clear();
+    this.prepared.clear();
     this.catalog.clear();
   }
 
@@ -45,6 +50,24 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
   }
 
   async decode(message: PgoutputMessage): Promise<DecodedRowChange[]> {
+    try {
+      return await this.decodeOnce(message);
+    } catch (error) {
+      if (!(error instanceof TypeShapeError)) throw error;
+      // A composite type was altered after it was cached: read the catalog afresh and decode again.
+      // Fewer fields than attributes then means the value predates an added attribute (null, as Postgres reads it);
+      // more fields means it predates a dropped one, whose name is gone: that fails rather than shift values onto wrong names.
+      this.reset();
+      this.padComposites = true;
+      try {
+        return await this.decodeOnce(message);
+      } finally {
+        this.padComposites = false;
+      }
+    }
+  }
+
+  private async decodeOnce(message: PgoutputMessage): Promise<DecodedRowChange[]> {
     switch (message.tag) {
       case 'insert': {
         await this.prepare(message.relation);
@@ -73,7 +96,7 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
   }
 
   private async prepare(relation: Relation): Promise<void> {
-    if (this.primaryKeys.has(relation.relationOid)) return;
+    if (this.prepared.get(relation.relationOid) === relation) return;
     for (const column of relation.columns) await this.catalog.resolve(column.typeOid);
     // With REPLICA IDENTITY FULL every column is flagged as key, so the primary key comes from the catalog.
     const { rows } = await this.query(
@@ -83,6 +106,7 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
     );
     const primaryKey = (rows as { name: string }[]).map((r) => r.name);
     this.primaryKeys.set(relation.relationOid, primaryKey.length ? primaryKey : relation.replicaIdentity === 'full' ? [] : relation.keyColumns);
+    this.prepared.set(relation.relationOid, relation);
   }
 
   /**
@@ -106,7 +130,7 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
         raw = fallback;
       }
       if (raw === undefined) continue;
-      const converted = convertText(raw, column.typeOid, this.catalog);
+      const converted = convertText(raw, column.typeOid, this.catalog, this.padComposites);
       let key = this.jsonKeys.get(column.name);
       if (key === undefined) {
         key = `${JSON.stringify(column.name)}:`;
