@@ -84,8 +84,8 @@ export function convertText(text: string | null, oid: number, catalog: TypeCatal
       return build(nested);
     }
     case 'composite': {
-      const fields = parseRecordText(text);
       const count = info.attributes.length;
+      const fields = count === 0 && text === '()' ? [] : parseRecordText(text);
       if (fields.length > count || (fields.length < count && !padComposites)) throw new TypeShapeError(oid, fields.length, count);
       const parts: string[] = [];
       const value: Record<string, unknown> = {};

@@ -15,6 +15,7 @@ const KITCHEN_SCHEMA = `
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy 😀', 'with "quote", comma');
 CREATE TYPE address AS (street text, zip integer, tags text[], at timestamptz, day date, doc jsonb, price numeric);
 CREATE TYPE wrapper AS (inner_addr address, label text, moods mood[]);
+CREATE TYPE nothing_inside AS ();
 CREATE DOMAIN positive_int AS integer CHECK (VALUE > 0);
 CREATE DOMAIN plain_ts AS timestamp;
 CREATE DOMAIN int_list AS integer[];
@@ -33,7 +34,7 @@ CREATE TABLE kitchen (
   c_jsonb_arr jsonb[], c_json_arr json[], c_tstz_arr timestamptz[], c_ts_arr timestamp[], c_date_arr date[], c_float_arr double precision[],
   c_int8_arr bigint[],
   c_enum mood, c_enum_arr mood[],
-  c_composite address, c_composite_arr address[], c_wrapper wrapper,
+  c_composite address, c_composite_arr address[], c_wrapper wrapper, c_empty_composite nothing_inside,
   c_domain positive_int, c_domain_ts plain_ts, c_domain_arr int_list, c_arr_of_domain positive_int[],
   c_inet inet, c_cidr cidr, c_macaddr macaddr,
   c_point point, c_box_arr box[],
@@ -75,6 +76,7 @@ const KITCHEN_ROWS = [
     ROW('Main St, "1" (rear)', 12345, ARRAY['x', 'y z', NULL], '2024-01-01 10:00+00', '2020-02-02', '{"k": [1, 2.50]}', 3.140)::address,
     ARRAY[ROW('a', 1, NULL, NULL, NULL, NULL, NULL)::address, NULL, ROW('', 2, '{}', 'infinity', 'infinity', '"str"', 'NaN')::address],
     ROW(ROW('in "ner"', 7, ARRAY['p,q', 'r\\s'], '2001-02-03 04:05:06+00', '2001-02-03', '[1, {"x": "y"}]', 1e20)::address, 'label (x)', '{ok,sad}')::wrapper,
+    ROW()::nothing_inside,
     7, '2024-05-05 05:05:05', '{1,2,3}', '{4,5}',
     '192.168.0.1/24', '10.0.0.0/8', '08:00:2b:01:02:03',
     '(1.5,-2)', '{(1,1),(0,0);(2,2),(1,1)}',
