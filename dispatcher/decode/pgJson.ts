@@ -6,8 +6,8 @@ export interface ConvertedValue {
   /** Exactly the JSON that to_jsonb gives for the value (numbers keep every digit). */
   json: string;
   /**
-   * A plain JS value for filters: numbers as number (int8 beyond 2^53 as bigint, numeric may round),
-   * json parsed, everything else as in `json`.
+   * A plain JS value for filters: integers as bigint (CEL ints, so `new.qty % 2 == 0` works),
+   * real/double/numeric as number (numeric may round), json parsed, everything else as in `json`.
    */
   value: unknown;
 }
@@ -24,10 +24,8 @@ function str(text: string): ConvertedValue {
 function numeric(text: string, oid: number): ConvertedValue {
   // NaN and ±Infinity are not JSON numbers; to_jsonb turns them into strings.
   if (!JSON_NUMBER.test(text)) return str(text);
-  if (oid === 20 || oid === 21 || oid === 23) {
-    const asNumber = Number(text);
-    return { json: text, value: Number.isSafeInteger(asNumber) ? asNumber : BigInt(text) };
-  }
+  // A JS number would be a CEL double, for which integer arithmetic (`+ 1`, `% 2`) has no overload.
+  if (oid === 20 || oid === 21 || oid === 23) return { json: text, value: BigInt(text) };
   return { json: text, value: Number(text) };
 }
 

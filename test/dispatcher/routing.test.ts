@@ -1,0 +1,140 @@
+/**
+ * Routing through the real `eventide dispatch` command: column filters, CEL row filters over old and
+ * new, operation subsets, several triggers on one table, filters that fail on some rows (dead letters,
+ * the rest keeps flowing) and the REPLICA IDENTITY warning.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
+import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
+import { eventually, startRecordingSink, type RecordingSink } from '../harness/recordingSink.js';
+
+const SCHEMA = `
+CREATE TABLE orders (id bigint PRIMARY KEY, status text NOT NULL DEFAULT 'new', amount numeric, is_paid boolean NOT NULL DEFAULT false, note text);
+ALTER TABLE orders REPLICA IDENTITY FULL;
+CREATE TABLE plain (id integer PRIMARY KEY, v integer, w integer);
+`;
+
+/** Trigger name → spec (table, operations, columns, filter); every one delivers to the same sink. */
+const TRIGGERS: Record<string, Record<string, unknown>> = {
+  'paid-updates': { operations: ['update'], columns: ['is_paid'] },
+  'paid-or-amount-any-op': { operations: ['insert', 'update', 'delete'], columns: ['is_paid', 'amount'] },
+  shipped: { operations: ['update'], filter: 'old.status != new.status && new.status == "shipped"' },
+  'big-inserts': { operations: ['insert'], filter: 'new.amount > 100' },
+  'note-x': { operations: ['insert', 'update'], filter: 'new.note.startsWith("x")' },
+  'deletes-only': { operations: ['delete'] },
+  // Integer columns are CEL ints: arithmetic with int literals works (a double would have no such overload).
+  'even-ids': { operations: ['insert'], filter: 'new.id % 2 == 0 && new.id * 100 + 1 == 201 && new.amount > 100' },
+  'big-deletes-and-truncates': { operations: ['delete', 'truncate'], filter: 'old.amount > 50' },
+  'plain-watch': { table: { name: 'plain' }, operations: ['update'], columns: ['v'] },
+  'plain-old': { table: { name: 'plain' }, operations: ['delete'], filter: 'old.id > 0' },
+  'plain-inserts': { table: { name: 'plain' }, operations: ['insert'], filter: 'new.v > 0' },
+};
+
+describe('routing: columns, filters, operations, several triggers per table', () => {
+  let db: SourceDatabase;
+  let sink: RecordingSink;
+  let dispatcher: DispatcherProcess;
+
+  beforeAll(async () => {
+    db = await startSourceDatabase(SCHEMA);
+    sink = await startRecordingSink();
+    const file = writeManifests(Object.entries(TRIGGERS).map(([name, spec]) => triggerManifest(name, { sink: { url: sink.url }, ...spec })));
+    dispatcher = await startDispatcherProcess(['--database-url', db.url, '-f', file]);
+    await dispatcher.ready();
+  });
+  afterAll(async () => {
+    await dispatcher?.kill('SIGTERM');
+    await sink?.close();
+    await db?.close();
+  });
+
+  /** What one trigger received, as "op subject" in arrival order. */
+  const received = (trigger: string) =>
+    sink.requests
+      .filter((r) => r.headers['ce-source'] === `/eventide/test/${trigger}`)
+      .map((r) => `${String(r.headers['ce-type']).replace('dev.eventide.row.', '')} ${String(r.headers['ce-subject'])}`);
+
+  /** Waits until the slot confirms past everything written so far: every matching event was delivered or dead-lettered. */
+  async function settled(): Promise<void> {
+    const { rows } = await db.sql('SELECT pg_current_wal_lsn()::text AS lsn');
+    const [hi, lo] = (rows[0] as { lsn: string }).lsn.split('/');
+    const target = (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+    await eventually(async () => (await db.confirmedLsn()) >= target, 30_000, 'the slot to confirm every change');
+  }
+
+  it('warns, naming the table, only for triggers that need old values on a table without REPLICA IDENTITY FULL', () => {
+    const warnings = dispatcher
+      .output()
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as { level: number; msg: string })
+      .filter((entry) => entry.level === 40 && /REPLICA IDENTITY/.test(entry.msg));
+    const about = (trigger: string) => warnings.filter((w) => w.msg.includes(`EventTrigger test/${trigger}:`));
+    // spec.columns on updates and a filter reading old on deletes both need the old row.
+    for (const trigger of ['plain-watch', 'plain-old']) {
+      expect(about(trigger), `warning for ${trigger}`).toHaveLength(1);
+      expect(about(trigger)[0]!.msg).toContain('public.plain lacks REPLICA IDENTITY FULL');
+      expect(about(trigger)[0]!.msg).toContain('ALTER TABLE "public"."plain" REPLICA IDENTITY FULL');
+    }
+    // Inserts never have an old row; orders has REPLICA IDENTITY FULL.
+    expect(warnings.map((w) => w.msg).filter((m) => !/test\/plain-(watch|old):/.test(m))).toEqual([]);
+  });
+
+  it('delivers to each trigger exactly its own matches; a filter failing on a row dead-letters that event and the rest flows', async () => {
+    await db.sql("INSERT INTO orders (id, status, amount, note) VALUES (1, 'new', 50, 'x-first'), (2, 'new', 150, NULL), (3, 'new', 500, 'y')");
+    await db.sql("UPDATE orders SET status = 'packed' WHERE id = 1"); // status only
+    await db.sql('UPDATE orders SET is_paid = true WHERE id = 2'); // is_paid changes
+    await db.sql('UPDATE orders SET is_paid = true WHERE id = 2'); // an update that changes nothing
+    await db.sql("UPDATE orders SET amount = 600.00, note = 'xx' WHERE id = 3"); // amount changes
+    await db.sql("UPDATE orders SET status = 'shipped' WHERE id = 1"); // becomes shipped
+    await db.sql("UPDATE orders SET status = 'shipped', note = 'x' WHERE id = 1"); // was already shipped
+    await db.sql('UPDATE orders SET amount = 150 WHERE id = 2'); // 150 → 150: numerically unchanged
+    await db.sql('DELETE FROM orders WHERE id = 3');
+    await db.sql('TRUNCATE orders');
+    await db.sql('INSERT INTO plain VALUES (1, 1, 1), (2, -1, 0)');
+    await db.sql('UPDATE plain SET w = 5 WHERE id = 1');
+    await db.sql('DELETE FROM plain WHERE id = 2');
+    await settled();
+
+    const o = (id: number) => `public.orders/${id}`;
+    const sorted = (list: string[]) => [...list].sort();
+    expect(received('paid-updates')).toEqual([`update ${o(2)}`]);
+    // Columns apply to updates only: inserts and deletes fire whatever they hold.
+    expect(sorted(received('paid-or-amount-any-op'))).toEqual(sorted([`insert ${o(1)}`, `insert ${o(2)}`, `insert ${o(3)}`, `update ${o(2)}`, `update ${o(3)}`, `delete ${o(3)}`]));
+    expect(received('shipped')).toEqual([`update ${o(1)}`]);
+    expect(sorted(received('big-inserts'))).toEqual([`insert ${o(2)}`, `insert ${o(3)}`]);
+    // Row 2's note is NULL, so the filter cannot be evaluated for it: those events are dead letters, not deliveries.
+    expect(sorted(received('note-x'))).toEqual(sorted([`insert ${o(1)}`, `update ${o(1)}`, `update ${o(1)}`, `update ${o(1)}`, `update ${o(3)}`]));
+    expect(received('deletes-only')).toEqual([`delete ${o(3)}`]);
+    expect(received('even-ids')).toEqual([`insert ${o(2)}`]);
+    // A filter is not applied to truncates (no row to test).
+    expect(received('big-deletes-and-truncates')).toEqual([`delete ${o(3)}`, 'truncate public.orders/']);
+    // Without REPLICA IDENTITY FULL nothing tells whether v changed, so every update counts (as the warning says).
+    expect(received('plain-watch')).toEqual(['update public.plain/1']);
+    expect(received('plain-old')).toEqual(['delete public.plain/2']);
+    expect(received('plain-inserts')).toEqual(['insert public.plain/1']);
+
+    // Row 1's events reached note-x in commit order, each with its own values.
+    const notes = sink.events().filter((e) => e.subject === o(1) && sink.requests.find((r) => r.headers['ce-id'] === e.id)?.headers['ce-source'] === '/eventide/test/note-x');
+    expect(notes.map((e) => (e.data.new as { status: string; note: string }).status)).toEqual(['new', 'packed', 'shipped', 'shipped']);
+
+    const { rows } = await db.sql(
+      `SELECT trigger, reason, attempts, last_error, event->>'subject' AS subject, event->>'type' AS type, event->'data'->'new' AS new, event_id
+         FROM eventide.dead_letters ORDER BY id`,
+    );
+    const letters = rows as { trigger: string; reason: string; attempts: number; last_error: string; subject: string; type: string; new: Record<string, unknown>; event_id: string }[];
+    expect(letters.map((l) => [l.trigger, l.reason, l.type, l.subject, l.attempts])).toEqual([
+      ['test/note-x', 'filter-error', 'dev.eventide.row.insert', o(2), 0],
+      ['test/note-x', 'filter-error', 'dev.eventide.row.update', o(2), 0],
+      ['test/note-x', 'filter-error', 'dev.eventide.row.update', o(2), 0],
+      ['test/note-x', 'filter-error', 'dev.eventide.row.update', o(2), 0],
+    ]);
+    for (const letter of letters) {
+      expect(letter.last_error).toContain('new.note.startsWith("x")');
+      expect(letter.new).toMatchObject({ id: 2, note: null });
+      // Dead-lettered, never sent.
+      expect(sink.requests.some((r) => r.headers['ce-id'] === letter.event_id)).toBe(false);
+    }
+    expect(new Set(letters.map((l) => l.event_id)).size).toBe(4);
+  });
+});
