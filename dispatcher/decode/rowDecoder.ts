@@ -76,7 +76,9 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
       }
       case 'update': {
         await this.prepare(message.relation);
-        const oldTuple = message.old ?? message.key;
+        // Postgres sends no old key when the key did not change: then the old key is the new one.
+        const keyed = message.relation.keyColumns.length > 0;
+        const oldTuple = message.old ?? message.key ?? (keyed ? message.new : null);
         const old = oldTuple ? this.row(message.relation, oldTuple, message.old === null) : null;
         const full = message.old !== null;
         const row = this.row(message.relation, message.new, false, full ? message.old! : undefined);

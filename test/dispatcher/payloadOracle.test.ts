@@ -254,9 +254,10 @@ async function toastScenario(sql: Sql, table: string, full: boolean): Promise<Ex
     e.add(subject(1), { op: 'delete', old: s3.get(1)!, new: null });
   } else {
     // Without REPLICA IDENTITY FULL nothing holds the unsent values: they are left out and named, never guessed.
-    e.add(subject(1), { op: 'update', old: null, new: await minus(s2.get(1)!, ['big_text', 'big_jsonb']), unchangedToast: ['big_text', 'big_jsonb'] });
-    e.add(subject(2), { op: 'update', old: null, new: s2.get(2)! });
-    e.add(subject(1), { op: 'update', old: null, new: await minus(s3.get(1)!, ['big_jsonb']), unchangedToast: ['big_jsonb'] });
+    // old holds the key columns (README), also when Postgres sends no old key because the key did not change.
+    e.add(subject(1), { op: 'update', old: await keyOnly(1), new: await minus(s2.get(1)!, ['big_text', 'big_jsonb']), unchangedToast: ['big_text', 'big_jsonb'] });
+    e.add(subject(2), { op: 'update', old: await keyOnly(2), new: s2.get(2)! });
+    e.add(subject(1), { op: 'update', old: await keyOnly(1), new: await minus(s3.get(1)!, ['big_jsonb']), unchangedToast: ['big_jsonb'] });
     e.add(subject(1), { op: 'delete', old: await keyOnly(1), new: null });
   }
   return e;

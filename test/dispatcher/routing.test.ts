@@ -28,6 +28,8 @@ const TRIGGERS: Record<string, Record<string, unknown>> = {
   'plain-watch': { table: { name: 'plain' }, operations: ['update'], columns: ['v'] },
   'plain-old': { table: { name: 'plain' }, operations: ['delete'], filter: 'old.id > 0' },
   'plain-inserts': { table: { name: 'plain' }, operations: ['insert'], filter: 'new.v > 0' },
+  // Without REPLICA IDENTITY FULL old still holds the key columns, so a filter can read them.
+  'plain-same-key': { table: { name: 'plain' }, operations: ['update'], filter: 'old.id == new.id && new.w == 5' },
 };
 
 describe('routing: columns, filters, operations, several triggers per table', () => {
@@ -70,14 +72,14 @@ describe('routing: columns, filters, operations, several triggers per table', ()
       .map((line) => JSON.parse(line) as { level: number; msg: string })
       .filter((entry) => entry.level === 40 && /REPLICA IDENTITY/.test(entry.msg));
     const about = (trigger: string) => warnings.filter((w) => w.msg.includes(`EventTrigger test/${trigger}:`));
-    // spec.columns on updates and a filter reading old on deletes both need the old row.
-    for (const trigger of ['plain-watch', 'plain-old']) {
+    // spec.columns on updates and a filter reading old on updates or deletes need the old row.
+    for (const trigger of ['plain-watch', 'plain-old', 'plain-same-key']) {
       expect(about(trigger), `warning for ${trigger}`).toHaveLength(1);
       expect(about(trigger)[0]!.msg).toContain('public.plain lacks REPLICA IDENTITY FULL');
       expect(about(trigger)[0]!.msg).toContain('ALTER TABLE "public"."plain" REPLICA IDENTITY FULL');
     }
     // Inserts never have an old row; orders has REPLICA IDENTITY FULL.
-    expect(warnings.map((w) => w.msg).filter((m) => !/test\/plain-(watch|old):/.test(m))).toEqual([]);
+    expect(warnings.map((w) => w.msg).filter((m) => !/test\/plain-(watch|old|same-key):/.test(m))).toEqual([]);
   });
 
   it('delivers to each trigger exactly its own matches; a filter failing on a row dead-letters that event and the rest flows', async () => {
@@ -113,6 +115,10 @@ describe('routing: columns, filters, operations, several triggers per table', ()
     expect(received('plain-watch')).toEqual(['update public.plain/1']);
     expect(received('plain-old')).toEqual(['delete public.plain/2']);
     expect(received('plain-inserts')).toEqual(['insert public.plain/1']);
+    expect(received('plain-same-key')).toEqual(['update public.plain/1']);
+    const plainUpdate = sink.requests.find((r) => r.headers['ce-source'] === '/eventide/test/plain-same-key')!;
+    expect(JSON.parse(plainUpdate.body)).toMatchObject({ op: 'update', old: { id: 1 }, new: { id: 1, v: 1, w: 5 } });
+    expect(Object.keys((JSON.parse(plainUpdate.body) as { old: object }).old)).toEqual(['id']);
 
     // Row 1's events reached note-x in commit order, each with its own values.
     const notes = sink.events().filter((e) => e.subject === o(1) && sink.requests.find((r) => r.headers['ce-id'] === e.id)?.headers['ce-source'] === '/eventide/test/note-x');
