@@ -12,6 +12,9 @@ const SCHEMA = `
 CREATE TABLE orders (id bigint PRIMARY KEY, status text NOT NULL DEFAULT 'new', amount numeric, is_paid boolean NOT NULL DEFAULT false, note text);
 ALTER TABLE orders REPLICA IDENTITY FULL;
 CREATE TABLE plain (id integer PRIMARY KEY, v integer, w integer);
+CREATE SCHEMA "Shop";
+CREATE TABLE "Shop"."Order Items" (id bigint PRIMARY KEY, "Qty" integer, "unit price" numeric);
+ALTER TABLE "Shop"."Order Items" REPLICA IDENTITY FULL;
 `;
 
 /** Trigger name → spec (table, operations, columns, filter); every one delivers to the same sink. */
@@ -28,6 +31,13 @@ const TRIGGERS: Record<string, Record<string, unknown>> = {
   'plain-watch': { table: { name: 'plain' }, operations: ['update'], columns: ['v'] },
   'plain-old': { table: { name: 'plain' }, operations: ['delete'], filter: 'old.id > 0' },
   'plain-inserts': { table: { name: 'plain' }, operations: ['insert'], filter: 'new.v > 0' },
+  // Quoted, mixed-case names; an int8 beyond 2^53 compared exactly; a column with a space read by index.
+  'shop-items': {
+    table: { schema: 'Shop', name: 'Order Items' },
+    operations: ['insert', 'update'],
+    columns: ['Qty'],
+    filter: 'new.id == 9007199254740993 && new.Qty > 1 && new["unit price"] > 2.0',
+  },
   // Without REPLICA IDENTITY FULL old still holds the key columns, so a filter can read them.
   'plain-same-key': { table: { name: 'plain' }, operations: ['update'], filter: 'old.id == new.id && new.w == 5' },
 };
@@ -96,6 +106,9 @@ describe('routing: columns, filters, operations, several triggers per table', ()
     await db.sql('INSERT INTO plain VALUES (1, 1, 1), (2, -1, 0)');
     await db.sql('UPDATE plain SET w = 5 WHERE id = 1');
     await db.sql('DELETE FROM plain WHERE id = 2');
+    await db.sql('INSERT INTO "Shop"."Order Items" VALUES (9007199254740993, 2, 2.5), (9007199254740992, 2, 2.5), (9007199254740994, 2, 2.5)');
+    await db.sql('UPDATE "Shop"."Order Items" SET "unit price" = 3 WHERE id = 9007199254740993'); // Qty unchanged
+    await db.sql('UPDATE "Shop"."Order Items" SET "Qty" = 5'); // Qty changed on all three
     await settled();
 
     const o = (id: number) => `public.orders/${id}`;
@@ -116,6 +129,7 @@ describe('routing: columns, filters, operations, several triggers per table', ()
     expect(received('plain-old')).toEqual(['delete public.plain/2']);
     expect(received('plain-inserts')).toEqual(['insert public.plain/1']);
     expect(received('plain-same-key')).toEqual(['update public.plain/1']);
+    expect(received('shop-items')).toEqual(['insert Shop.Order Items/9007199254740993', 'update Shop.Order Items/9007199254740993']);
     const plainUpdate = sink.requests.find((r) => r.headers['ce-source'] === '/eventide/test/plain-same-key')!;
     expect(JSON.parse(plainUpdate.body)).toMatchObject({ op: 'update', old: { id: 1 }, new: { id: 1, v: 1, w: 5 } });
     expect(Object.keys((JSON.parse(plainUpdate.body) as { old: object }).old)).toEqual(['id']);
