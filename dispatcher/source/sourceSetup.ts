@@ -74,14 +74,20 @@ export function checkRoutesAgainstTables(routes: readonly Route[], facts: readon
   return { problems, warnings };
 }
 
-/** Creates the publication if absent and makes its table list exactly `tables`. */
+/**
+ * Creates the publication if absent and makes its table list exactly `tables`. It publishes changes
+ * of a partitioned table's partitions as the partitioned table's (publish_via_partition_root), the
+ * table a trigger names; otherwise they would carry the partitions' names and match no trigger.
+ */
 export async function ensurePublication(client: pg.ClientBase, name: string, tables: { schema: string; name: string }[]): Promise<void> {
   const list = tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`).join(', ');
-  const { rowCount } = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [name]);
-  if (!rowCount) {
-    await client.query(tables.length ? `CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${list}` : `CREATE PUBLICATION ${quoteIdent(name)}`);
+  const { rows } = await client.query<{ pubviaroot: boolean }>('SELECT pubviaroot FROM pg_publication WHERE pubname = $1', [name]);
+  if (!rows[0]) {
+    const options = 'WITH (publish_via_partition_root = true)';
+    await client.query(tables.length ? `CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${list} ${options}` : `CREATE PUBLICATION ${quoteIdent(name)} ${options}`);
     return;
   }
+  if (!rows[0].pubviaroot) await client.query(`ALTER PUBLICATION ${quoteIdent(name)} SET (publish_via_partition_root = true)`);
   const current = await client.query<{ schemaname: string; tablename: string }>('SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1', [name]);
   const have = new Set(current.rows.map((r) => `${r.schemaname}.${r.tablename}`));
   const want = new Set(tables.map((t) => `${t.schema}.${t.name}`));

@@ -15,6 +15,9 @@ CREATE TABLE plain (id integer PRIMARY KEY, v integer, w integer);
 CREATE SCHEMA "Shop";
 CREATE TABLE "Shop"."Order Items" (id bigint PRIMARY KEY, "Qty" integer, "unit price" numeric);
 ALTER TABLE "Shop"."Order Items" REPLICA IDENTITY FULL;
+CREATE TABLE measurements (id integer, region text, reading numeric, PRIMARY KEY (region, id)) PARTITION BY LIST (region);
+CREATE TABLE measurements_eu PARTITION OF measurements FOR VALUES IN ('eu');
+CREATE TABLE measurements_us PARTITION OF measurements FOR VALUES IN ('us');
 `;
 
 /** Trigger name → spec (table, operations, columns, filter); every one delivers to the same sink. */
@@ -31,6 +34,8 @@ const TRIGGERS: Record<string, Record<string, unknown>> = {
   'plain-watch': { table: { name: 'plain' }, operations: ['update'], columns: ['v'] },
   'plain-old': { table: { name: 'plain' }, operations: ['delete'], filter: 'old.id > 0' },
   'plain-inserts': { table: { name: 'plain' }, operations: ['insert'], filter: 'new.v > 0' },
+  // A partitioned table: its partitions' changes are the parent's.
+  'partitioned': { table: { name: 'measurements' }, operations: ['insert', 'update', 'delete'], filter: 'op == "delete" || new.reading > 1.0' },
   // Quoted, mixed-case names; an int8 beyond 2^53 compared exactly; a column with a space read by index.
   'shop-items': {
     table: { schema: 'Shop', name: 'Order Items' },
@@ -109,6 +114,9 @@ describe('routing: columns, filters, operations, several triggers per table', ()
     await db.sql('INSERT INTO "Shop"."Order Items" VALUES (9007199254740993, 2, 2.5), (9007199254740992, 2, 2.5), (9007199254740994, 2, 2.5)');
     await db.sql('UPDATE "Shop"."Order Items" SET "unit price" = 3 WHERE id = 9007199254740993'); // Qty unchanged
     await db.sql('UPDATE "Shop"."Order Items" SET "Qty" = 5'); // Qty changed on all three
+    await db.sql("INSERT INTO measurements VALUES (1, 'eu', 2.5), (2, 'us', 0.5), (3, 'us', 7)");
+    await db.sql("UPDATE measurements SET region = 'eu' WHERE id = 3"); // moves to another partition
+    await db.sql('DELETE FROM measurements WHERE id = 1');
     await settled();
 
     const o = (id: number) => `public.orders/${id}`;
@@ -129,6 +137,23 @@ describe('routing: columns, filters, operations, several triggers per table', ()
     expect(received('plain-old')).toEqual(['delete public.plain/2']);
     expect(received('plain-inserts')).toEqual(['insert public.plain/1']);
     expect(received('plain-same-key')).toEqual(['update public.plain/1']);
+    const partitioned = (key: string) =>
+      sink.requests
+        .filter((r) => r.headers['ce-source'] === '/eventide/test/partitioned' && r.headers['ce-subject'] === `public.measurements/${key}`)
+        .map((r) => JSON.parse(r.body) as { op: string; table: unknown; new: unknown; old: unknown })
+        .map((e) => [e.op, e.table, e.old, e.new]);
+    const measurements = { schema: 'public', name: 'measurements' };
+    expect(partitioned('eu,1')).toEqual([
+      ['insert', measurements, null, { id: 1, region: 'eu', reading: 2.5 }],
+      ['delete', measurements, { id: 1, region: 'eu' }, null],
+    ]);
+    // Moving a row to another partition is a delete from one and an insert into the other.
+    expect(partitioned('us,3')).toEqual([
+      ['insert', measurements, null, { id: 3, region: 'us', reading: 7 }],
+      ['delete', measurements, { id: 3, region: 'us' }, null],
+    ]);
+    expect(partitioned('eu,3')).toEqual([['insert', measurements, null, { id: 3, region: 'eu', reading: 7 }]]);
+    expect(received('partitioned')).toHaveLength(5);
     expect(received('shop-items')).toEqual(['insert Shop.Order Items/9007199254740993', 'update Shop.Order Items/9007199254740993']);
     const plainUpdate = sink.requests.find((r) => r.headers['ce-source'] === '/eventide/test/plain-same-key')!;
     expect(JSON.parse(plainUpdate.body)).toMatchObject({ op: 'update', old: { id: 1 }, new: { id: 1, v: 1, w: 5 } });
