@@ -1,4 +1,4 @@
-import { InvalidResourceError } from '../api/v1alpha1/index.js';
+import { InvalidResourceError, ManifestError } from '../api/v1alpha1/index.js';
 import { createLogger } from '../common/logger.js';
 import { Dispatcher } from './dispatcher.js';
 import { DISPATCH_USAGE, SettingsError, parseDispatchSettings } from './settings.js';
@@ -20,6 +20,7 @@ function isUserError(error: unknown): error is Error {
   return (
     error instanceof SettingsError ||
     error instanceof InvalidResourceError ||
+    error instanceof ManifestError ||
     error instanceof SourceProblemError ||
     error instanceof UnresolvedTargetError ||
     (error instanceof Error && /^EventTrigger |invalid YAML|ENOENT/.test(error.message))

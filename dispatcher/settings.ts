@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import pg from 'pg';
 import { DATABASE_URL_ENV } from '../common/secretEnv.js';
 
 /** Typed settings of `eventide dispatch`, parsed once at start-up. */
@@ -51,6 +52,21 @@ function positiveInt(flag: string, text: string | undefined, fallback: number): 
   return value;
 }
 
+/**
+ * Checks that pg can parse a database URL (a bad port or an unencoded "@" in the password would
+ * otherwise surface as a stack trace at connect time). The URL itself is not printed: it may hold a password.
+ */
+function checkDatabaseUrl(flag: string, url: string): void {
+  if (!/^postgres(ql)?:\/\//.test(url)) throw new SettingsError(`${flag} must be a postgres:// URL`);
+  try {
+    new pg.Client({ connectionString: url });
+  } catch (error) {
+    throw new SettingsError(
+      `${flag} is not a valid connection URL (${(error as Error).message}): check the host and port, and percent-encode special characters in the user name and password`,
+    );
+  }
+}
+
 function parseFunctionUrls(pairs: string[]): Map<string, string> {
   const urls = new Map<string, string>();
   for (const pair of pairs) {
@@ -91,7 +107,8 @@ export function parseDispatchSettings(argv: string[], env: NodeJS.ProcessEnv = p
   }
   const databaseUrl = values['database-url'] ?? env[DATABASE_URL_ENV];
   if (!databaseUrl) throw new SettingsError(`--database-url (or ${DATABASE_URL_ENV}) is required\n\n${DISPATCH_USAGE}`);
-  if (!/^postgres(ql)?:\/\//.test(databaseUrl)) throw new SettingsError('--database-url must be a postgres:// URL');
+  checkDatabaseUrl('--database-url', databaseUrl);
+  if (values['dead-letter-database-url']) checkDatabaseUrl('--dead-letter-database-url', values['dead-letter-database-url']);
   const manifestPaths = values.file ?? [];
   if (manifestPaths.length === 0) throw new SettingsError(`-f <file-or-dir> is required: the EventTrigger manifests to serve\n\n${DISPATCH_USAGE}`);
   for (const name of ['slot', 'publication'] as const) {

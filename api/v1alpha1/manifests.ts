@@ -1,9 +1,9 @@
-import { readFileSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, readdirSync, statSync, type Stats } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { GROUP } from './schema.js';
 import { parseResource, InvalidResourceError } from './validate.js';
-import type { EventTriggerResource, FunctionResource } from './resources.js';
+import { resourceKey, type EventTriggerResource, type FunctionResource } from './resources.js';
 
 /** The eventide resources found in a set of manifest files. */
 export interface ManifestSet {
@@ -11,9 +11,24 @@ export interface ManifestSet {
   functions: FunctionResource[];
 }
 
+/** A manifest file that cannot be used (missing, unreadable, not YAML); the message names the file. */
+export class ManifestError extends Error {
+  readonly code = 'EVENTIDE_MANIFEST';
+  override readonly name = 'ManifestError';
+}
+
+function statPath(path: string): Stats {
+  try {
+    return statSync(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new ManifestError(`${path}: ${code === 'ENOENT' ? 'no such file or directory' : (error as Error).message}`);
+  }
+}
+
 /** Lists the YAML files under a path (a file, or a directory read recursively, in name order). */
 function yamlFiles(path: string): string[] {
-  if (!statSync(path).isDirectory()) return [path];
+  if (!statPath(path).isDirectory()) return [path];
   return readdirSync(path)
     .sort()
     // A mounted ConfigMap holds "..data" and "..<timestamp>" links to the same files: skip hidden entries.
@@ -29,10 +44,12 @@ function yamlFiles(path: string): string[] {
 export function parseManifestText(text: string, origin: string): ManifestSet {
   const set: ManifestSet = { triggers: [], functions: [] };
   for (const doc of parseAllDocuments(text)) {
-    if (doc.errors.length) throw new Error(`${origin}: invalid YAML: ${doc.errors[0]!.message}`);
+    if (doc.errors.length) throw new ManifestError(`${origin}: invalid YAML: ${doc.errors[0]!.message}`);
     const raw: unknown = doc.toJS();
     if (raw === null || raw === undefined) continue;
-    if (typeof raw !== 'object' || Array.isArray(raw)) throw new Error(`${origin}: expected a YAML mapping, got ${typeof raw}`);
+    if (typeof raw !== 'object' || Array.isArray(raw)) {
+      throw new ManifestError(`${origin}: expected a YAML mapping (a resource with apiVersion and kind), got ${Array.isArray(raw) ? 'a list' : `a ${typeof raw}`}`);
+    }
     const obj = raw as Record<string, unknown>;
     if (typeof obj.apiVersion !== 'string' || !obj.apiVersion.startsWith(`${GROUP}/`)) continue;
     try {
@@ -49,11 +66,37 @@ export function parseManifestText(text: string, origin: string): ManifestSet {
   return set;
 }
 
-/** Loads every eventide resource from files and directories of YAML manifests. */
+function readText(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ManifestError(`${file}: ${(error as Error).message}`);
+  }
+}
+
+/**
+ * Loads every eventide resource from files and directories of YAML manifests. A file named twice
+ * (a directory and a file in it) is read once; one resource defined twice is an error naming both files,
+ * since only one of the two could be served.
+ */
 export function loadManifests(paths: string[]): ManifestSet {
   const set: ManifestSet = { triggers: [], functions: [] };
-  for (const file of paths.flatMap(yamlFiles)) {
-    const found = parseManifestText(readFileSync(file, 'utf8'), file);
+  const seen = new Map<string, string>();
+  const files = new Map<string, string>();
+  for (const file of paths.flatMap(yamlFiles)) if (!files.has(resolve(file))) files.set(resolve(file), file);
+  for (const file of files.values()) {
+    const found = parseManifestText(readText(file), file);
+    for (const [kind, resources] of [['EventTrigger', found.triggers], ['Function', found.functions]] as const) {
+      for (const resource of resources) {
+        const id = `${kind} ${resourceKey(resource.metadata)}`;
+        const first = seen.get(id);
+        if (first !== undefined) {
+          const where = first === file ? `twice in ${file}` : `both in ${first} and in ${file}`;
+          throw new ManifestError(`${id} is defined ${where}; give each a different metadata.name`);
+        }
+        seen.set(id, file);
+      }
+    }
     set.triggers.push(...found.triggers);
     set.functions.push(...found.functions);
   }

@@ -1,5 +1,6 @@
-import { Value } from '@sinclair/typebox/value';
+import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value';
 import type { TSchema } from '@sinclair/typebox';
+import { DURATION_PATTERN } from './duration.js';
 import { EventTriggerSpec, FunctionSpec, eventTriggerRules, type CrossFieldRule, API_VERSION } from './schema.js';
 import type { EventTriggerResource, FunctionResource, EventideResource } from './resources.js';
 import { parse as parseCel } from '@marcbachmann/cel-js';
@@ -22,8 +23,49 @@ function fieldPath(prefix: string, pointer: string): string {
   return [prefix, ...parts].map((p, i) => (i > 0 && /^\d+$/.test(p) ? `[${p}]` : p)).join('.').replace(/\.\[/g, '[');
 }
 
+/** A value as a user wrote it, short enough for one line. */
+function shown(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+/** TypeBox's message in the user's terms: what the field accepts and what it got. */
+function schemaMessage(e: ValueError): string {
+  if (e.type === ValueErrorType.ObjectRequiredProperty) return 'required field is missing';
+  const options = (e.schema as { anyOf?: { const?: unknown }[] }).anyOf;
+  let expected = e.message;
+  if (options?.every((o) => typeof o.const === 'string')) expected = `must be one of ${options.map((o) => o.const).join(', ')}`;
+  else if ((e.schema as { pattern?: string }).pattern === DURATION_PATTERN) expected = 'must be a duration such as 500ms, 30s, 5m or 1h30m';
+  return `${expected}, got ${shown(e.value)}`;
+}
+
 function schemaProblems(schema: TSchema, value: unknown, prefix: string): string[] {
-  return [...Value.Errors(schema, value)].map((e) => `${fieldPath(prefix, e.path)}: ${e.message}`);
+  // One problem per field: a missing object is also "not an object", which says nothing more.
+  const byPath = new Map<string, string>();
+  for (const e of Value.Errors(schema, value)) {
+    const path = fieldPath(prefix, e.path);
+    if (!byPath.has(path)) byPath.set(path, `${path}: ${schemaMessage(e)}`);
+  }
+  return [...byPath.values(), ...unknownFields(schema, value, prefix)];
+}
+
+/**
+ * Fields the schema does not define (a typo such as "filtr" would otherwise be dropped silently and
+ * the trigger fire on every row), as `kubectl apply` rejects them with its default strict validation.
+ */
+function unknownFields(schema: TSchema, value: unknown, path: string): string[] {
+  if (value === null || typeof value !== 'object') return [];
+  if (Array.isArray(value)) {
+    const items = (schema as { items?: TSchema }).items;
+    return items ? value.flatMap((item, i) => unknownFields(items, item, `${path}[${i}]`)) : [];
+  }
+  const properties = (schema as { properties?: Record<string, TSchema> }).properties;
+  if (!properties || (schema as { additionalProperties?: unknown }).additionalProperties === true) return [];
+  return Object.entries(value).flatMap(([key, child]) => {
+    const childSchema = properties[key];
+    if (childSchema) return unknownFields(childSchema, child, `${path}.${key}`);
+    return [`${path}.${key}: unknown field (known here: ${Object.keys(properties).join(', ')})`];
+  });
 }
 
 function ruleProblems<T>(rules: CrossFieldRule<T>[], value: T): string[] {
@@ -35,14 +77,27 @@ function withDefaults<T>(schema: TSchema, spec: unknown): T {
   return Value.Default(schema, structuredClone(spec ?? {})) as T;
 }
 
-/** Compiles a filter to check its syntax; the error message says where the expression is wrong. */
+/** Where in a CEL expression an error is: "column 12", or "line 2, column 5" for a multi-line one. */
+function celPosition(source: string, error: unknown): string | undefined {
+  const range = (error as { range?: { start?: unknown } }).range;
+  const offset = typeof range?.start === 'number' ? range.start : undefined;
+  if (offset === undefined) return undefined;
+  const before = source.slice(0, offset).split('\n');
+  const column = before[before.length - 1]!.length + 1;
+  return source.includes('\n') ? `line ${before.length}, column ${column}` : `column ${column}`;
+}
+
+/** Compiles a filter to check its syntax; the message quotes the expression and says where it is wrong. */
 export function filterProblem(filter: string | undefined): string | undefined {
   if (filter === undefined) return undefined;
   try {
     parseCel(filter);
     return undefined;
   } catch (error) {
-    return `spec.filter: ${(error as Error).message.split('\n')[0]}`;
+    const summary = (error as { summary?: unknown }).summary;
+    const reason = typeof summary === 'string' ? summary : (error as Error).message.split('\n')[0];
+    const at = celPosition(filter, error);
+    return `spec.filter: ${reason}${at ? ` at ${at}` : ''} of ${JSON.stringify(filter)}`;
   }
 }
 

@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest';
+import { parseEventTrigger } from '../../api/v1alpha1/index.js';
+import { buildRoutes } from '../routing/triggerMatcher.js';
+import { checkRoutesAgainstTables, type TableFacts } from './sourceSetup.js';
+
+function routesFor(...specs: [string, Record<string, unknown>][]) {
+  return buildRoutes(
+    specs.map(([name, spec]) =>
+      parseEventTrigger({
+        apiVersion: 'eventide.dev/v1alpha1',
+        kind: 'EventTrigger',
+        metadata: { name, namespace: 'shop' },
+        spec: { source: { connectionSecretRef: { name: 'db' } }, sink: { url: 'http://127.0.0.1:1/' }, table: { name: 'orders' }, ...spec },
+      }),
+    ),
+  );
+}
+
+const orders: TableFacts = { schema: 'public', name: 'orders', exists: true, columns: ['id', 'total', 'status'], replicaIdentity: 'f' };
+
+describe('checking triggers against the tables', () => {
+  it('names the trigger and the table that does not exist', () => {
+    const routes = routesFor(['t', { table: { schema: 'sales', name: 'orderz' } }]);
+    expect(checkRoutesAgainstTables(routes, [{ schema: 'sales', name: 'orderz', exists: false, columns: [] }]).problems).toEqual([
+      'EventTrigger shop/t: table sales.orderz does not exist',
+    ]);
+  });
+
+  it('names the field and the column the table lacks, in spec.columns and in the filter; every problem at once', () => {
+    const routes = routesFor(['a', { operations: ['update'], columns: ['statuz'] }], ['b', { filter: 'new.totl > 5 && old.status == "x"' }]);
+    expect(checkRoutesAgainstTables(routes, [orders]).problems).toEqual([
+      'EventTrigger shop/a: spec.columns names column "statuz", which public.orders does not have',
+      'EventTrigger shop/b: spec.filter names column "totl", which public.orders does not have',
+    ]);
+  });
+
+  it('REPLICA IDENTITY NOTHING is a problem for updates and deletes; DEFAULT with spec.columns only a warning', () => {
+    expect(checkRoutesAgainstTables(routesFor(['t', { operations: ['update'] }]), [{ ...orders, replicaIdentity: 'n' }]).problems).toEqual([
+      'EventTrigger shop/t: public.orders has REPLICA IDENTITY NOTHING; Postgres then refuses its updates and deletes under a publication',
+    ]);
+    expect(checkRoutesAgainstTables(routesFor(['t', { operations: ['insert'] }]), [{ ...orders, replicaIdentity: 'n' }]).problems).toEqual([]);
+    const { problems, warnings } = checkRoutesAgainstTables(routesFor(['t', { operations: ['update'], columns: ['status'] }]), [{ ...orders, replicaIdentity: 'd' }]);
+    expect(problems).toEqual([]);
+    expect(warnings).toEqual([expect.stringMatching(/^EventTrigger shop\/t: public\.orders lacks REPLICA IDENTITY FULL/)]);
+  });
+});
