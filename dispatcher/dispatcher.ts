@@ -41,6 +41,9 @@ export class Dispatcher {
   private streamDone: Promise<void> = Promise.resolve();
   private timers: NodeJS.Timeout[] = [];
   private names!: { slot: string; publication: string };
+  /** Highest server WAL end seen: from keepalives, and asked for directly (a paused reader reads no keepalives). */
+  private serverWalEnd: Lsn = 0n;
+  private walEndPolledAt = 0;
 
   private constructor(
     private readonly settings: DispatchSettings,
@@ -118,8 +121,10 @@ export class Dispatcher {
           this.metrics.connected.set(connected ? 1 : 0);
         },
         onStatus: ({ confirmed, walEnd }) => {
+          if (walEnd > this.serverWalEnd) this.serverWalEnd = walEnd;
           this.metrics.confirmedLsn.set(Number(confirmed));
-          this.metrics.replicationLagBytes.set(Number(walEnd - confirmed));
+          this.metrics.replicationLagBytes.set(Number(this.serverWalEnd > confirmed ? this.serverWalEnd - confirmed : 0n));
+          this.pollServerWalEnd();
         },
       },
       {
@@ -149,6 +154,22 @@ export class Dispatcher {
       { slot: this.names.slot, publication: this.names.publication, triggers: [...this.config.deliveries.keys()], startLsn: startLsn.toString(16), port: this.port },
       'dispatcher started',
     );
+  }
+
+  /** Asks the server where its WAL ends, every few seconds, so the lag metric shows a backlog the stream is not reading. */
+  private pollServerWalEnd(): void {
+    if (Date.now() - this.walEndPolledAt < 5000) return;
+    this.walEndPolledAt = Date.now();
+    this.pool
+      .query<{ lsn: string | null }>('SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn')
+      .then(({ rows }) => {
+        const text = rows[0]?.lsn;
+        if (text) {
+          const lsn = parseLsn(text);
+          if (lsn > this.serverWalEnd) this.serverWalEnd = lsn;
+        }
+      })
+      .catch((error: unknown) => this.logger.debug({ err: describeError(error) }, 'could not read the server WAL position'));
   }
 
   /** The port the ops endpoints listen on. */

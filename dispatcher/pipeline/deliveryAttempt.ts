@@ -56,9 +56,15 @@ export async function attemptDelivery(
   const outgoing = buildRequest(target.trigger.spec, target.trigger.metadata.name, sendable.map((e) => ({ event: e.event, attempts: e.attempts })));
   if (target.signingSecret) Object.assign(outgoing.headers, signPayload(target.signingSecret, sendable[0]!.event.id, outgoing.body, now()));
   const result = await deps.sender.send(target.url, outgoing, target.retry.timeoutMs, signal);
+  const ok = result.status !== undefined && result.status >= 200 && result.status < 300;
+  // An attempt cut off by the dispatcher's own shutdown says nothing about the function: it counts
+  // against neither retries nor maxEventAge, is never dead-lettered, and is sent again after the restart.
+  if (signal.aborted && !ok) {
+    for (const e of sendable) outcomes.set(e.event.id, { kind: 'retry', delayMs: 0 });
+    return outcomes;
+  }
   deps.metrics.attemptDuration.observe({ trigger: target.key }, result.durationMs / 1000);
 
-  const ok = result.status !== undefined && result.status >= 200 && result.status < 300;
   const failedIds = ok && target.trigger.spec.batch.maxSize > 1 ? failedBatchItems(result.body) : new Set<string>();
   const toDeadLetter: { entry: LaneEntry<PendingEvent>; result: SendResult; reason: string }[] = [];
   let delivered = 0;

@@ -24,7 +24,7 @@ export interface ReplicationStreamOptions<M> {
   /** A fresh pgoutput plugin per connection: relation caches do not survive a reconnect. */
   createPlugin(): AbstractPlugin & { parse(buffer: Buffer): M };
   logger: Logger;
-  /** How often the confirmed LSN is reported when it moved. */
+  /** How often the confirmed LSN is reported, moved or not (it is also the client's sign of life). */
   statusIntervalMs?: number;
   /** Items buffered before the socket is paused. */
   highWater?: number;
@@ -46,12 +46,13 @@ export class ReplicationStream<M> {
   private draining = false;
   private paused = false;
   private stopped = false;
-  private lastSent: Lsn = 0n;
   private walEnd: Lsn = 0n;
   private statusTimer: NodeJS.Timeout | undefined;
   private drained: (() => void)[] = [];
   private failure: ((error: Error) => void) | undefined;
   private readingPaused = false;
+  /** Ends the wait between reconnects early (on stop). */
+  private wakeUp: (() => void) | undefined;
 
   constructor(
     private readonly options: ReplicationStreamOptions<M>,
@@ -61,7 +62,9 @@ export class ReplicationStream<M> {
   /** Streams until stop(), reconnecting with backoff whenever the connection fails. */
   async run(): Promise<void> {
     let delay = RECONNECT_MIN_MS;
-    this.statusTimer = setInterval(() => this.sendStatus(false), this.options.statusIntervalMs ?? 1000);
+    // Sent even when nothing moved: the server drops a client that is silent for wal_sender_timeout,
+    // and while reading is paused (window full) the client never sees the server's keepalive requests.
+    this.statusTimer = setInterval(() => this.sendStatus(), this.options.statusIntervalMs ?? 1000);
     try {
       while (!this.stopped) {
         const startedAt = Date.now();
@@ -74,7 +77,14 @@ export class ReplicationStream<M> {
         this.options.onConnectionChange?.(false);
         if (this.stopped) break;
         if (Date.now() - startedAt > 10_000) delay = RECONNECT_MIN_MS;
-        await new Promise((r) => setTimeout(r, delay));
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => this.wakeUp?.(), delay);
+          this.wakeUp = () => {
+            clearTimeout(timer);
+            this.wakeUp = undefined;
+            resolve();
+          };
+        });
         delay = Math.min(delay * 2, RECONNECT_MAX_MS);
       }
     } finally {
@@ -86,7 +96,10 @@ export class ReplicationStream<M> {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    this.sendStatus(true);
+    this.sendStatus();
+    // Not waiting for a reconnect delay, nor for a consumer that waits for room no one will make.
+    this.wakeUp?.();
+    for (const resolve of this.drained.splice(0)) resolve();
     await this.service?.stop().catch(() => undefined);
   }
 
@@ -98,11 +111,12 @@ export class ReplicationStream<M> {
 
   /** Reports the current confirmable LSN to the server now (used after a drain). */
   flushStatus(): void {
-    this.sendStatus(true);
+    this.sendStatus();
   }
 
   private async streamOnce(): Promise<void> {
     await this.waitUntilDrained();
+    if (this.stopped) return;
     this.consumer.connecting();
     const service = new LogicalReplicationService(
       { connectionString: this.options.connectionString, application_name: 'eventide-dispatcher' },
@@ -122,7 +136,7 @@ export class ReplicationStream<M> {
       this.walEnd = parseLsn(lsn);
       this.push({ kind: 'keepalive', walEnd: this.walEnd });
       // The server asks for an answer to know we are alive; answer with what is safe, right now.
-      if (shouldRespond) this.sendStatus(true);
+      if (shouldRespond) this.sendStatus();
     });
     const start = this.consumer.resumeFrom();
     const plugin = this.options.createPlugin();
@@ -176,11 +190,10 @@ export class ReplicationStream<M> {
     else connection?.stream?.resume();
   }
 
-  private sendStatus(force: boolean): void {
+  private sendStatus(): void {
     const confirmed = this.consumer.confirmable();
     this.options.onStatus?.({ confirmed, walEnd: this.walEnd > confirmed ? this.walEnd : confirmed });
-    if (!this.service || (!force && confirmed <= this.lastSent) || confirmed === 0n) return;
-    this.lastSent = confirmed;
+    if (!this.service || confirmed === 0n) return;
     // The library reports lsn + 1; confirming one byte past a commit could skip a transaction whose
     // commit record starts exactly there, so hand it lsn - 1 and the server gets the exact commit end.
     void this.service.acknowledge(formatLsn(confirmed - 1n)).catch((error: unknown) => {

@@ -1,0 +1,145 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
+import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
+import { eventually } from '../harness/recordingSink.js';
+import { Gate, lsnToBigInt, metricSum, parsePrometheusText, processRssBytes, startControlledSink, type ControlledSink } from '../harness/controlledSink.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const MiB = 1024 * 1024;
+
+describe('bounded memory while a function hangs', () => {
+  let db: SourceDatabase;
+  let sink: ControlledSink;
+  let proc: DispatcherProcess;
+  const gate = new Gate(false);
+  const window = 2000;
+  const concurrency = 64;
+
+  afterAll(async () => {
+    await proc?.kill('SIGKILL');
+    await sink?.close();
+    await db?.close();
+  });
+
+  it('holds at most the window in flight, keeps RSS flat, leaves the WAL in Postgres, stays connected, and delivers everything once the function recovers', async () => {
+    db = await startSourceDatabase('CREATE TABLE items (id int PRIMARY KEY, note text NOT NULL);');
+    // A short sender timeout: a paused reader must still tell the server it is alive, or the server drops it.
+    await db.sql("ALTER SYSTEM SET wal_sender_timeout = '3s'");
+    await db.sql('SELECT pg_reload_conf()');
+    sink = await startControlledSink(async () => {
+      await gate.wait();
+      return { status: 200 };
+    });
+    const file = writeManifests([
+      triggerManifest('items', {
+        table: { name: 'items' },
+        sink: { url: sink.url },
+        operations: ['insert'],
+        concurrency,
+        delivery: { timeout: '10m' },
+      }),
+    ]);
+    proc = await startDispatcherProcess(['--database-url', db.url, '-f', file, '--max-inflight-events', String(window)]);
+    await proc.ready(60_000);
+    const pid = proc.child.pid!;
+    const lsnText = async () => String((await db.sql('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0].lsn);
+    const lsnBefore = lsnToBigInt(await lsnText());
+
+    // Warm up with a first window-full, so the baseline includes a full window and a warm heap.
+    await db.sql(`INSERT INTO items SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, ${window}) g`);
+    await eventually(async () => metricSum(parsePrometheusText(await proc.metrics()), 'eventide_dispatcher_inflight_events') === window, 20_000, 'a full window');
+    const baselineRss = processRssBytes(pid);
+
+    const total = 60_000;
+    const samples: { rss: number; inflight: number; open: number; ready: number; lag: number }[] = [];
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const metrics = parsePrometheusText(await proc.metrics());
+        const ready = (await fetch(`http://127.0.0.1:${proc.port}/readyz`)).status;
+        samples.push({
+          rss: processRssBytes(pid),
+          inflight: metricSum(metrics, 'eventide_dispatcher_inflight_events') ?? -1,
+          lag: metricSum(metrics, 'eventide_dispatcher_replication_lag_bytes') ?? -1,
+          open: sink.open,
+          ready,
+        });
+        await sleep(250);
+      }
+    })();
+    // 58k more rows of 1 KiB in transactions of 5800: ~60 MiB of row data the dispatcher must not hold.
+    for (let from = window + 1; from <= total; from += 5800) {
+      await db.sql(`INSERT INTO items SELECT g, repeat(md5(g::text), 32) FROM generate_series($1::int, $2::int) g`, [from, Math.min(total, from + 5799)]);
+    }
+    const lsnAfterWrites = lsnToBigInt(await lsnText());
+    // Stay paused well past the server's sender timeout.
+    await sleep(8000);
+    sampling = false;
+    await sampler;
+
+    const peakRss = Math.max(...samples.map((s) => s.rss));
+    const growth = peakRss - baselineRss;
+    console.log(`RSS baseline ${(baselineRss / MiB).toFixed(1)} MiB, peak ${(peakRss / MiB).toFixed(1)} MiB, growth ${(growth / MiB).toFixed(1)} MiB`);
+    expect(samples.length).toBeGreaterThan(10);
+    // The window is the bound on what is held, and only `concurrency` attempts are open.
+    expect(Math.max(...samples.map((s) => s.inflight))).toBeLessThanOrEqual(window);
+    expect(samples.at(-1)!.inflight).toBe(window);
+    expect(Math.max(...samples.map((s) => s.open))).toBe(concurrency);
+    expect(sink.deliveries.length).toBe(concurrency);
+    // 60 MiB of rows went by: holding them would have grown the heap by far more than this.
+    expect(growth).toBeLessThan(32 * MiB);
+    // The WAL waits in Postgres: the sender stopped well behind the end of the WAL, and nothing undelivered is confirmed.
+    const { rows } = await db.sql("SELECT (pg_current_wal_lsn() - sent_lsn)::bigint AS behind FROM pg_stat_replication WHERE application_name = 'eventide-dispatcher'");
+    expect(rows.length).toBe(1); // still connected: the server did not time the paused reader out
+    expect(Number(rows[0].behind)).toBeGreaterThan(20 * MiB);
+    expect(await db.confirmedLsn()).toBeLessThanOrEqual(lsnBefore);
+    // ...and the lag metric shows that backlog, though the paused reader sees no server messages.
+    console.log(`lag metric while paused: ${samples.slice(-5).map((s) => (s.lag / MiB).toFixed(1)).join(', ')} MiB`);
+    expect(samples.at(-1)!.lag).toBeGreaterThanOrEqual(Number(lsnAfterWrites - lsnBefore) * 0.9);
+    // Paused is not dead: the connection survived the pause and the dispatcher stayed ready.
+    expect(proc.output()).not.toContain('replication stream failed');
+    expect(samples.every((s) => s.ready === 200)).toBe(true);
+
+    // The function recovers: every row arrives and the slot catches up.
+    gate.open();
+    await eventually(() => new Set(sink.deliveries.filter((d) => d.status === 200).map((d) => d.subject)).size >= total, 75_000, `all ${total} rows after the function recovered`);
+    const subjects = new Set(sink.deliveries.map((d) => d.subject));
+    for (let id = 1; id <= total; id++) if (!subjects.has(`public.items/${id}`)) expect.fail(`row ${id} never delivered`);
+    await eventually(async () => (await db.confirmedLsn()) >= lsnAfterWrites, 15_000, 'the slot past the last write');
+    await eventually(async () => metricSum(parsePrometheusText(await proc.metrics()), 'eventide_dispatcher_inflight_events') === 0, 5_000, 'an empty window');
+    await proc.kill('SIGKILL');
+    await sink.close();
+    await db.close();
+  }, 90_000);
+
+  it('bounds the bytes in flight too: big rows stop the reader at --max-inflight-bytes', async () => {
+    db = await startSourceDatabase('CREATE TABLE docs (id int PRIMARY KEY, body text NOT NULL);');
+    const bytesGate = new Gate(false);
+    sink = await startControlledSink(async () => {
+      await bytesGate.wait();
+      return { status: 200 };
+    });
+    const file = writeManifests([
+      triggerManifest('docs', { table: { name: 'docs' }, sink: { url: sink.url }, operations: ['insert'], concurrency: 16, delivery: { timeout: '10m' } }),
+    ]);
+    const maxBytes = MiB;
+    proc = await startDispatcherProcess(['--database-url', db.url, '-f', file, '--max-inflight-bytes', String(maxBytes)]);
+    await proc.ready(60_000);
+    // 2000 rows of 10 KiB: 20 MiB against a 1 MiB window.
+    await db.sql('INSERT INTO docs SELECT g, repeat(md5(g::text), 320) FROM generate_series(1, 2000) g');
+    const eventBytes = 10_240 + 400;
+    const samples: { events: number; bytes: number }[] = [];
+    for (let i = 0; i < 12; i++) {
+      await sleep(250);
+      const metrics = parsePrometheusText(await proc.metrics());
+      samples.push({ events: metricSum(metrics, 'eventide_dispatcher_inflight_events') ?? -1, bytes: metricSum(metrics, 'eventide_dispatcher_inflight_bytes') ?? -1 });
+    }
+    const last = samples.at(-1)!;
+    expect(last.bytes).toBeGreaterThan(maxBytes - eventBytes); // it filled up...
+    expect(Math.max(...samples.map((s) => s.bytes))).toBeLessThanOrEqual(maxBytes + eventBytes); // ...to the bound, at most one event past it
+    expect(Math.max(...samples.map((s) => s.events))).toBeLessThanOrEqual(Math.ceil(maxBytes / 10_240) + 1);
+    expect(sink.deliveries.length).toBe(16);
+    bytesGate.open();
+    await eventually(() => new Set(sink.deliveries.filter((d) => d.status === 200).map((d) => d.subject)).size >= 2000, 30_000, 'all 2000 docs');
+  }, 60_000);
+});

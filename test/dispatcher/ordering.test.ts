@@ -1,0 +1,133 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
+import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
+import { eventually } from '../harness/recordingSink.js';
+import { lsnToBigInt, startControlledSink, type ControlledSink, type SinkDelivery } from '../harness/controlledSink.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('ordering: key at concurrency 64', () => {
+  let db: SourceDatabase;
+  let sink: ControlledSink;
+  let proc: DispatcherProcess;
+  afterAll(async () => {
+    await proc?.kill('SIGKILL');
+    await sink?.close();
+    await db?.close();
+  });
+
+  it('delivers each row in commit order while different rows overlap up to the concurrency, with a slow function answering out of order', async () => {
+    const concurrency = 64;
+    db = await startSourceDatabase('CREATE TABLE items (id int PRIMARY KEY, version int NOT NULL);');
+    // The function takes 0-50 ms per event, so answers come back in a different order than requests went out.
+    sink = await startControlledSink(async () => {
+      await sleep(Math.random() * 50);
+      return { status: 200 };
+    });
+    const file = writeManifests([
+      triggerManifest('items', { table: { name: 'items' }, sink: { url: sink.url }, operations: ['insert', 'update'], ordering: 'key', concurrency }),
+    ]);
+    proc = await startDispatcherProcess(['--database-url', db.url, '-f', file]);
+    await proc.ready(60_000);
+
+    // 400 rows; 60 transactions each bump a random third of them (a row's versions are its commit order).
+    const keys = 400;
+    await db.sql(`INSERT INTO items SELECT g, 0 FROM generate_series(1, ${keys}) g`);
+    const expected = new Map<number, number>();
+    for (let id = 1; id <= keys; id++) expected.set(id, 0);
+    for (let t = 0; t < 60; t++) {
+      const ids = [...expected.keys()].filter(() => Math.random() < 1 / 3);
+      await db.sql('UPDATE items SET version = version + 1 WHERE id = ANY($1::int[])', [ids]);
+      for (const id of ids) expected.set(id, expected.get(id)! + 1);
+    }
+    const total = [...expected.values()].reduce((n, v) => n + v + 1, 0);
+    await eventually(() => sink.deliveries.filter((d) => d.status === 200).length >= total, 75_000, `all ${total} changes`);
+    await sleep(200);
+    expect(sink.deliveries.length).toBe(total); // no retries, no duplicates: the function always answered 200
+
+    const byRow = new Map<string, SinkDelivery[]>();
+    for (const d of sink.deliveries) (byRow.get(d.subject) ?? byRow.set(d.subject, []).get(d.subject)!).push(d);
+    expect(byRow.size).toBe(keys);
+    const violations: string[] = [];
+    for (const [subject, deliveries] of byRow) {
+      const id = Number(subject.split('/')[1]);
+      // Received in commit order: versions 0, 1, 2 ... (and commit LSNs rising).
+      const versions = deliveries.map((d) => (d.data.new as { version: number }).version);
+      const want = Array.from({ length: expected.get(id)! + 1 }, (_, i) => i);
+      if (versions.join() !== want.join()) violations.push(`${subject}: ${versions.join()} (want ${want.join()})`);
+      for (let i = 1; i < deliveries.length; i++) {
+        const previous = deliveries[i - 1]!;
+        const current = deliveries[i]!;
+        if (lsnToBigInt(String(current.data.lsn)) <= lsnToBigInt(String(previous.data.lsn))) violations.push(`${subject}: commit LSN not rising at #${i}`);
+        // One at a time per row: the next change is sent only once the previous one was answered.
+        if (current.receivedAt < previous.answeredAt!) violations.push(`${subject}: #${i} sent before #${i - 1} was answered`);
+      }
+    }
+    expect(violations).toEqual([]);
+
+    // Different rows proceeded concurrently, close to the configured concurrency and never above it.
+    console.log(`peak concurrent deliveries: ${sink.peakOpen} of ${concurrency}`);
+    expect(sink.peakOpen).toBeLessThanOrEqual(concurrency);
+    expect(sink.peakOpen).toBeGreaterThanOrEqual(concurrency / 2);
+    // And they were answered out of order across rows: later commits often finished before earlier ones.
+    const answerOrder = [...sink.deliveries].sort((a, b) => a.answeredAt! - b.answeredAt!);
+    let overtaken = 0;
+    for (let i = 1; i < answerOrder.length; i++) if (lsnToBigInt(String(answerOrder[i]!.data.lsn)) < lsnToBigInt(String(answerOrder[i - 1]!.data.lsn))) overtaken++;
+    expect(overtaken).toBeGreaterThan(total / 20);
+    await proc.kill('SIGKILL');
+    await sink.close();
+    await db.close();
+  }, 90_000);
+
+  it('keeps each row in commit order when attempts fail and are retried: a row waits for its own retry, other rows pass', async () => {
+    db = await startSourceDatabase('CREATE TABLE items (id int PRIMARY KEY, version int NOT NULL);');
+    // One attempt in five fails (503); each is retried after a short backoff.
+    sink = await startControlledSink(async () => {
+      await sleep(Math.random() * 10);
+      return { status: Math.random() < 0.2 ? 503 : 200 };
+    });
+    const file = writeManifests([
+      triggerManifest('items', {
+        table: { name: 'items' },
+        sink: { url: sink.url },
+        operations: ['insert', 'update'],
+        ordering: 'key',
+        concurrency: 64,
+        delivery: { retries: 20, backoff: { policy: 'constant', delay: '30ms', maxDelay: '30ms' } },
+      }),
+    ]);
+    proc = await startDispatcherProcess(['--database-url', db.url, '-f', file]);
+    await proc.ready(60_000);
+    const keys = 200;
+    const versions = 8;
+    await db.sql(`INSERT INTO items SELECT g, 0 FROM generate_series(1, ${keys}) g`);
+    for (let v = 1; v < versions; v++) await db.sql('UPDATE items SET version = version + 1');
+    const total = keys * versions;
+    await eventually(() => sink.deliveries.filter((d) => d.status === 200).length >= total, 60_000, `all ${total} changes`);
+    const failed = sink.deliveries.filter((d) => d.status === 503).length;
+    expect(failed).toBeGreaterThan(total / 10); // the retries really happened
+
+    const violations: string[] = [];
+    const byRow = new Map<string, SinkDelivery[]>();
+    for (const d of sink.deliveries) (byRow.get(d.subject) ?? byRow.set(d.subject, []).get(d.subject)!).push(d);
+    for (const [subject, attempts] of byRow) {
+      // Attempts of a row, in the order they arrived: 0 (failed...) 0 (ok) 1 ... - never a later version before an earlier one succeeded.
+      let current = 0;
+      for (const attempt of attempts) {
+        const version = (attempt.data.new as { version: number }).version;
+        if (version !== current) violations.push(`${subject}: version ${version} attempted while ${current} was not delivered`);
+        if (attempt.status === 200) current += 1;
+      }
+      if (current !== versions) violations.push(`${subject}: ${current} of ${versions} versions delivered`);
+    }
+    expect(violations).toEqual([]);
+    // The event id of a retried change is the same on every attempt.
+    const idsByChange = new Map<string, Set<string>>();
+    for (const d of sink.deliveries) {
+      const change = `${d.subject}@${(d.data.new as { version: number }).version}`;
+      (idsByChange.get(change) ?? idsByChange.set(change, new Set()).get(change)!).add(d.id);
+    }
+    expect([...idsByChange.values()].filter((ids) => ids.size !== 1)).toEqual([]);
+    expect(sink.peakOpen).toBeGreaterThan(16);
+  }, 60_000);
+});
