@@ -33,6 +33,8 @@ export class Dispatcher {
   private config!: ServedConfig;
   private readonly lanes = new Map<string, TriggerLane<PendingEvent>>();
   private readonly sender = new HttpSender();
+  /** Aborted at stop(), after the drain: dead-letter sink notifications still running give up. */
+  private readonly notifications = new AbortController();
   private readonly window: InflightWindow;
   private stream!: ReplicationStream<PgoutputMessage>;
   private intake!: ChangeIntake<PgoutputMessage>;
@@ -216,6 +218,7 @@ export class Dispatcher {
               deadLetters: this.deadLetters,
               metrics: this.metrics,
               logger: this.logger,
+              notifySignal: this.notifications.signal,
             }),
           onSettled: (event) => this.intake.settle(event),
           onAttemptError: (error) => this.logger.error({ trigger: key, err: describeError(error) }, 'delivery attempt failed to complete; retrying'),
@@ -260,6 +263,7 @@ export class Dispatcher {
     await Promise.all([...this.lanes.values()].map((lane) => lane.stop(this.settings.drainTimeoutMs)));
     await this.stream.stop();
     await this.streamDone;
+    this.notifications.abort(new Error('dispatcher shutting down'));
     await this.sender.close();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.server?.closeAllConnections();

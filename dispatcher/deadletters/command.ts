@@ -5,8 +5,8 @@ import { DATABASE_URL_ENV } from '../../common/secretEnv.js';
 import { HttpSender } from '../delivery/httpSender.js';
 import { resolveConfig } from '../servedConfig.js';
 import { SettingsError } from '../settings.js';
-import { replayDeadLetters } from './replay.js';
-import { DeadLetterStore } from './store.js';
+import { replayDeadLetters, type ReplayReport } from './replay.js';
+import { DeadLetterStore, type StoredDeadLetter } from './store.js';
 
 export const DEADLETTERS_USAGE = `Usage: eventide deadletters list   --database-url <url> [--trigger ns/name] [--include-replayed] [--json]
        eventide deadletters replay --database-url <url> -f <manifests> [--function-url name=url] (--id <n> | --trigger ns/name | --all)
@@ -43,11 +43,12 @@ export async function runDeadLettersCommand(argv: string[], out: (line: string) 
   const store = new DeadLetterStore(pool);
   try {
     if (action === 'list') {
-      const letters = await store.list({
+      const letters: StoredDeadLetter[] = [];
+      for await (const page of store.pages({
         ...(values.trigger ? { trigger: values.trigger } : {}),
         ...(id !== undefined ? { id } : {}),
         includeReplayed: values['include-replayed'] ?? false,
-      });
+      })) letters.push(...page);
       if (values.json) out(JSON.stringify(letters.map(({ eventJson: _e, attributesJson: _a, dataJson: _d, oldJson: _o, newJson: _n, ...rest }) => rest)));
       else {
         out(`${letters.length} dead letter(s)`);
@@ -62,11 +63,17 @@ export async function runDeadLettersCommand(argv: string[], out: (line: string) 
     if (files.length === 0) throw new SettingsError('replay needs -f <manifests>: the triggers say where each event goes');
     const functionUrls = new Map((values['function-url'] ?? []).map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)] as [string, string]));
     const config = resolveConfig(loadManifests(files), { functionUrls, functionUrlTemplate: values['function-url-template'] }, process.env);
-    const letters = await store.list({ ...(values.trigger ? { trigger: values.trigger } : {}), ...(id !== undefined ? { id } : {}) });
-    if (id !== undefined && letters.length === 0) throw new SettingsError(`no dead letter with id ${id}`);
+    const selector = { ...(values.trigger ? { trigger: values.trigger } : {}), ...(id !== undefined ? { id } : {}) };
+    if (id !== undefined && (await store.list(selector)).length === 0) throw new SettingsError(`no dead letter with id ${id}`);
     const sender = new HttpSender({ connectionsPerOrigin: 4 });
     try {
-      const report = await replayDeadLetters(store, letters.filter((l) => !l.replayedAt || id !== undefined), config.deliveries, sender);
+      // Page by page (after the last id seen), so --all replays every pending dead letter, however many.
+      const report: ReplayReport = { replayed: [], failed: [] };
+      for await (const page of store.pages(selector)) {
+        const done = await replayDeadLetters(store, page.filter((l) => !l.replayedAt || id !== undefined), config.deliveries, sender);
+        report.replayed.push(...done.replayed);
+        report.failed.push(...done.failed);
+      }
       if (values.json) out(JSON.stringify(report));
       else {
         out(`replayed ${report.replayed.length}, failed ${report.failed.length}`);

@@ -13,6 +13,13 @@ export interface DeadLetter {
   firstAttemptAt: Date;
 }
 
+/** Which dead letters to list: pending ones unless includeReplayed (or an id) is given. */
+export interface DeadLetterFilter {
+  trigger?: string;
+  id?: number;
+  includeReplayed?: boolean;
+}
+
 /** A dead letter as stored. */
 export interface StoredDeadLetter extends DeadLetter {
   id: number;
@@ -32,7 +39,7 @@ CREATE TABLE IF NOT EXISTS eventide.dead_letters (
   id bigserial PRIMARY KEY,
   trigger text NOT NULL,
   event_id text NOT NULL,
-  event jsonb NOT NULL,
+  event json NOT NULL,
   attempts integer NOT NULL,
   last_status integer,
   last_error text NOT NULL,
@@ -47,9 +54,12 @@ CREATE INDEX IF NOT EXISTS dead_letters_pending ON eventide.dead_letters (trigge
 `;
 
 /**
- * The dead-letter table (eventide.dead_letters in the source database, or a configured one). jsonb
- * keeps numeric values exact. Recording is idempotent on (trigger, event id): an event dead-lettered
- * again after a crash updates its row instead of adding a second one.
+ * The dead-letter table (eventide.dead_letters in the source database, or a configured one). The
+ * event is json, not jsonb: json keeps the text as sent (numbers with every digit, keys in their
+ * order), so a replay sends the same bytes as the original delivery (a table made when the column was
+ * jsonb keeps working; its replays carry the same values in jsonb's key order). Recording is idempotent
+ * on (trigger, event id): an event dead-lettered again after a crash updates its row instead of adding
+ * a second one.
  */
 export class DeadLetterStore {
   constructor(private readonly pool: pg.Pool) {}
@@ -76,7 +86,7 @@ export class DeadLetterStore {
     const rows = letters.map((l, i) => {
       values.push(l.trigger, l.eventId, l.eventJson, l.attempts, l.lastStatus, l.lastError, l.reason, l.firstAttemptAt);
       const b = i * 8;
-      return `($${b + 1}, $${b + 2}, $${b + 3}::jsonb, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8})`;
+      return `($${b + 1}, $${b + 2}, $${b + 3}::json, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8})`;
     });
     await this.pool.query(
       `INSERT INTO eventide.dead_letters (trigger, event_id, event, attempts, last_status, last_error, reason, first_attempt_at)
@@ -88,10 +98,12 @@ export class DeadLetterStore {
     );
   }
 
-  async list(filter: { trigger?: string; id?: number; includeReplayed?: boolean; limit?: number } = {}): Promise<StoredDeadLetter[]> {
+  /** Dead letters matching the filter, oldest first, at most `limit` (1000) of them: page with `afterId`, or use pages(). */
+  async list(filter: DeadLetterFilter & { afterId?: number; limit?: number } = {}): Promise<StoredDeadLetter[]> {
     const where: string[] = [];
     const values: unknown[] = [];
     if (filter.id !== undefined) where.push(`id = $${values.push(filter.id)}`);
+    if (filter.afterId !== undefined) where.push(`id > $${values.push(filter.afterId)}`);
     if (filter.trigger !== undefined) where.push(`trigger = $${values.push(filter.trigger)}`);
     if (!filter.includeReplayed && filter.id === undefined) where.push('replayed_at IS NULL');
     const { rows } = await this.pool.query<{
@@ -99,7 +111,6 @@ export class DeadLetterStore {
       trigger: string;
       event_id: string;
       event: string;
-      attributes: string;
       data: string;
       old: string;
       new: string;
@@ -112,7 +123,7 @@ export class DeadLetterStore {
       replayed_at: Date | null;
       replay_count: number;
     }>(
-      `SELECT id, trigger, event_id, event::text AS event, (event - 'data')::text AS attributes,
+      `SELECT id, trigger, event_id, event::text AS event,
               coalesce(event->'data', 'null')::text AS data, coalesce(event->'data'->'old', 'null')::text AS old,
               coalesce(event->'data'->'new', 'null')::text AS new, attempts, last_status, last_error, reason, first_attempt_at, dead_lettered_at, replayed_at, replay_count
          FROM eventide.dead_letters ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${values.push(filter.limit ?? 1000)}`,
@@ -123,7 +134,7 @@ export class DeadLetterStore {
       trigger: r.trigger,
       eventId: r.event_id,
       eventJson: r.event,
-      attributesJson: r.attributes,
+      attributesJson: attributesJson(r.event),
       dataJson: r.data,
       oldJson: r.old,
       newJson: r.new,
@@ -138,8 +149,26 @@ export class DeadLetterStore {
     }));
   }
 
+  /** Every dead letter matching the filter, oldest first, a page at a time. */
+  async *pages(filter: DeadLetterFilter = {}, pageSize = 500): AsyncGenerator<StoredDeadLetter[]> {
+    let afterId = 0;
+    for (;;) {
+      const page = await this.list({ ...filter, afterId, limit: pageSize });
+      if (page.length) yield page;
+      if (page.length < pageSize) return;
+      afterId = page[page.length - 1]!.id;
+    }
+  }
+
+  /** Marks dead letters replayed; the rows stay as the record. */
   async markReplayed(ids: number[]): Promise<void> {
     if (ids.length === 0) return;
     await this.pool.query('UPDATE eventide.dead_letters SET replayed_at = now(), replay_count = replay_count + 1 WHERE id = ANY($1::bigint[])', [ids]);
   }
+}
+
+/** The CloudEvent attributes of a stored event (all but data), in their stored order. */
+function attributesJson(eventJson: string): string {
+  const { data: _data, ...attributes } = JSON.parse(eventJson) as Record<string, unknown>;
+  return JSON.stringify(attributes);
 }

@@ -74,16 +74,21 @@ function buildBody(
 }
 
 /**
- * Reads a function's answer to a batch: `{"failures":[{"id":...}]}` names the items to retry (as
- * Lambda's partial batch response). Any other 2xx body means every item was handled.
+ * Reads a function's answer to a batch: `{"failures":[{"id":...,"reason":...}]}` names the items to
+ * retry (as Lambda's partial batch response), each with the reason the function gave, if any. Any
+ * other 2xx body means every item was handled.
  */
-export function failedBatchItems(body: string | undefined): Set<string> {
-  if (!body) return new Set();
+export function failedBatchItems(body: string | undefined): Map<string, string | undefined> {
+  const failed = new Map<string, string | undefined>();
+  if (!body) return failed;
   try {
     const parsed = JSON.parse(body) as Partial<BatchResponse>;
-    if (!Array.isArray(parsed.failures)) return new Set();
-    return new Set(parsed.failures.filter((f) => f && typeof f.id === 'string').map((f) => f.id));
+    if (!Array.isArray(parsed.failures)) return failed;
+    for (const f of parsed.failures) {
+      if (f && typeof f.id === 'string') failed.set(f.id, typeof f.reason === 'string' && f.reason ? f.reason.slice(0, 500) : undefined);
+    }
   } catch {
-    return new Set();
+    // not JSON: every item was handled
   }
+  return failed;
 }

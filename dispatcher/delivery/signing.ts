@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 
 /** Standard Webhooks secrets are "whsec_" + base64; anything else is used as raw bytes. */
 function secretBytes(secret: string): Buffer {
@@ -7,6 +7,17 @@ function secretBytes(secret: string): Buffer {
 
 function signature(secret: string, id: string, timestamp: string, body: string | Buffer): string {
   return createHmac('sha256', secretBytes(secret)).update(`${id}.${timestamp}.`).update(body).digest('base64');
+}
+
+/**
+ * The webhook-id of a request: Standard Webhooks wants it unique per message and the same when that
+ * message is resent. One event is its own message (its id); a batch is identified by the ids it holds,
+ * so a resent batch keeps its id while a batch of a different set of events (say, the failed items
+ * of an earlier batch, sent again) gets its own, and a receiver deduplicating on webhook-id drops neither.
+ */
+export function webhookMessageId(eventIds: readonly string[]): string {
+  if (eventIds.length === 1) return eventIds[0]!;
+  return `batch_${createHash('sha256').update([...eventIds].sort().join(',')).digest('hex').slice(0, 32)}`;
 }
 
 /** Standard Webhooks headers for a payload: webhook-id, webhook-timestamp, webhook-signature. */

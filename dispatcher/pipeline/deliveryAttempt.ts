@@ -5,7 +5,7 @@ import type { DeadLetter, DeadLetterStore } from '../deadletters/store.js';
 import { buildRequest, failedBatchItems, structuredEventJson } from '../delivery/requestBody.js';
 import { decideAfterFailure, type RetryConfig } from '../delivery/retryRules.js';
 import type { HttpSender, SendResult } from '../delivery/httpSender.js';
-import { signPayload } from '../delivery/signing.js';
+import { signPayload, webhookMessageId } from '../delivery/signing.js';
 import type { AttemptOutcome, LaneEntry } from './triggerLane.js';
 import type { PendingEvent } from './pendingEvent.js';
 
@@ -25,6 +25,8 @@ export interface DeliveryDeps {
   metrics: DispatcherMetrics;
   logger: Logger;
   now?: () => number;
+  /** Aborted when the dispatcher stops: dead-letter sink notifications still running give up. */
+  notifySignal?: AbortSignal;
 }
 
 const SETTLED: AttemptOutcome = { kind: 'settled' };
@@ -54,7 +56,7 @@ export async function attemptDelivery(
   if (sendable.length === 0) return outcomes;
 
   const outgoing = buildRequest(target.trigger.spec, target.trigger.metadata.name, sendable.map((e) => ({ event: e.event, attempts: e.attempts })));
-  if (target.signingSecret) Object.assign(outgoing.headers, signPayload(target.signingSecret, sendable[0]!.event.id, outgoing.body, now()));
+  if (target.signingSecret) Object.assign(outgoing.headers, signPayload(target.signingSecret, webhookMessageId(sendable.map((e) => e.event.id)), outgoing.body, now()));
   const result = await deps.sender.send(target.url, outgoing, target.retry.timeoutMs, signal);
   const ok = result.status !== undefined && result.status >= 200 && result.status < 300;
   // An attempt cut off by the dispatcher's own shutdown says nothing about the function: it counts
@@ -65,7 +67,7 @@ export async function attemptDelivery(
   }
   deps.metrics.attemptDuration.observe({ trigger: target.key }, result.durationMs / 1000);
 
-  const failedIds = ok && target.trigger.spec.batch.maxSize > 1 ? failedBatchItems(result.body) : new Set<string>();
+  const failedIds = ok && target.trigger.spec.batch.maxSize > 1 ? failedBatchItems(result.body) : new Map<string, string | undefined>();
   const toDeadLetter: { entry: LaneEntry<PendingEvent>; result: SendResult; reason: string }[] = [];
   let delivered = 0;
   const deliveredAt = now();
@@ -78,7 +80,8 @@ export async function attemptDelivery(
       latency.observe(Math.max(0, deliveredAt - entry.event.commitTimeMs) / 1000);
       continue;
     }
-    const itemResult: SendResult = ok ? { ...result, error: 'the function reported this batch item as failed' } : result;
+    const itemReason = failedIds.get(entry.event.id);
+    const itemResult: SendResult = ok ? { ...result, error: `the function reported this batch item as failed${itemReason ? `: ${itemReason}` : ''}` } : result;
     const decision = decideAfterFailure(target.retry, {
       attempts,
       ...(ok ? {} : result.status !== undefined ? { status: result.status } : {}),
@@ -129,20 +132,41 @@ async function deadLetter(
     deps.metrics.deadLetters.inc({ trigger: target.key, reason: letter.reason });
     deps.logger.error({ trigger: target.key, eventId: letter.eventId, attempts: letter.attempts, reason: letter.reason, lastError: letter.lastError }, 'event dead-lettered');
   }
-  if (target.deadLetterSinkUrl) await notifyDeadLetterSink(target.deadLetterSinkUrl, letters, deps);
+  if (target.deadLetterSinkUrl) notifyInBackground(target.deadLetterSinkUrl, letters, deps);
+}
+
+/** Dead letters whose sink notification is still under way (in this process), and the most there may be. */
+let pendingNotifications = 0;
+const MAX_PENDING_NOTIFICATIONS = 1000;
+
+/**
+ * The dead-letter sink is told in the background: the event is settled once the table holds it, so a
+ * slow or hung sink holds back neither the event's key nor the dispatcher's shutdown. Past
+ * MAX_PENDING_NOTIFICATIONS (a sink that stopped answering) further notifications are skipped, with a warning.
+ */
+function notifyInBackground(url: string, letters: DeadLetter[], deps: DeliveryDeps): void {
+  if (pendingNotifications + letters.length > MAX_PENDING_NOTIFICATIONS) {
+    deps.logger.warn({ url, eventIds: letters.map((l) => l.eventId), pending: pendingNotifications }, 'dead-letter sink is behind; not notified of these dead letters (the table has them)');
+    return;
+  }
+  pendingNotifications += letters.length;
+  notifyDeadLetterSink(url, letters, deps)
+    .catch((error: unknown) => deps.logger.warn({ url, err: (error as Error).message }, 'dead-letter sink notification failed'))
+    .finally(() => (pendingNotifications -= letters.length));
 }
 
 /** Best effort: the table already holds the dead letter, so a sink outage costs nothing but the notification. */
 async function notifyDeadLetterSink(url: string, letters: DeadLetter[], deps: DeliveryDeps): Promise<void> {
   for (const letter of letters) {
+    if (deps.notifySignal?.aborted) return;
     const body =
       `{"specversion":"1.0","id":${JSON.stringify(`dl-${letter.eventId}`)},"source":${JSON.stringify(`/eventide/${letter.trigger}`)},` +
       `"type":"dev.eventide.deadletter","time":${JSON.stringify(new Date().toISOString())},"datacontenttype":"application/json",` +
       `"data":{"trigger":${JSON.stringify(letter.trigger)},"attempts":${letter.attempts},"lastStatus":${letter.lastStatus ?? 'null'},` +
       `"lastError":${JSON.stringify(letter.lastError)},"reason":${JSON.stringify(letter.reason)},"event":${letter.eventJson}}}`;
     for (let attempt = 1; attempt <= 3; attempt++) {
-      const result = await deps.sender.send(url, { headers: { 'content-type': 'application/cloudevents+json; charset=utf-8' }, body }, 10_000);
-      if (!result.error) break;
+      const result = await deps.sender.send(url, { headers: { 'content-type': 'application/cloudevents+json; charset=utf-8' }, body }, 10_000, deps.notifySignal);
+      if (!result.error || deps.notifySignal?.aborted) break;
       deps.logger.warn({ url, eventId: letter.eventId, attempt, reason: result.error }, 'dead-letter sink did not accept the dead letter');
       if (attempt < 3) await new Promise((r) => setTimeout(r, 200 * attempt));
     }

@@ -1,0 +1,337 @@
+/**
+ * Dead letters as a user relies on them: what the eventide.dead_letters row records, what the
+ * deadLetterSink receives, that a poison event stalls nobody for long, and that `eventide deadletters
+ * list|replay` (the real command) finds them and sends them again with the same event id.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ATTEMPT_HEADER } from '../../api/v1alpha1/index.js';
+import { secretEnvName } from '../../common/secretEnv.js';
+import { verifyPayload } from '../../dispatcher/delivery/signing.js';
+import type { Dispatcher } from '../../dispatcher/dispatcher.js';
+import { startDispatcher, startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
+import { eventually, startRecordingSink, type ReceivedRequest, type RecordingSink } from '../harness/recordingSink.js';
+import { deadLetterRows, runEventide, sleep, type DeadLetterRow } from '../harness/deliveryHelpers.js';
+
+const SIGNING = { name: 'hooks', key: 'secret' };
+const SECRET = `whsec_${Buffer.from('replay-signing-key-0123456789').toString('base64')}`;
+const ENV = { ...process.env, [secretEnvName(SIGNING)]: SECRET };
+
+const bodyOf = (r: ReceivedRequest) => JSON.parse(r.body) as { op: string; new: Record<string, unknown> | null };
+
+describe('dead letters', () => {
+  let db: SourceDatabase;
+  let dispatcher: Dispatcher;
+  let file: string;
+  let failing: RecordingSink;
+  let deadLetterSink: RecordingSink;
+  let poisonSink: RecordingSink;
+  let replaySink: RecordingSink;
+  let auditSink: RecordingSink;
+  let hungDeadLetterSink: RecordingSink;
+  let bulkSink: RecordingSink;
+  let bulkHealthy = false;
+  let replayHealthy = false;
+  /** Once true, the shipments function accepts even the poison row (a fix deployed). */
+  let poisonFixed = false;
+  let stopped = false;
+
+  beforeAll(async () => {
+    db = await startSourceDatabase(`
+      CREATE TABLE payments (id int PRIMARY KEY, amount numeric NOT NULL);
+      CREATE TABLE shipments (id int PRIMARY KEY, poison boolean NOT NULL DEFAULT false, note text);
+      CREATE TABLE invoices (id int PRIMARY KEY, total numeric);
+      CREATE TABLE refunds (id int PRIMARY KEY, total numeric);
+      CREATE TABLE audits (id int PRIMARY KEY, v int NOT NULL);
+      CREATE TABLE bulk (id int PRIMARY KEY);`);
+    failing = await startRecordingSink(() => ({ status: 503, body: 'try later' }));
+    // The dead-letter sink refuses its first notification: the dispatcher tries again.
+    deadLetterSink = await startRecordingSink((_r, i) => ({ status: i === 0 ? 500 : 202 }));
+    // Fails the poison row slowly (150 ms per answer), so its attempts span long enough to see the others pass it.
+    poisonSink = await startRecordingSink((r) => (bodyOf(r).new?.poison === true && !poisonFixed ? { status: 500, delayMs: 150 } : { status: 200 }));
+    replaySink = await startRecordingSink(() => (replayHealthy ? { status: 200 } : { status: 500, body: 'still broken' }));
+    // Refuses every insert (400), takes updates; its dead-letter sink never answers.
+    auditSink = await startRecordingSink((r) => ({ status: bodyOf(r).op === 'insert' ? 400 : 200 }));
+    hungDeadLetterSink = await startRecordingSink(() => ({ status: 200, hang: true }));
+    bulkSink = await startRecordingSink(() => ({ status: bulkHealthy ? 200 : 400 }));
+    file = writeManifests([
+      triggerManifest('payments', {
+        table: { name: 'payments' },
+        sink: { url: failing.url },
+        operations: ['insert'],
+        delivery: { retries: 2, backoff: { delay: '50ms', maxDelay: '200ms' }, deadLetterSink: { url: deadLetterSink.url } },
+      }),
+      triggerManifest('shipments', {
+        table: { name: 'shipments' },
+        sink: { url: poisonSink.url },
+        operations: ['insert', 'update'],
+        ordering: 'key',
+        concurrency: 4,
+        delivery: { retries: 5, backoff: { policy: 'constant', delay: '200ms', maxDelay: '200ms' } },
+      }),
+      triggerManifest('invoices', {
+        table: { name: 'invoices' },
+        sink: { url: replaySink.url },
+        operations: ['insert'],
+        delivery: { retries: 0 },
+      }),
+      triggerManifest('refunds', {
+        table: { name: 'refunds' },
+        sink: { url: replaySink.url },
+        operations: ['insert'],
+        delivery: { retries: 0, signingSecretRef: SIGNING },
+      }),
+      triggerManifest('audits', {
+        table: { name: 'audits' },
+        sink: { url: auditSink.url },
+        operations: ['insert', 'update'],
+        delivery: { retries: 0, deadLetterSink: { url: hungDeadLetterSink.url } },
+      }),
+      triggerManifest('bulk', { table: { name: 'bulk' }, sink: { url: bulkSink.url }, operations: ['insert'], delivery: { retries: 0 } }),
+    ]);
+    dispatcher = await startDispatcher(db.url, file, [], ENV);
+  }, 120_000);
+
+  afterAll(async () => {
+    if (!stopped) await dispatcher?.stop();
+    for (const sink of [failing, deadLetterSink, poisonSink, replaySink, auditSink, hungDeadLetterSink, bulkSink]) await sink?.close();
+    await db?.close();
+  });
+
+  const lettersOf = (trigger: string, count: number) =>
+    eventually(async () => {
+      const rows = await deadLetterRows(db, trigger);
+      return rows.length >= count ? rows : undefined;
+    }, 15_000, `${count} dead letter(s) for ${trigger}`);
+
+  it('after its retries an event is a row in eventide.dead_letters with trigger, event, attempts, last status and error, and times', async () => {
+    await db.sql('INSERT INTO payments VALUES (7, 19.99)');
+    const [letter] = await lettersOf('test/payments', 1);
+    await sleep(300);
+    expect(failing.requests).toHaveLength(3);
+    const sent = failing.requests[0]!;
+    expect(letter).toMatchObject({
+      trigger: 'test/payments',
+      event_id: sent.headers['ce-id'],
+      attempts: 3,
+      last_status: 503,
+      last_error: 'HTTP 503: try later',
+      reason: 'retries-exhausted',
+      replayed_at: null,
+    });
+    // The stored event is the whole CloudEvent, data as sent.
+    expect(letter!.event).toEqual({
+      specversion: '1.0',
+      id: sent.headers['ce-id'],
+      source: '/eventide/test/payments',
+      type: 'dev.eventide.row.insert',
+      subject: 'public.payments/7',
+      time: sent.headers['ce-time'],
+      datacontenttype: 'application/json',
+      data: JSON.parse(sent.body) as unknown,
+    });
+    const commit = Date.parse(letter!.event.time);
+    expect(letter!.first_attempt_at.getTime()).toBeGreaterThanOrEqual(commit - 1000);
+    expect(letter!.first_attempt_at.getTime()).toBeLessThanOrEqual(sent.receivedAt + 1000);
+    expect(letter!.dead_lettered_at.getTime()).toBeGreaterThanOrEqual(letter!.first_attempt_at.getTime());
+  });
+
+  it('the deadLetterSink receives the dead letter as a CloudEvent carrying the event and its last error (retried once when it fails)', async () => {
+    await deadLetterSink.waitFor(2, 10_000);
+    const [letter] = await deadLetterRows(db, 'test/payments');
+    const first = deadLetterSink.requests[0]!;
+    const second = deadLetterSink.requests[1]!;
+    expect(second.body).toBe(first.body);
+    expect(second.headers['content-type']).toBe('application/cloudevents+json; charset=utf-8');
+    const payload = JSON.parse(second.body) as Record<string, unknown>;
+    expect(payload).toEqual({
+      specversion: '1.0',
+      id: `dl-${letter!.event_id}`,
+      source: '/eventide/test/payments',
+      type: 'dev.eventide.deadletter',
+      time: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) as unknown,
+      datacontenttype: 'application/json',
+      data: { trigger: 'test/payments', attempts: 3, lastStatus: 503, lastError: 'HTTP 503: try later', reason: 'retries-exhausted', event: letter!.event },
+    });
+    await sleep(500);
+    expect(deadLetterSink.requests).toHaveLength(2); // accepted the second time: no more
+  });
+
+  it('a poison event stalls neither other rows nor, once dead-lettered, its own row', async () => {
+    await db.sql("INSERT INTO shipments VALUES (1, true, 'poison')");
+    await db.sql("UPDATE shipments SET poison = false, note = 'fixed' WHERE id = 1"); // queued behind the poison event
+    await db.sql("INSERT INTO shipments SELECT g, false, 'ok ' || g FROM generate_series(2, 6) g");
+    const [letter] = await lettersOf('test/shipments', 1);
+    const deadAt = letter!.dead_lettered_at.getTime();
+    expect(letter).toMatchObject({ attempts: 6, last_status: 500, reason: 'retries-exhausted' });
+    expect(letter!.event.data).toMatchObject({ op: 'insert', new: { id: 1, poison: true } });
+
+    // Rows 2..6 arrived while row 1 was still being retried (its attempts are at least 150 ms apart).
+    const others = poisonSink.requests.filter((r) => bodyOf(r).new?.id !== 1);
+    expect(others.map((r) => Number(bodyOf(r).new?.id)).sort()).toEqual([2, 3, 4, 5, 6]); // other keys: any order
+    const poisonAttempts = poisonSink.requests.filter((r) => bodyOf(r).new?.poison === true);
+    expect(poisonAttempts.map((r) => r.headers[ATTEMPT_HEADER])).toEqual(['1', '2', '3', '4', '5', '6']);
+    expect(poisonAttempts).toHaveLength(6);
+    for (const r of others) expect(r.receivedAt).toBeLessThan(poisonAttempts[2]!.receivedAt);
+
+    // Row 1's next change is delivered after the dead letter, not held behind it.
+    const fixed = await eventually(() => poisonSink.requests.find((r) => bodyOf(r).op === 'update'), 10_000, 'row 1 update delivered');
+    expect(bodyOf(fixed).new).toMatchObject({ id: 1, poison: false, note: 'fixed' });
+    expect(fixed.receivedAt).toBeGreaterThanOrEqual(poisonAttempts.at(-1)!.receivedAt);
+    expect(fixed.receivedAt).toBeGreaterThanOrEqual(deadAt - 50);
+    expect(fixed.headers[ATTEMPT_HEADER]).toBe('1');
+    expect(await deadLetterRows(db, 'test/shipments')).toHaveLength(1);
+  });
+
+  describe('eventide deadletters list | replay', () => {
+    let invoiceLetters: DeadLetterRow[];
+    let refundLetter: DeadLetterRow;
+    const original = new Map<string, ReceivedRequest>();
+    const list = (...args: string[]) => runEventide(['deadletters', 'list', '--database-url', db.url, ...args], ENV);
+    const replay = (...args: string[]) => runEventide(['deadletters', 'replay', '--database-url', db.url, '-f', file, ...args], ENV);
+
+    beforeAll(async () => {
+      replayHealthy = false;
+      await db.sql('INSERT INTO invoices VALUES (1, 10), (2, 20)');
+      await db.sql('INSERT INTO refunds VALUES (1, 5)');
+      invoiceLetters = await lettersOf('test/invoices', 2);
+      [refundLetter] = (await lettersOf('test/refunds', 1)) as [DeadLetterRow];
+      for (const r of replaySink.requests) original.set(String(r.headers['ce-id']), r);
+      expect(original.size).toBe(3);
+    }, 30_000);
+
+    it('list prints every pending dead letter with id, trigger, event id, attempts, reason and last error', async () => {
+      const all = await deadLetterRows(db);
+      const result = await list();
+      expect(result.stderr).toBe('');
+      expect(result.code).toBe(0);
+      const lines = result.stdout.trimEnd().split('\n');
+      expect(lines[0]).toBe(`${all.length} dead letter(s)`);
+      expect(lines).toHaveLength(all.length + 1);
+      const invoice = invoiceLetters[0]!;
+      expect(lines).toContain(`#${invoice.id}  test/invoices  event ${invoice.event_id}  attempts 1  retries-exhausted  last: HTTP 500: still broken`);
+
+      const json = await list('--trigger', 'test/refunds', '--json');
+      expect(json.code).toBe(0);
+      const parsed = JSON.parse(json.stdout) as Record<string, unknown>[];
+      expect(parsed).toHaveLength(1);
+      expect(parsed[0]).toMatchObject({ id: refundLetter.id, trigger: 'test/refunds', eventId: refundLetter.event_id, attempts: 1, lastStatus: 500, reason: 'retries-exhausted', replayedAt: null });
+    });
+
+    it('replay --id while the function still fails: reports the failure, exits 1, and the dead letter stays pending', async () => {
+      const target = invoiceLetters[0]!;
+      const before = replaySink.requests.length;
+      const result = await replay('--id', String(target.id));
+      expect(result.code).toBe(1);
+      expect(result.stdout).toContain('replayed 0, failed 1');
+      expect(result.stdout).toContain(`FAILED  #${target.id}  test/invoices  event ${target.event_id}: HTTP 500: still broken`);
+      expect(replaySink.requests).toHaveLength(before + 1);
+      const [row] = (await deadLetterRows(db, 'test/invoices')).filter((r) => r.id === target.id);
+      expect(row).toMatchObject({ replayed_at: null, replay_count: 0 });
+    });
+
+    it('replay --id to the now healthy function: the event arrives with the same id and body, and the row is marked replayed', async () => {
+      replayHealthy = true;
+      const target = invoiceLetters[0]!;
+      const before = replaySink.requests.length;
+      const result = await replay('--id', String(target.id));
+      expect(result.stderr).toBe('');
+      expect(result.code).toBe(0);
+      expect(result.stdout).toBe(`replayed 1, failed 0\n  ok      #${target.id}  test/invoices  event ${target.event_id}\n`);
+      expect(replaySink.requests).toHaveLength(before + 1);
+      const sent = replaySink.requests.at(-1)!;
+      const first = original.get(target.event_id)!;
+      expect(sent.headers['ce-id']).toBe(target.event_id);
+      for (const h of ['ce-source', 'ce-type', 'ce-subject', 'ce-time', 'ce-specversion', 'content-type']) expect(sent.headers[h]).toBe(first.headers[h]);
+      expect(sent.body).toBe(first.body); // the same bytes: values, key order and all
+      const [row] = (await deadLetterRows(db, 'test/invoices')).filter((r) => r.id === target.id);
+      expect(row!.replayed_at).toBeInstanceOf(Date);
+      expect(row!.replay_count).toBe(1);
+      // The row stays as a record: hidden from the default list, shown with --include-replayed.
+      expect((await list('--trigger', 'test/invoices')).stdout).not.toContain(`#${target.id} `);
+      expect((await list('--trigger', 'test/invoices', '--include-replayed')).stdout).toMatch(new RegExp(`#${target.id} .* replayed \\d{4}-`));
+    });
+
+    it('replay --trigger replays only that trigger\'s dead letters, signed as the trigger signs', async () => {
+      const before = replaySink.requests.length;
+      const result = await replay('--trigger', 'test/refunds');
+      expect(result.code).toBe(0);
+      expect(result.stdout).toBe(`replayed 1, failed 0\n  ok      #${refundLetter.id}  test/refunds  event ${refundLetter.event_id}\n`);
+      expect(replaySink.requests).toHaveLength(before + 1);
+      const sent = replaySink.requests.at(-1)!;
+      expect(sent.headers['ce-id']).toBe(refundLetter.event_id);
+      expect(sent.headers['webhook-id']).toBe(refundLetter.event_id);
+      const verdict = verifyPayload(
+        SECRET,
+        { id: String(sent.headers['webhook-id']), timestamp: String(sent.headers['webhook-timestamp']), signature: String(sent.headers['webhook-signature']) },
+        sent.body,
+      );
+      expect(verdict).toBeUndefined();
+      expect((await deadLetterRows(db, 'test/invoices')).filter((r) => r.replayed_at === null)).toHaveLength(1); // invoices untouched
+    });
+
+    it('replay --all replays every pending dead letter once; nothing is left pending; an unknown id is a clear error', async () => {
+      const pending = (await deadLetterRows(db)).filter((r) => r.replayed_at === null);
+      expect(pending.map((r) => r.trigger).sort()).toEqual(['test/invoices', 'test/payments', 'test/shipments']);
+      poisonFixed = true;
+      const before = replaySink.requests.length;
+      const result = await replay('--all');
+      // test/payments' function still answers 503, so that one fails and stays pending; the others are replayed.
+      const payments = pending.find((r) => r.trigger === 'test/payments')!;
+      const invoice = pending.find((r) => r.trigger === 'test/invoices')!;
+      const shipment = pending.find((r) => r.trigger === 'test/shipments')!;
+      expect(result.code).toBe(1);
+      expect(result.stdout.split('\n')[0]).toBe('replayed 2, failed 1');
+      expect(result.stdout).toContain(`  ok      #${invoice.id}  test/invoices  event ${invoice.event_id}`);
+      expect(result.stdout).toContain(`  ok      #${shipment.id}  test/shipments  event ${shipment.event_id}`);
+      expect(result.stdout).toContain(`  FAILED  #${payments.id}  test/payments  event ${payments.event_id}: HTTP 503: try later`);
+      expect(replaySink.requests.slice(before).map((r) => r.headers['ce-id'])).toEqual([invoice.event_id]);
+      expect(poisonSink.requests.at(-1)!.headers['ce-id']).toBe(shipment.event_id);
+
+      const after = await deadLetterRows(db);
+      expect(after.filter((r) => r.replayed_at === null).map((r) => r.id)).toEqual([payments.id]);
+      expect(after.filter((r) => r.replayed_at !== null).every((r) => r.replay_count === 1)).toBe(true);
+
+      const again = await list();
+      expect(again.stdout.split('\n')[0]).toBe('1 dead letter(s)');
+
+      const unknown = await replay('--id', '999999');
+      expect(unknown.code).toBe(1);
+      expect(unknown.stderr).toBe('eventide: no dead letter with id 999999\n');
+      const noSelector = await replay();
+      expect(noSelector.code).toBe(1);
+      expect(noSelector.stderr).toContain('replay needs --id <n>, --trigger ns/name or --all');
+    });
+
+    it('list and replay cover every dead letter, not just the first thousand', async () => {
+      await db.sql('INSERT INTO bulk SELECT generate_series(1, 1005)');
+      await lettersOf('test/bulk', 1005);
+      const listed = await list('--trigger', 'test/bulk');
+      expect(listed.stdout.split('\n')[0]).toBe('1005 dead letter(s)');
+      expect(listed.stdout.trimEnd().split('\n')).toHaveLength(1006);
+      bulkHealthy = true;
+      const before = bulkSink.requests.length;
+      const result = await replay('--trigger', 'test/bulk');
+      expect(result.code).toBe(0);
+      expect(result.stdout.split('\n')[0]).toBe('replayed 1005, failed 0');
+      expect(new Set(bulkSink.requests.slice(before).map((r) => r.headers['ce-id'])).size).toBe(1005);
+      expect((await list('--trigger', 'test/bulk')).stdout.split('\n')[0]).toBe('0 dead letter(s)');
+    }, 45_000);
+  });
+
+  it('a deadLetterSink that never answers holds back neither the key\'s next event nor a shutdown', async () => {
+    await db.sql('INSERT INTO audits VALUES (1, 1)'); // 400: dead-lettered at once
+    await db.sql('UPDATE audits SET v = 2 WHERE id = 1'); // same key, behind it
+    const [letter] = await lettersOf('test/audits', 1);
+    await hungDeadLetterSink.waitFor(1, 10_000); // the notification hangs
+    const update = await eventually(() => auditSink.requests.find((r) => bodyOf(r).op === 'update'), 5_000, 'the update delivered while the dead-letter sink hangs');
+    expect(update.receivedAt - letter!.dead_lettered_at.getTime()).toBeLessThan(2000);
+
+    await db.sql('INSERT INTO audits VALUES (2, 1)');
+    await hungDeadLetterSink.waitFor(2, 10_000); // a notification in flight at the stop
+    const stopping = Date.now();
+    await dispatcher.stop();
+    expect(Date.now() - stopping).toBeLessThan(5000);
+    expect(await deadLetterRows(db, 'test/audits')).toHaveLength(2); // the table has both, notified or not
+    stopped = true;
+  });
+});

@@ -1,0 +1,177 @@
+/**
+ * Retries as a user relies on them: which answers are retried, how often, how long apart, and what
+ * the dispatcher logs for each failed attempt. One real Postgres, the real `eventide dispatch`
+ * command, and one small HTTP sink per trigger answering from a script.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ATTEMPT_HEADER } from '../../api/v1alpha1/index.js';
+import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
+import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
+import { eventually, startRecordingSink, type RecordingSink, type SinkReply } from '../harness/recordingSink.js';
+import { deadLetterRows, logLines, sleep, type LogLine } from '../harness/deliveryHelpers.js';
+import { metricSum, parsePrometheusText } from '../harness/controlledSink.js';
+
+const TABLES = ['flaky', 'bad', 'throttled', 'slowdown', 'hung', 'stale'];
+const FAST = { delay: '50ms', maxDelay: '200ms' };
+
+/** A sink answering the n-th request with script[n] (the last entry repeats). */
+function scripted(script: SinkReply[]): Promise<RecordingSink> {
+  return startRecordingSink((_req, index) => script[Math.min(index, script.length - 1)]!);
+}
+
+describe('retries', () => {
+  let db: SourceDatabase;
+  let proc: DispatcherProcess;
+  const sinks: Record<string, RecordingSink> = {};
+
+  beforeAll(async () => {
+    db = await startSourceDatabase(TABLES.map((t) => `CREATE TABLE ${t} (id int PRIMARY KEY, note text);`).join('\n'));
+    sinks.flaky = await scripted([{ status: 500, body: 'database is down' }, { status: 500, body: 'database is down' }, { status: 200 }]);
+    sinks.bad = await scripted([{ status: 400, body: '{"error":"missing field customer"}' }, { status: 200 }]);
+    sinks.throttled = await scripted([{ status: 408 }, { status: 429 }, { status: 200 }]);
+    sinks.slowdown = await scripted([{ status: 429, headers: { 'retry-after': '2' } }, { status: 200 }]);
+    sinks.hung = await startRecordingSink(() => ({ status: 200, hang: true }));
+    sinks.stale = await scripted([{ status: 503 }]);
+    const manifest = (table: string, delivery: Record<string, unknown>) =>
+      triggerManifest(table, { table: { name: table }, sink: { url: sinks[table]!.url }, operations: ['insert'], delivery });
+    const file = writeManifests([
+      manifest('flaky', { retries: 5, backoff: FAST }),
+      manifest('bad', { retries: 5, backoff: FAST }),
+      manifest('throttled', { retries: 5, backoff: FAST }),
+      manifest('slowdown', { retries: 5, backoff: { delay: '10ms', maxDelay: '20ms' } }),
+      manifest('hung', { retries: 2, backoff: FAST, timeout: '300ms' }),
+      manifest('stale', { retries: 100, backoff: FAST, maxEventAge: '1500ms' }),
+    ]);
+    proc = await startDispatcherProcess(['--database-url', db.url, '-f', file]);
+    await proc.ready(60_000);
+  }, 120_000);
+
+  afterAll(async () => {
+    await proc?.kill('SIGTERM');
+    for (const sink of Object.values(sinks)) await sink.close();
+    await db?.close();
+  });
+
+  /** The dispatcher's "delivery attempt failed" lines for one event, in order. */
+  const failedAttemptLogs = (eventId: string): LogLine[] =>
+    logLines(proc.output()).filter((l) => l.msg === 'delivery attempt failed' && l.eventId === eventId);
+
+  it('500, 500, 200: three attempts numbered 1, 2, 3 with the same event id, one success, nothing dead-lettered, one log line per failure', async () => {
+    const sink = sinks.flaky!;
+    await db.sql("INSERT INTO flaky VALUES (1, 'a')");
+    await sink.waitFor(3, 10_000);
+    await sleep(600); // several backoff periods: a fourth attempt would have come
+    expect(sink.requests).toHaveLength(3);
+    expect(sink.requests.map((r) => r.headers[ATTEMPT_HEADER])).toEqual(['1', '2', '3']);
+    const ids = new Set(sink.requests.map((r) => r.headers['ce-id']));
+    expect(ids.size).toBe(1);
+    expect(sink.requests.every((r) => r.body === sink.requests[0]!.body)).toBe(true);
+    expect(await deadLetterRows(db, 'test/flaky')).toEqual([]);
+
+    const eventId = String(sink.requests[0]!.headers['ce-id']);
+    const logs = failedAttemptLogs(eventId);
+    expect(logs.map((l) => [l.level, l.trigger, l.attempt, l.status, l.reason])).toEqual([
+      [40, 'test/flaky', 1, 500, 'HTTP 500: database is down'],
+      [40, 'test/flaky', 2, 500, 'HTTP 500: database is down'],
+    ]);
+    for (const l of logs) expect(String(l.next)).toMatch(/^retry in \d+ms$/);
+    const samples = parsePrometheusText(await proc.metrics());
+    const deliveries = (outcome: string) => metricSum(samples, 'eventide_dispatcher_deliveries_total', { trigger: 'test/flaky', outcome }) ?? 0;
+    expect([deliveries('success'), deliveries('retry'), deliveries('dead_letter')]).toEqual([1, 2, 0]);
+  });
+
+  it('400 is not retried: one attempt, then a dead letter with status 400 and the answer', async () => {
+    const sink = sinks.bad!;
+    await db.sql("INSERT INTO bad VALUES (1, 'a')");
+    const [letter] = await eventually(async () => {
+      const rows = await deadLetterRows(db, 'test/bad');
+      return rows.length ? rows : undefined;
+    }, 10_000, 'a dead letter for test/bad');
+    await sleep(400);
+    expect(sink.requests).toHaveLength(1);
+    expect(letter).toMatchObject({
+      event_id: sink.requests[0]!.headers['ce-id'],
+      attempts: 1,
+      last_status: 400,
+      last_error: 'HTTP 400: {"error":"missing field customer"}',
+      reason: 'not-retryable',
+    });
+    const logs = failedAttemptLogs(letter!.event_id);
+    expect(logs.map((l) => [l.attempt, l.status, l.next])).toEqual([[1, 400, 'not-retryable']]);
+    const deadLettered = logLines(proc.output()).filter((l) => l.msg === 'event dead-lettered' && l.eventId === letter!.event_id);
+    expect(deadLettered.map((l) => [l.level, l.reason, l.lastError])).toEqual([[50, 'not-retryable', 'HTTP 400: {"error":"missing field customer"}']]);
+  });
+
+  it('408 and 429 are retried', async () => {
+    const sink = sinks.throttled!;
+    await db.sql("INSERT INTO throttled VALUES (1, 'a')");
+    await sink.waitFor(3, 10_000);
+    await sleep(400);
+    expect(sink.requests).toHaveLength(3);
+    expect(sink.requests.map((r) => r.headers[ATTEMPT_HEADER])).toEqual(['1', '2', '3']);
+    expect(new Set(sink.requests.map((r) => r.headers['ce-id'])).size).toBe(1);
+    expect(await deadLetterRows(db, 'test/throttled')).toEqual([]);
+    const logs = failedAttemptLogs(String(sink.requests[0]!.headers['ce-id']));
+    expect(logs.map((l) => [l.status, l.reason])).toEqual([
+      [408, 'HTTP 408'],
+      [429, 'HTTP 429'],
+    ]);
+  });
+
+  it('Retry-After is honoured: 429 with Retry-After: 2 delays the next attempt by 2 s although the backoff is 10 ms', async () => {
+    const sink = sinks.slowdown!;
+    await db.sql("INSERT INTO slowdown VALUES (1, 'a')");
+    await sink.waitFor(2, 10_000);
+    const gap = sink.requests[1]!.receivedAt - sink.requests[0]!.receivedAt;
+    expect(gap).toBeGreaterThanOrEqual(1950);
+    expect(gap).toBeLessThan(3500);
+    expect(sink.requests[1]!.headers[ATTEMPT_HEADER]).toBe('2');
+    const logs = failedAttemptLogs(String(sink.requests[0]!.headers['ce-id']));
+    expect(logs.map((l) => [l.status, l.next])).toEqual([[429, 'retry in 2000ms']]);
+    expect(await deadLetterRows(db, 'test/slowdown')).toEqual([]);
+  });
+
+  it('a function that never answers: each attempt times out, is retried, and the event is dead-lettered naming the timeout', async () => {
+    const sink = sinks.hung!;
+    await db.sql("INSERT INTO hung VALUES (1, 'a')");
+    const [letter] = await eventually(async () => {
+      const rows = await deadLetterRows(db, 'test/hung');
+      return rows.length ? rows : undefined;
+    }, 15_000, 'a dead letter for test/hung');
+    await sleep(400);
+    expect(sink.requests).toHaveLength(3); // the first attempt and 2 retries
+    expect(sink.requests.map((r) => r.headers[ATTEMPT_HEADER])).toEqual(['1', '2', '3']);
+    for (let i = 1; i < 3; i++) expect(sink.requests[i]!.receivedAt - sink.requests[i - 1]!.receivedAt).toBeGreaterThanOrEqual(290);
+    expect(letter).toMatchObject({ attempts: 3, last_status: null, last_error: 'timeout after 300ms', reason: 'retries-exhausted' });
+    const logs = failedAttemptLogs(letter!.event_id);
+    expect(logs.map((l) => [l.attempt, l.status, l.reason])).toEqual([
+      [1, undefined, 'timeout after 300ms'],
+      [2, undefined, 'timeout after 300ms'],
+      [3, undefined, 'timeout after 300ms'],
+    ]);
+    expect(logs[2]!.next).toBe('retries-exhausted');
+  });
+
+  it('maxEventAge: an event failing with 100 retries left is dead-lettered once it would be older than maxEventAge', async () => {
+    const sink = sinks.stale!;
+    await db.sql("INSERT INTO stale VALUES (1, 'a')");
+    const [letter] = await eventually(async () => {
+      const rows = await deadLetterRows(db, 'test/stale');
+      return rows.length ? rows : undefined;
+    }, 15_000, 'a dead letter for test/stale');
+    await sleep(400);
+    const commitTime = Date.parse(letter!.event.time);
+    const age = letter!.dead_lettered_at.getTime() - commitTime;
+    expect(age).toBeLessThan(1500 + 1000);
+    expect(letter!.reason).toBe('max-event-age');
+    expect(letter!.attempts).toBeGreaterThan(3);
+    expect(letter!.attempts).toBeLessThan(100);
+    expect(letter!.attempts).toBe(sink.requests.length);
+    expect(letter).toMatchObject({ last_status: 503, last_error: 'HTTP 503' });
+    // No attempt after the dead letter.
+    expect(Math.max(...sink.requests.map((r) => r.receivedAt))).toBeLessThanOrEqual(letter!.dead_lettered_at.getTime() + 50);
+    const logs = failedAttemptLogs(letter!.event_id);
+    expect(logs).toHaveLength(letter!.attempts);
+    expect(logs.at(-1)!.next).toBe('max-event-age');
+  });
+});
