@@ -132,7 +132,7 @@ async function deadLetter(
     deps.metrics.deadLetters.inc({ trigger: target.key, reason: letter.reason });
     deps.logger.error({ trigger: target.key, eventId: letter.eventId, attempts: letter.attempts, reason: letter.reason, lastError: letter.lastError }, 'event dead-lettered');
   }
-  if (target.deadLetterSinkUrl) notifyInBackground(target.deadLetterSinkUrl, letters, deps);
+  if (target.deadLetterSinkUrl) notifyInBackground(target.deadLetterSinkUrl, letters, deps, target.signingSecret);
 }
 
 /** Dead letters whose sink notification is still under way (in this process), and the most there may be. */
@@ -144,19 +144,22 @@ const MAX_PENDING_NOTIFICATIONS = 1000;
  * slow or hung sink holds back neither the event's key nor the dispatcher's shutdown. Past
  * MAX_PENDING_NOTIFICATIONS (a sink that stopped answering) further notifications are skipped, with a warning.
  */
-function notifyInBackground(url: string, letters: DeadLetter[], deps: DeliveryDeps): void {
+function notifyInBackground(url: string, letters: DeadLetter[], deps: DeliveryDeps, signingSecret: string | undefined): void {
   if (pendingNotifications + letters.length > MAX_PENDING_NOTIFICATIONS) {
     deps.logger.warn({ url, eventIds: letters.map((l) => l.eventId), pending: pendingNotifications }, 'dead-letter sink is behind; not notified of these dead letters (the table has them)');
     return;
   }
   pendingNotifications += letters.length;
-  notifyDeadLetterSink(url, letters, deps)
+  notifyDeadLetterSink(url, letters, deps, signingSecret)
     .catch((error: unknown) => deps.logger.warn({ url, err: (error as Error).message }, 'dead-letter sink notification failed'))
     .finally(() => (pendingNotifications -= letters.length));
 }
 
-/** Best effort: the table already holds the dead letter, so a sink outage costs nothing but the notification. */
-async function notifyDeadLetterSink(url: string, letters: DeadLetter[], deps: DeliveryDeps): Promise<void> {
+/**
+ * Best effort: the table already holds the dead letter, so a sink outage costs nothing but the
+ * notification. Signed like the trigger's events when the trigger has a signing secret.
+ */
+async function notifyDeadLetterSink(url: string, letters: DeadLetter[], deps: DeliveryDeps, signingSecret: string | undefined): Promise<void> {
   for (const letter of letters) {
     if (deps.notifySignal?.aborted) return;
     const body =
@@ -165,7 +168,9 @@ async function notifyDeadLetterSink(url: string, letters: DeadLetter[], deps: De
       `"data":{"trigger":${JSON.stringify(letter.trigger)},"attempts":${letter.attempts},"lastStatus":${letter.lastStatus ?? 'null'},` +
       `"lastError":${JSON.stringify(letter.lastError)},"reason":${JSON.stringify(letter.reason)},"event":${letter.eventJson}}}`;
     for (let attempt = 1; attempt <= 3; attempt++) {
-      const result = await deps.sender.send(url, { headers: { 'content-type': 'application/cloudevents+json; charset=utf-8' }, body }, 10_000, deps.notifySignal);
+      const headers: Record<string, string> = { 'content-type': 'application/cloudevents+json; charset=utf-8' };
+      if (signingSecret) Object.assign(headers, signPayload(signingSecret, `dl-${letter.eventId}`, body));
+      const result = await deps.sender.send(url, { headers, body }, 10_000, deps.notifySignal);
       if (!result.error || deps.notifySignal?.aborted) break;
       deps.logger.warn({ url, eventId: letter.eventId, attempt, reason: result.error }, 'dead-letter sink did not accept the dead letter');
       if (attempt < 3) await new Promise((r) => setTimeout(r, 200 * attempt));

@@ -58,14 +58,14 @@ describe('dead letters', () => {
         table: { name: 'payments' },
         sink: { url: failing.url },
         operations: ['insert'],
-        delivery: { retries: 2, backoff: { delay: '50ms', maxDelay: '200ms' }, deadLetterSink: { url: deadLetterSink.url } },
+        delivery: { retries: 2, backoff: { delay: '50ms', maxDelay: '200ms' }, deadLetterSink: { url: deadLetterSink.url }, signingSecretRef: SIGNING },
       }),
       triggerManifest('shipments', {
         table: { name: 'shipments' },
         sink: { url: poisonSink.url },
         operations: ['insert', 'update'],
         ordering: 'key',
-        concurrency: 4,
+        concurrency: 1, // even one slot: a key waiting for its retry does not hold it
         delivery: { retries: 5, backoff: { policy: 'constant', delay: '200ms', maxDelay: '200ms' } },
       }),
       triggerManifest('invoices', {
@@ -152,6 +152,14 @@ describe('dead letters', () => {
       datacontenttype: 'application/json',
       data: { trigger: 'test/payments', attempts: 3, lastStatus: 503, lastError: 'HTTP 503: try later', reason: 'retries-exhausted', event: letter!.event },
     });
+    // Signed with the trigger's secret, as its events are.
+    const verdict = verifyPayload(
+      SECRET,
+      { id: String(second.headers['webhook-id']), timestamp: String(second.headers['webhook-timestamp']), signature: String(second.headers['webhook-signature']) },
+      second.body,
+    );
+    expect(verdict).toBeUndefined();
+    expect(second.headers['webhook-id']).toBe(`dl-${letter!.event_id}`);
     await sleep(500);
     expect(deadLetterSink.requests).toHaveLength(2); // accepted the second time: no more
   });
@@ -300,6 +308,17 @@ describe('dead letters', () => {
       const noSelector = await replay();
       expect(noSelector.code).toBe(1);
       expect(noSelector.stderr).toContain('replay needs --id <n>, --trigger ns/name or --all');
+    });
+
+    it('replay with manifests that lack the trigger: reported per dead letter, which stays pending', async () => {
+      const other = writeManifests([triggerManifest('invoices', { table: { name: 'invoices' }, sink: { url: replaySink.url }, operations: ['insert'] })]);
+      const [payments] = (await deadLetterRows(db, 'test/payments')).filter((r) => r.replayed_at === null);
+      const result = await runEventide(['deadletters', 'replay', '--database-url', db.url, '-f', other, '--trigger', 'test/payments'], ENV);
+      expect(result.code).toBe(1);
+      expect(result.stdout).toBe(
+        `replayed 0, failed 1\n  FAILED  #${payments!.id}  test/payments  event ${payments!.event_id}: EventTrigger test/payments is not in the given manifests\n`,
+      );
+      expect((await deadLetterRows(db, 'test/payments')).filter((r) => r.replayed_at === null)).toHaveLength(1);
     });
 
     it('list and replay cover every dead letter, not just the first thousand', async () => {

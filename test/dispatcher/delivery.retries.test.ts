@@ -7,11 +7,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ATTEMPT_HEADER } from '../../api/v1alpha1/index.js';
 import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
 import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
+import { createServer, type Server } from 'node:http';
+import { freePort } from '../../common/embeddedPostgres.js';
 import { eventually, startRecordingSink, type RecordingSink, type SinkReply } from '../harness/recordingSink.js';
 import { deadLetterRows, logLines, sleep, type LogLine } from '../harness/deliveryHelpers.js';
 import { metricSum, parsePrometheusText } from '../harness/controlledSink.js';
 
-const TABLES = ['flaky', 'bad', 'throttled', 'slowdown', 'hung', 'stale'];
+const TABLES = ['flaky', 'bad', 'throttled', 'slowdown', 'hung', 'stale', 'capped', 'reset', 'down'];
 const FAST = { delay: '50ms', maxDelay: '200ms' };
 
 /** A sink answering the n-th request with script[n] (the last entry repeats). */
@@ -23,6 +25,9 @@ describe('retries', () => {
   let db: SourceDatabase;
   let proc: DispatcherProcess;
   const sinks: Record<string, RecordingSink> = {};
+  /** A function that drops the connection of its first request without answering, then answers 200. */
+  let resetting: Server;
+  const resetRequests: { at: number; attempt: string | undefined; id: string | undefined }[] = [];
 
   beforeAll(async () => {
     db = await startSourceDatabase(TABLES.map((t) => `CREATE TABLE ${t} (id int PRIMARY KEY, note text);`).join('\n'));
@@ -32,8 +37,25 @@ describe('retries', () => {
     sinks.slowdown = await scripted([{ status: 429, headers: { 'retry-after': '2' } }, { status: 200 }]);
     sinks.hung = await startRecordingSink(() => ({ status: 200, hang: true }));
     sinks.stale = await scripted([{ status: 503 }]);
+    sinks.capped = await scripted([
+      { status: 429, headers: { 'retry-after': new Date(Date.now() + 60_000).toUTCString() } }, // an HTTP date a minute away
+      { status: 503, headers: { 'retry-after': '3600' } },
+      { status: 200 },
+    ]);
+    resetting = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        resetRequests.push({ at: Date.now(), attempt: req.headers[ATTEMPT_HEADER] as string | undefined, id: req.headers['ce-id'] as string | undefined });
+        if (resetRequests.length === 1) req.socket.destroy();
+        else res.writeHead(200).end();
+      });
+    });
+    await new Promise<void>((resolve) => resetting.listen(0, '127.0.0.1', resolve));
+    const resetPort = (resetting.address() as { port: number }).port;
+    const downPort = await freePort(); // nothing listens here: the function is down
+    const urls: Record<string, string> = { reset: `http://127.0.0.1:${resetPort}/`, down: `http://127.0.0.1:${downPort}/hook` };
     const manifest = (table: string, delivery: Record<string, unknown>) =>
-      triggerManifest(table, { table: { name: table }, sink: { url: sinks[table]!.url }, operations: ['insert'], delivery });
+      triggerManifest(table, { table: { name: table }, sink: { url: urls[table] ?? sinks[table]!.url }, operations: ['insert'], delivery });
     const file = writeManifests([
       manifest('flaky', { retries: 5, backoff: FAST }),
       manifest('bad', { retries: 5, backoff: FAST }),
@@ -41,6 +63,9 @@ describe('retries', () => {
       manifest('slowdown', { retries: 5, backoff: { delay: '10ms', maxDelay: '20ms' } }),
       manifest('hung', { retries: 2, backoff: FAST, timeout: '300ms' }),
       manifest('stale', { retries: 100, backoff: FAST, maxEventAge: '1500ms' }),
+      manifest('capped', { retries: 5, backoff: FAST, retryAfterMax: '1s' }),
+      manifest('reset', { retries: 5, backoff: FAST }),
+      manifest('down', { retries: 2, backoff: FAST }),
     ]);
     proc = await startDispatcherProcess(['--database-url', db.url, '-f', file]);
     await proc.ready(60_000);
@@ -49,6 +74,8 @@ describe('retries', () => {
   afterAll(async () => {
     await proc?.kill('SIGTERM');
     for (const sink of Object.values(sinks)) await sink.close();
+    resetting?.closeAllConnections();
+    await new Promise((resolve) => (resetting ? resetting.close(resolve) : resolve(undefined)));
     await db?.close();
   });
 
@@ -173,5 +200,46 @@ describe('retries', () => {
     const logs = failedAttemptLogs(letter!.event_id);
     expect(logs).toHaveLength(letter!.attempts);
     expect(logs.at(-1)!.next).toBe('max-event-age');
+  });
+  it('Retry-After as an HTTP date, and capped by retryAfterMax: a minute or an hour asked, 1 s waited', async () => {
+    const sink = sinks.capped!;
+    await db.sql("INSERT INTO capped VALUES (1, 'a')");
+    await sink.waitFor(3, 10_000);
+    const [a, b, c] = sink.requests.map((r) => r.receivedAt);
+    expect(b! - a!).toBeGreaterThanOrEqual(950);
+    expect(b! - a!).toBeLessThan(2500);
+    expect(c! - b!).toBeGreaterThanOrEqual(950);
+    expect(c! - b!).toBeLessThan(2500);
+    const logs = failedAttemptLogs(String(sink.requests[0]!.headers['ce-id']));
+    expect(logs.map((l) => [l.status, l.next])).toEqual([
+      [429, 'retry in 1000ms'],
+      [503, 'retry in 1000ms'],
+    ]);
+  });
+
+  it('a dropped connection is a failed attempt: retried, and logged with the reason', async () => {
+    await db.sql("INSERT INTO reset VALUES (1, 'a')");
+    await eventually(() => resetRequests.length >= 2, 10_000, 'the retry after the dropped connection');
+    await sleep(300);
+    expect(resetRequests.map((r) => r.attempt)).toEqual(['1', '2']);
+    expect(resetRequests[1]!.id).toBe(resetRequests[0]!.id);
+    const logs = failedAttemptLogs(resetRequests[0]!.id!);
+    expect(logs).toHaveLength(1);
+    expect(logs[0]!.status).toBeUndefined();
+    expect(String(logs[0]!.reason)).toMatch(/closed|reset|socket/i);
+    expect(await deadLetterRows(db, 'test/reset')).toEqual([]);
+  });
+
+  it('a function that is down (connection refused): retried, then dead-lettered with the connection error', async () => {
+    await db.sql("INSERT INTO down VALUES (1, 'a')");
+    const [letter] = await eventually(async () => {
+      const rows = await deadLetterRows(db, 'test/down');
+      return rows.length ? rows : undefined;
+    }, 10_000, 'a dead letter for test/down');
+    expect(letter).toMatchObject({ attempts: 3, last_status: null, reason: 'retries-exhausted' });
+    expect(letter!.last_error).toMatch(/ECONNREFUSED 127\.0\.0\.1:\d+/);
+    const logs = failedAttemptLogs(letter!.event_id);
+    expect(logs.map((l) => l.attempt)).toEqual([1, 2, 3]);
+    for (const l of logs) expect(String(l.reason)).toContain('ECONNREFUSED');
   });
 });
