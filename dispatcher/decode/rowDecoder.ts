@@ -149,6 +149,12 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
     const keySource = row ?? old;
     const keyColumns = this.primaryKeys.get(relation.relationOid) ?? relation.keyColumns;
     const rowKey = keySource ? keyColumns.map((k) => unquote(keySource.columns.get(k))).join(',') : '';
+    // An update that moved the row to another key: the old key, when the old tuple carries it.
+    let previousRowKey: string | undefined;
+    if (old && row && keyColumns.every((k) => old.columns.has(k) && old.columns.get(k) !== 'null')) {
+      const oldKey = keyColumns.map((k) => unquote(old.columns.get(k))).join(',');
+      if (oldKey !== rowKey) previousRowKey = oldKey;
+    }
     return {
       op,
       schema: relation.schema,
@@ -158,6 +164,7 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
       old: old?.values ?? null,
       new: row?.values ?? null,
       rowKey,
+      previousRowKey,
       unchangedToastColumns: row?.unchangedToast ?? [],
       columnChanged(column) {
         if (!oldIsFull || !old || !row) return undefined;

@@ -19,6 +19,8 @@ export interface DecodedRowChange {
   new: Record<string, unknown> | null;
   /** Primary-key text identifying the row: the ordering key and the CloudEvents subject. */
   rowKey: string;
+  /** Set when an update changed the row's primary key: the key it had before. */
+  previousRowKey?: string;
   unchangedToastColumns: string[];
   columnChanged(column: string): boolean | undefined;
 }
@@ -176,6 +178,7 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
       commitTime,
     });
     const subject = `${change.schema}.${change.table}/${change.rowKey}`;
+    const previousSubject = change.previousRowKey === undefined ? undefined : `${change.schema}.${change.table}/${change.previousRowKey}`;
     for (const { route, filterError } of matches) {
       if (!this.options.window.hasRoom()) await this.options.window.waitForRoom();
       const namespace = route.trigger.metadata.namespace ?? 'default';
@@ -183,6 +186,7 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
       const event: PendingEvent = {
         id,
         orderingKey: subject,
+        previousOrderingKey: previousSubject,
         triggerKey: route.key,
         attributes: {
           specversion: '1.0',

@@ -4,6 +4,7 @@ import { TriggerLane, type AttemptOutcome, type LaneEntry } from './triggerLane.
 interface Ev {
   id: string;
   orderingKey: string;
+  previousOrderingKey?: string;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -125,5 +126,36 @@ describe('TriggerLane', () => {
     await sleep(5);
     await l.stop(1000);
     expect(settled).toEqual(['a']);
+  });
+  it('orders an event that moved its row to a new key after the old key\'s earlier events, and the new key\'s later ones after it', async () => {
+    const started: string[] = [];
+    const tries = new Map<string, number>();
+    const { l, settled, waitFor } = lane({
+      concurrency: 8,
+      attempt: async (entries) => {
+        const id = entries[0]!.event.id;
+        started.push(id);
+        tries.set(id, (tries.get(id) ?? 0) + 1);
+        await sleep(id === 'a1' ? 30 : 1);
+        if (id === 'move' && tries.get(id)! < 2) return new Map([[id, { kind: 'retry', delayMs: 10 } as AttemptOutcome]]);
+        return ok(entries);
+      },
+    });
+    l.enqueue({ id: 'b0', orderingKey: 'b' }); // an earlier event of the new key (a row deleted before the move, say)
+    l.enqueue({ id: 'a1', orderingKey: 'a' });
+    l.enqueue({ id: 'move', orderingKey: 'b', previousOrderingKey: 'a' });
+    l.enqueue({ id: 'b2', orderingKey: 'b' });
+    l.enqueue({ id: 'a-new', orderingKey: 'a' }); // a new row that reuses the old key
+    l.enqueue({ id: 'c1', orderingKey: 'c' });
+    expect(l.size).toBe(6);
+    await waitFor(6);
+    expect(settled.indexOf('move')).toBeGreaterThan(settled.indexOf('a1'));
+    expect(settled.indexOf('move')).toBeGreaterThan(settled.indexOf('b0'));
+    expect(started.indexOf('move')).toBeGreaterThan(settled.indexOf('a1'));
+    expect(started.indexOf('b2')).toBeGreaterThan(started.lastIndexOf('move'));
+    expect(started.indexOf('a-new')).toBeGreaterThan(started.lastIndexOf('move'));
+    expect(settled.indexOf('c1')).toBeLessThan(settled.indexOf('a1'));
+    expect(started.filter((id) => id === 'move')).toEqual(['move', 'move']);
+    expect(l.size).toBe(0);
   });
 });

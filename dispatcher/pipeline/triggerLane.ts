@@ -3,6 +3,11 @@ export interface LaneEvent {
   readonly id: string;
   /** Events with the same key are delivered one at a time, in the order they were enqueued. */
   readonly orderingKey: string;
+  /**
+   * Set when the row's key changed (an update of its primary key): the event also waits for the
+   * earlier events of the old key, and later events of the old key wait for it.
+   */
+  readonly previousOrderingKey?: string;
 }
 
 /** How one attempt went for one event. */
@@ -37,6 +42,11 @@ export interface LaneOptions<E extends LaneEvent> {
 
 const RETRY_AFTER_ATTEMPT_ERROR_MS = 1000;
 
+/** An entry as the lane queues it: in the queue of each of its keys; the first key schedules it. */
+interface QueuedEntry<E extends LaneEvent> extends LaneEntry<E> {
+  readonly keys: readonly string[];
+}
+
 /**
  * Schedules one trigger's deliveries. With ordering "key", a key's next event starts only after the
  * previous one settled, while other keys proceed up to `concurrency` attempts at once. A key whose
@@ -44,7 +54,7 @@ const RETRY_AFTER_ATTEMPT_ERROR_MS = 1000;
  * only until it is dead-lettered. Ordering "none" gives every event its own key.
  */
 export class TriggerLane<E extends LaneEvent> {
-  private readonly queues = new Map<string, LaneEntry<E>[]>();
+  private readonly queues = new Map<string, QueuedEntry<E>[]>();
   /** Keys ready for an attempt, oldest first, from readyHead on (a queue: splice(0, n) would copy the rest every time). */
   private ready: string[] = [];
   private readyHead = 0;
@@ -67,14 +77,21 @@ export class TriggerLane<E extends LaneEvent> {
 
   /** Adds an event behind any earlier event with the same key. */
   enqueue(event: E): void {
-    const key = this.options.ordering === 'key' ? event.orderingKey : event.id;
-    const queue = this.queues.get(key);
-    const entry: LaneEntry<E> = { event, attempts: 0 };
-    if (queue) {
-      queue.push(entry);
-      return;
+    const byKey = this.options.ordering === 'key';
+    const key = byKey ? event.orderingKey : event.id;
+    const previous = byKey ? event.previousOrderingKey : undefined;
+    const entry: QueuedEntry<E> = { event, attempts: 0, keys: previous !== undefined && previous !== key ? [key, previous] : [key] };
+    let first = true;
+    for (const k of entry.keys) {
+      const queue = this.queues.get(k);
+      if (queue) {
+        queue.push(entry);
+        first = false;
+      } else {
+        this.queues.set(k, [entry]);
+      }
     }
-    this.queues.set(key, [entry]);
+    if (!first) return;
     this.markReady(key);
     this.pump();
   }
@@ -82,7 +99,7 @@ export class TriggerLane<E extends LaneEvent> {
   /** Events waiting or in flight. */
   get size(): number {
     let n = 0;
-    for (const q of this.queues.values()) n += q.length;
+    for (const [key, q] of this.queues) for (const entry of q) if (entry.keys[0] === key) n += 1;
     return n;
   }
 
@@ -103,6 +120,12 @@ export class TriggerLane<E extends LaneEvent> {
     const abortTimer = setTimeout(() => this.abort.abort(new Error('dispatcher shutting down')), deadlineMs);
     await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     clearTimeout(abortTimer);
+  }
+
+  /** After the head of `key`'s queue changed: schedules the new head once it heads the queue of each of its keys. */
+  private offerHead(key: string): void {
+    const head = this.queues.get(key)?.[0];
+    if (head && head.keys.every((k) => this.queues.get(k)![0] === head)) this.markReady(head.keys[0]!);
   }
 
   private markReady(key: string): void {
@@ -150,7 +173,7 @@ export class TriggerLane<E extends LaneEvent> {
     }
   }
 
-  private async run(batch: { key: string; entry: LaneEntry<E> }[]): Promise<void> {
+  private async run(batch: { key: string; entry: QueuedEntry<E> }[]): Promise<void> {
     this.inFlight += 1;
     const now = Date.now();
     for (const { entry } of batch) entry.firstAttemptAt ??= now;
@@ -168,11 +191,13 @@ export class TriggerLane<E extends LaneEvent> {
       entry.attempts += 1;
       const outcome = outcomes.get(entry.event.id) ?? { kind: 'retry', delayMs: RETRY_AFTER_ATTEMPT_ERROR_MS };
       if (outcome.kind === 'settled') {
-        const queue = this.queues.get(key)!;
-        queue.shift();
+        // The entry heads the queue of each of its keys.
+        for (const k of entry.keys) this.queues.get(k)!.shift();
         this.options.onSettled(entry.event);
-        if (queue.length === 0) this.queues.delete(key);
-        else this.markReady(key);
+        for (const k of entry.keys) {
+          if (this.queues.get(k)!.length === 0) this.queues.delete(k);
+          else this.offerHead(k);
+        }
       } else {
         this.retryLater(key, outcome.delayMs);
       }
