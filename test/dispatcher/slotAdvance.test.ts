@@ -13,6 +13,7 @@ describe('the slot advances past traffic no trigger wants, and while idle', () =
   let db: SourceDatabase;
   let sink: ControlledSink;
   let proc: DispatcherProcess;
+  let file: string;
 
   beforeAll(async () => {
     db = await startSourceDatabase(`
@@ -20,7 +21,7 @@ describe('the slot advances past traffic no trigger wants, and while idle', () =
       CREATE TABLE audit (id serial PRIMARY KEY, entry text NOT NULL);`);
     await db.sql('CREATE DATABASE elsewhere');
     sink = await startControlledSink(() => ({ status: 200 }));
-    const file = writeManifests([
+    file = writeManifests([
       triggerManifest('kept-orders', { table: { name: 'orders' }, sink: { url: sink.url }, operations: ['insert', 'update'], filter: "new.kind == 'keep'" }),
     ]);
     proc = await startDispatcherProcess(['--database-url', db.url, '-f', file]);
@@ -84,5 +85,30 @@ describe('the slot advances past traffic no trigger wants, and while idle', () =
     // Idle: the reported lag is small and the slot is where the WAL is.
     const { rows } = await db.sql("SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint AS behind FROM pg_replication_slots WHERE slot_name = 'eventide'");
     expect(Number(rows[0].behind)).toBeLessThan(64 * 1024);
+  });
+  it('moves past the start of a transaction still open elsewhere, and that transaction is delivered when it commits, also after a kill -9', async () => {
+    const writer = new pg.Client({ connectionString: db.url });
+    await writer.connect();
+    try {
+      await writer.query('BEGIN');
+      await writer.query("INSERT INTO orders VALUES (100001, 'keep')");
+      const openedAt = lsnToBigInt(String((await writer.query('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0].lsn));
+      // Other traffic goes by; the slot follows it past the open transaction's first change.
+      await db.sql("INSERT INTO audit (entry) SELECT 'while open ' || g FROM generate_series(1, 1000) g");
+      await slotReaches(await currentLsn(), 'traffic after the open transaction began');
+      expect(await db.confirmedLsn()).toBeGreaterThan(openedAt);
+      // The dispatcher dies and comes back; only then does the transaction commit.
+      expect(await proc.kill('SIGKILL')).toBeNull();
+      proc = await startDispatcherProcess(['--database-url', db.url, '-f', file]);
+      await proc.ready(60_000);
+      const before = sink.deliveries.length;
+      await writer.query("INSERT INTO orders VALUES (100002, 'keep')");
+      await writer.query('COMMIT');
+      await eventually(() => sink.deliveries.length >= before + 2, 15_000, 'both changes of the late commit');
+      expect(sink.deliveries.slice(before).map((d) => d.subject)).toEqual(['public.orders/100001', 'public.orders/100002']);
+      await slotReaches(await currentLsn(), 'the late commit');
+    } finally {
+      await writer.end();
+    }
   });
 });
