@@ -187,6 +187,7 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
         id,
         orderingKey: subject,
         previousOrderingKey: previousSubject,
+        barrier: change.op === 'truncate',
         triggerKey: route.key,
         attributes: {
           specversion: '1.0',

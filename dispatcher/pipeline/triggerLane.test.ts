@@ -5,6 +5,7 @@ interface Ev {
   id: string;
   orderingKey: string;
   previousOrderingKey?: string;
+  barrier?: boolean;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -156,6 +157,40 @@ describe('TriggerLane', () => {
     expect(started.indexOf('a-new')).toBeGreaterThan(started.lastIndexOf('move'));
     expect(settled.indexOf('c1')).toBeLessThan(settled.indexOf('a1'));
     expect(started.filter((id) => id === 'move')).toEqual(['move', 'move']);
+    expect(l.size).toBe(0);
+  });
+  it('runs a barrier (a truncate) after every earlier event and before every later one, while the rest stays concurrent', async () => {
+    const started: string[] = [];
+    const tries = new Map<string, number>();
+    let inFlight = 0;
+    let peak = 0;
+    const { l, settled, waitFor } = lane({
+      concurrency: 8,
+      attempt: async (entries) => {
+        const id = entries[0]!.event.id;
+        started.push(id);
+        tries.set(id, (tries.get(id) ?? 0) + 1);
+        peak = Math.max(peak, ++inFlight);
+        await sleep(id === 'a1' ? 30 : 2);
+        inFlight--;
+        if (id === 'b1' && tries.get(id)! < 2) return new Map([[id, { kind: 'retry', delayMs: 10 } as AttemptOutcome]]);
+        return ok(entries);
+      },
+    });
+    l.enqueue({ id: 't0', orderingKey: 't', barrier: true }); // nothing before it: runs at once
+    for (const id of ['a1', 'b1', 'c1']) l.enqueue({ id, orderingKey: id[0]! });
+    l.enqueue({ id: 't1', orderingKey: 't', barrier: true });
+    l.enqueue({ id: 'd2', orderingKey: 'd' });
+    l.enqueue({ id: 't2', orderingKey: 't', barrier: true });
+    for (const id of ['a3', 'e3']) l.enqueue({ id, orderingKey: id[0]! });
+    expect(l.size).toBe(9);
+    await waitFor(9);
+    expect(settled.slice(0, 1)).toEqual(['t0']);
+    expect(new Set(settled.slice(1, 4))).toEqual(new Set(['a1', 'b1', 'c1']));
+    expect(settled.slice(4, 7)).toEqual(['t1', 'd2', 't2']);
+    expect(new Set(settled.slice(7))).toEqual(new Set(['a3', 'e3']));
+    expect(started.indexOf('t1')).toBeGreaterThan(started.lastIndexOf('b1'));
+    expect(peak).toBeGreaterThanOrEqual(2);
     expect(l.size).toBe(0);
   });
 });

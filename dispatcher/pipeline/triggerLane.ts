@@ -8,6 +8,8 @@ export interface LaneEvent {
    * earlier events of the old key, and later events of the old key wait for it.
    */
   readonly previousOrderingKey?: string;
+  /** A change to every row (a TRUNCATE): with ordering "key" it waits for every earlier event, and every later one waits for it. */
+  readonly barrier?: boolean;
 }
 
 /** How one attempt went for one event. */
@@ -61,6 +63,12 @@ export class TriggerLane<E extends LaneEvent> {
   private readonly readySet = new Set<string>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private inFlight = 0;
+  /** Entries in the queues, each counted once. */
+  private queued = 0;
+  /** A barrier event, from its enqueue until it settled; it is queued once the `waitsFor` entries before it settled. */
+  private barrier: { entry: QueuedEntry<E>; waitsFor: number } | undefined;
+  /** Events enqueued after a barrier that has not settled yet, in order. */
+  private held: E[] = [];
   private batchTimer: NodeJS.Timeout | undefined;
   private flushPartialBatch = false;
   private stopped = false;
@@ -77,10 +85,23 @@ export class TriggerLane<E extends LaneEvent> {
 
   /** Adds an event behind any earlier event with the same key. */
   enqueue(event: E): void {
+    if (this.barrier) {
+      this.held.push(event);
+      return;
+    }
     const byKey = this.options.ordering === 'key';
     const key = byKey ? event.orderingKey : event.id;
     const previous = byKey ? event.previousOrderingKey : undefined;
     const entry: QueuedEntry<E> = { event, attempts: 0, keys: previous !== undefined && previous !== key ? [key, previous] : [key] };
+    if (byKey && event.barrier) {
+      this.barrier = { entry, waitsFor: this.queued };
+      if (this.queued > 0) return;
+    }
+    this.queue(entry);
+  }
+
+  private queue(entry: QueuedEntry<E>): void {
+    this.queued += 1;
     let first = true;
     for (const k of entry.keys) {
       const queue = this.queues.get(k);
@@ -92,15 +113,13 @@ export class TriggerLane<E extends LaneEvent> {
       }
     }
     if (!first) return;
-    this.markReady(key);
+    this.markReady(entry.keys[0]!);
     this.pump();
   }
 
   /** Events waiting or in flight. */
   get size(): number {
-    let n = 0;
-    for (const [key, q] of this.queues) for (const entry of q) if (entry.keys[0] === key) n += 1;
-    return n;
+    return this.queued + this.held.length + (this.barrier && this.barrier.waitsFor > 0 ? 1 : 0);
   }
 
   get attemptsInFlight(): number {
@@ -197,6 +216,16 @@ export class TriggerLane<E extends LaneEvent> {
         for (const k of entry.keys) {
           if (this.queues.get(k)!.length === 0) this.queues.delete(k);
           else this.offerHead(k);
+        }
+        this.queued -= 1;
+        if (this.barrier?.entry === entry) {
+          // Past the barrier: what waited behind it comes in, in order (up to the next barrier).
+          this.barrier = undefined;
+          const held = this.held;
+          this.held = [];
+          for (const event of held) this.enqueue(event);
+        } else if (this.barrier && --this.barrier.waitsFor === 0) {
+          this.queue(this.barrier.entry);
         }
       } else {
         this.retryLater(key, outcome.delayMs);

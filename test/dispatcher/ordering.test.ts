@@ -163,4 +163,34 @@ describe('ordering: key at concurrency 64', () => {
     await sink.close();
     await db.close();
   }, 30_000);
+  it('keeps a TRUNCATE in commit order with the rows it removes: it waits for their earlier changes, and later changes wait for it', async () => {
+    db = await startSourceDatabase('CREATE TABLE items (id int PRIMARY KEY, version int NOT NULL);');
+    sink = await startControlledSink(async (d) => {
+      if (d.subject === 'public.items/1') await sleep(1000); // slow for row 1's changes before the truncate
+      return { status: 200 };
+    });
+    const file = writeManifests([
+      triggerManifest('items', { table: { name: 'items' }, sink: { url: sink.url }, operations: ['insert', 'update', 'truncate'], ordering: 'key', concurrency: 8 }),
+    ]);
+    proc = await startDispatcherProcess(['--database-url', db.url, '-f', file]);
+    await proc.ready(60_000);
+    await db.sql('INSERT INTO items VALUES (1, 0), (2, 0), (3, 0)');
+    await db.sql('UPDATE items SET version = 1 WHERE id = 1');
+    await db.sql('TRUNCATE items');
+    await db.sql('INSERT INTO items VALUES (2, 10), (4, 10)'); // after the truncate: must not overtake it
+    await eventually(() => sink.deliveries.filter((d) => d.status === 200).length >= 7, 15_000, 'all 7 changes');
+    const names = sink.deliveries.map((d) => `${d.type.split('.').at(-1)} ${d.subject} v${(d.data.new as { version?: number } | null)?.version ?? '-'}`);
+    const truncate = sink.deliveries.find((d) => d.type === 'dev.eventide.row.truncate')!;
+    const before = sink.deliveries.filter((d) => d !== truncate && (d.data.new as { version: number }).version < 10);
+    const after = sink.deliveries.filter((d) => d !== truncate && (d.data.new as { version: number }).version >= 10);
+    expect(before.length, names.join('; ')).toBe(4);
+    for (const d of before) expect(truncate.receivedAt, names.join('; ')).toBeGreaterThanOrEqual(d.answeredAt!);
+    for (const d of after) expect(d.receivedAt, names.join('; ')).toBeGreaterThanOrEqual(truncate.answeredAt!);
+    // Before the truncate, rows 2 and 3 did not wait for slow row 1.
+    const row1Update = sink.deliveries.find((d) => d.subject === 'public.items/1' && (d.data.new as { version: number }).version === 1)!;
+    for (const d of before.filter((d) => d.subject !== 'public.items/1')) expect(d.answeredAt!).toBeLessThan(row1Update.answeredAt!);
+    await proc.kill('SIGKILL');
+    await sink.close();
+    await db.close();
+  }, 30_000);
 });
