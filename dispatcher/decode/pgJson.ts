@@ -1,4 +1,4 @@
-import { parseArrayText, parseRecordText, type NestedText } from './pgText.js';
+import { parseArrayText, parseHstoreText, parseRecordText, type NestedText } from './pgText.js';
 import type { TypeCatalog } from './typeCatalog.js';
 
 /** One column value in both forms eventide needs. */
@@ -72,6 +72,12 @@ export function convertText(text: string | null, oid: number, catalog: TypeCatal
       return convertText(text, info.base, catalog, padComposites);
     case 'enum':
       return str(text);
+    case 'hstore': {
+      const pairs = parseHstoreText(text);
+      const value: Record<string, string | null> = {};
+      for (const [k, v] of pairs) value[k] = v;
+      return { json: `{${pairs.map(([k, v]) => `${JSON.stringify(k)}:${v === null ? 'null' : JSON.stringify(v)}`).join(',')}}`, value };
+    }
     case 'array': {
       const nested = parseArrayText(text, info.delimiter);
       const build = (node: NestedText): ConvertedValue => {

@@ -83,3 +83,45 @@ export function parseRecordText(text: string): (string | null)[] {
     pos++; // the comma
   }
 }
+
+/** Parses hstore's text output (`"a"=>"1", "b"=>NULL`; "" when empty) into key/value pairs, null for NULL. */
+export function parseHstoreText(text: string): [string, string | null][] {
+  const pairs: [string, string | null][] = [];
+  let pos = 0;
+  const skipSpace = () => {
+    while (text[pos] === ' ') pos++;
+  };
+  const quoted = (): string => {
+    if (text[pos] !== '"') throw new Error(`malformed hstore at ${pos}: ${text}`);
+    pos++;
+    let out = '';
+    for (;;) {
+      const c = text[pos++];
+      if (c === undefined) throw new Error(`unterminated quote in hstore: ${text}`);
+      if (c === '\\') out += text[pos++];
+      else if (c === '"') return out;
+      else out += c;
+    }
+  };
+  skipSpace();
+  while (pos < text.length) {
+    const key = quoted();
+    skipSpace();
+    if (!text.startsWith('=>', pos)) throw new Error(`malformed hstore at ${pos}: ${text}`);
+    pos += 2;
+    skipSpace();
+    let value: string | null;
+    if (text.startsWith('NULL', pos)) {
+      value = null;
+      pos += 4;
+    } else value = quoted();
+    pairs.push([key, value]);
+    skipSpace();
+    if (pos < text.length) {
+      if (text[pos] !== ',') throw new Error(`malformed hstore at ${pos}: ${text}`);
+      pos++;
+      skipSpace();
+    }
+  }
+  return pairs;
+}

@@ -175,10 +175,9 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
   }
 }
 
-/** A key column's JSON text as it appears in subjects: strings without their surrounding quotes. */
+/** A key column's JSON text as it appears in subjects: strings as their text (no quotes, no JSON escapes). */
 function unquote(json: string | undefined): string {
   if (json === undefined) return '';
-  const start = json.startsWith('"') ? 1 : 0;
-  const end = json.length > start && json.endsWith('"') ? json.length - 1 : json.length;
-  return start === 0 && end === json.length ? json : json.slice(start, end);
+  if (!json.startsWith('"')) return json;
+  return json.includes('\\') ? (JSON.parse(json) as string) : json.slice(1, -1);
 }

@@ -6,6 +6,8 @@ export type TypeInfo =
   | { kind: 'array'; oid: number; element: number; delimiter: string }
   | { kind: 'domain'; oid: number; base: number }
   | { kind: 'enum'; oid: number }
+  /** hstore, whose cast to json (which to_jsonb uses) makes an object of strings. */
+  | { kind: 'hstore'; oid: number }
   | { kind: 'composite'; oid: number; attributes: { name: string; type: number }[] };
 
 /** Array types of the built-in element types, so common arrays need no catalog query. */
@@ -74,6 +76,16 @@ export class TypeCatalog {
         [row.rel],
       );
       return { kind: 'composite', oid, attributes: attrs.rows as { name: string; type: number }[] };
+    }
+    if (row.typtype === 'b' && oid >= 16384) {
+      // to_jsonb converts a non-built-in type through its cast to json when it has one; of the
+      // extensions PostgreSQL ships, only hstore's has (hstore_to_json, an object of strings).
+      const cast = await this.query(
+        `SELECT 1 FROM pg_cast c JOIN pg_proc p ON p.oid = c.castfunc
+          WHERE c.castsource = $1 AND c.casttarget = 'json'::regtype AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'c') AND p.prosrc = 'hstore_to_json'`,
+        [oid],
+      );
+      if (cast.rows.length > 0) return { kind: 'hstore', oid };
     }
     return { kind: 'base', oid };
   }

@@ -38,6 +38,15 @@ export function buildRequest(
   return request;
 }
 
+/**
+ * A binary-mode attribute as a header value: space, '"', '%' and everything outside printable ASCII
+ * percent-encoded as UTF-8 (CloudEvents HTTP binding §3.1.3.2). A subject carries the primary key,
+ * which may hold any text; sent raw, a non-ASCII key made the header invalid and the event undeliverable.
+ */
+function ceHeader(value: string): string {
+  return /^[\x21\x23\x24\x26-\x7e]*$/.test(value) ? value : value.replace(/[^\x21\x23\x24\x26-\x7e]/gu, (c) => encodeURIComponent(c));
+}
+
 function buildBody(
   spec: Pick<EventTriggerSpecT, 'format' | 'batch' | 'delivery'>,
   triggerName: string,
@@ -61,10 +70,10 @@ function buildBody(
         headers: {
           'content-type': 'application/json',
           'ce-specversion': a.specversion,
-          'ce-id': a.id,
-          'ce-source': a.source,
-          'ce-type': a.type,
-          'ce-subject': a.subject,
+          'ce-id': ceHeader(a.id),
+          'ce-source': ceHeader(a.source),
+          'ce-type': ceHeader(a.type),
+          'ce-subject': ceHeader(a.subject),
           'ce-time': a.time,
         },
         body: event.dataJson,

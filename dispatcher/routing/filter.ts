@@ -12,6 +12,8 @@ export interface CompiledFilter {
   readonly source: string;
   /** Columns the expression reads as `old.<col>` or `new.<col>`, to check against the table at start-up. */
   readonly columns: ReadonlySet<string>;
+  /** Whether the expression reads `old` at all (a word "old" inside a string literal does not count). */
+  readonly readsOld: boolean;
   /** True when the row change passes; throws FilterEvaluationError when the expression cannot be evaluated. */
   matches(input: FilterInput): boolean;
 }
@@ -20,6 +22,13 @@ export interface CompiledFilter {
 export class FilterEvaluationError extends Error {
   readonly code = 'EVENTIDE_FILTER_EVALUATION';
   override readonly name = 'FilterEvaluationError';
+}
+
+function readsIdentifier(node: ASTNode, name: string): boolean {
+  if (node.op === 'id') return node.args === name;
+  const args: unknown = node.args;
+  const children = Array.isArray(args) ? args.flat(2) : [args];
+  return children.some((child) => Boolean(child && typeof child === 'object' && 'op' in child && readsIdentifier(child as ASTNode, name)));
 }
 
 function collectColumns(node: ASTNode, into: Set<string>): void {
@@ -45,6 +54,7 @@ export function compileFilter(source: string): CompiledFilter {
   return {
     source,
     columns,
+    readsOld: readsIdentifier(evaluate.ast, 'old'),
     matches(input) {
       let result: unknown;
       try {

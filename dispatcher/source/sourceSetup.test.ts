@@ -34,11 +34,16 @@ describe('checking triggers against the tables', () => {
     ]);
   });
 
-  it('REPLICA IDENTITY NOTHING is a problem for updates and deletes; DEFAULT with spec.columns only a warning', () => {
-    expect(checkRoutesAgainstTables(routesFor(['t', { operations: ['update'] }]), [{ ...orders, replicaIdentity: 'n' }]).problems).toEqual([
-      'EventTrigger shop/t: public.orders has REPLICA IDENTITY NOTHING; Postgres then refuses its updates and deletes under a publication',
+  it('REPLICA IDENTITY NOTHING or no primary key is a problem whatever the operations (the publication publishes them all); DEFAULT with spec.columns only a warning', () => {
+    for (const operations of [['update'], ['insert']]) {
+      expect(checkRoutesAgainstTables(routesFor(['t', { operations }]), [{ ...orders, replicaIdentity: 'n' }]).problems).toEqual([
+        'EventTrigger shop/t: public.orders has REPLICA IDENTITY NOTHING; Postgres then refuses its updates and deletes under a publication',
+      ]);
+    }
+    const withoutKey: TableFacts = { ...orders, replicaIdentity: 'd', withoutIdentity: [{ schema: 'public', name: 'orders_2024' }] };
+    expect(checkRoutesAgainstTables(routesFor(['t', { operations: ['insert'] }]), [withoutKey]).problems).toEqual([
+      'EventTrigger shop/t: public.orders_2024 has no primary key (nor replica identity index); Postgres then refuses its updates and deletes under a publication; add a primary key or run ALTER TABLE "public"."orders_2024" REPLICA IDENTITY FULL',
     ]);
-    expect(checkRoutesAgainstTables(routesFor(['t', { operations: ['insert'] }]), [{ ...orders, replicaIdentity: 'n' }]).problems).toEqual([]);
     const { problems, warnings } = checkRoutesAgainstTables(routesFor(['t', { operations: ['update'], columns: ['status'] }]), [{ ...orders, replicaIdentity: 'd' }]);
     expect(problems).toEqual([]);
     expect(warnings).toEqual([expect.stringMatching(/^EventTrigger shop\/t: public\.orders lacks REPLICA IDENTITY FULL/)]);

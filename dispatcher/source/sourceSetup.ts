@@ -9,6 +9,11 @@ export interface TableFacts {
   columns: string[];
   /** d = default (primary key), n = nothing, f = full, i = index. */
   replicaIdentity?: 'd' | 'n' | 'f' | 'i';
+  /**
+   * The table, or partitions of it, with no usable replica identity (no primary key under DEFAULT,
+   * no index under USING INDEX, or NOTHING): once published, Postgres refuses their updates and deletes.
+   */
+  withoutIdentity?: { schema: string; name: string }[];
 }
 
 /** A source that cannot serve its triggers: the message names the trigger, the table or column, and the fix. */
@@ -29,15 +34,25 @@ export function quoteIdent(name: string): string {
 export async function inspectTables(client: pg.ClientBase, tables: { schema: string; name: string }[]): Promise<TableFacts[]> {
   const facts: TableFacts[] = [];
   for (const table of tables) {
-    const { rows } = await client.query<{ relreplident: 'd' | 'n' | 'f' | 'i'; columns: string[] }>(
+    const { rows } = await client.query<{ relreplident: 'd' | 'n' | 'f' | 'i'; columns: string[]; without_identity: { schema: string; name: string }[] }>(
       `SELECT c.relreplident,
-              array(SELECT attname::text FROM pg_attribute WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum) AS columns
+              array(SELECT attname::text FROM pg_attribute WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum) AS columns,
+              coalesce((SELECT json_agg(json_build_object('schema', ln.nspname, 'name', l.relname) ORDER BY ln.nspname, l.relname)
+                      FROM (SELECT c.oid AS relid WHERE c.relkind = 'r' UNION SELECT relid FROM pg_partition_tree(c.oid) WHERE isleaf) t
+                      JOIN pg_class l ON l.oid = t.relid JOIN pg_namespace ln ON ln.oid = l.relnamespace
+                     WHERE NOT (l.relreplident = 'f'
+                        OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = l.oid
+                                      AND ((l.relreplident = 'd' AND i.indisprimary) OR (l.relreplident = 'i' AND i.indisreplident))))), '[]') AS without_identity
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`,
       [table.schema, table.name],
     );
     const row = rows[0];
-    facts.push(row ? { ...table, exists: true, columns: row.columns, replicaIdentity: row.relreplident } : { ...table, exists: false, columns: [] });
+    facts.push(
+      row
+        ? { ...table, exists: true, columns: row.columns, replicaIdentity: row.relreplident, withoutIdentity: row.without_identity }
+        : { ...table, exists: false, columns: [] },
+    );
   }
   return facts;
 }
@@ -61,14 +76,22 @@ export function checkRoutesAgainstTables(routes: readonly Route[], facts: readon
     for (const [field, column] of wanted) {
       if (!fact.columns.includes(column)) problems.push(`${label}: ${field} names column "${column}", which ${table.schema}.${table.name} does not have`);
     }
-    const needsOld = (columns !== undefined || /\bold\b/.test(route.trigger.spec.filter ?? '')) && operations.some((o) => o === 'update' || o === 'delete');
+    const needsOld = (columns !== undefined || route.filter?.readsOld === true) && operations.some((o) => o === 'update' || o === 'delete');
     if (needsOld && fact.replicaIdentity !== 'f') {
       warnings.push(
         `${label}: ${table.schema}.${table.name} lacks REPLICA IDENTITY FULL, so old rows carry only key columns and every update counts as changing spec.columns; run ALTER TABLE ${quoteIdent(table.schema)}.${quoteIdent(table.name)} REPLICA IDENTITY FULL`,
       );
     }
-    if (fact.replicaIdentity === 'n' && operations.some((o) => o === 'update' || o === 'delete')) {
+    // The publication publishes every operation of its tables, whatever the trigger's operations, so
+    // a table without a replica identity would have the application's updates and deletes refused.
+    if (fact.replicaIdentity === 'n') {
       problems.push(`${label}: ${table.schema}.${table.name} has REPLICA IDENTITY NOTHING; Postgres then refuses its updates and deletes under a publication`);
+    } else {
+      for (const t of fact.withoutIdentity ?? []) {
+        problems.push(
+          `${label}: ${t.schema}.${t.name} has no primary key (nor replica identity index); Postgres then refuses its updates and deletes under a publication; add a primary key or run ALTER TABLE ${quoteIdent(t.schema)}.${quoteIdent(t.name)} REPLICA IDENTITY FULL`,
+        );
+      }
     }
   }
   return { problems, warnings };

@@ -162,11 +162,16 @@ async function diffInPostgres(sql: Sql, body: string, field: 'old' | 'new', expe
   return (diff.rows as { key: string; got: string | null; want: string | null }[]).map((d) => `${field}.${d.key}: got ${d.got ?? '(absent)'} want ${d.want ?? '(absent)'}`);
 }
 
+/** A binary-mode event's subject: the header percent-encodes what is not printable ASCII (CloudEvents HTTP binding §3.1.3.2). */
+function subjectOf(request: ReceivedRequest): string {
+  return decodeURIComponent(String(request.headers['ce-subject']));
+}
+
 /** Checks every delivered event for the subjects against the expectations, with Postgres as the oracle. */
 async function verify(sql: Sql, requests: ReceivedRequest[], expectations: Expectations): Promise<void> {
   const problems: string[] = [];
   for (const [subject, expected] of expectations.bySubject) {
-    const received = requests.filter((r) => r.headers['ce-subject'] === subject);
+    const received = requests.filter((r) => subjectOf(r) === subject);
     if (received.length !== expected.length) {
       problems.push(`${subject}: ${received.length} events, expected ${expected.length} (${received.map((r) => r.headers['ce-type']).join(', ')})`);
       continue;
@@ -263,6 +268,78 @@ async function toastScenario(sql: Sql, table: string, full: boolean): Promise<Ex
   return e;
 }
 
+/** More types: arrays of most built-ins, geometry, more ranges, catalog types, extension types, domains over composites. */
+const EXTRAS_SCHEMA = `
+CREATE EXTENSION hstore;
+CREATE EXTENSION citext;
+CREATE TYPE shade AS ENUM ('red', 'with space', 'a,b', 'q"uote', 'back\\slash');
+CREATE TYPE inner_row AS (flag boolean, ratio double precision, raw bytea, attrs hstore, at timestamptz, big bigint, shades shade[]);
+CREATE TYPE outer_row AS (rows inner_row[], names text[], note text);
+CREATE DOMAIN inner_dom AS inner_row;
+CREATE DOMAIN doc_dom AS jsonb CHECK (VALUE <> '"forbidden"');
+CREATE DOMAIN tstz_dom AS timestamptz;
+CREATE DOMAIN tstz_list AS timestamptz[];
+CREATE DOMAIN attrs_dom AS hstore;
+CREATE TABLE extras (
+  id integer PRIMARY KEY,
+  c_real real, c_double double precision,
+  c_real_arr real[], c_int2_arr smallint[], c_uuid_arr uuid[], c_bytea_arr bytea[], c_interval_arr interval[],
+  c_time_arr time[], c_timetz_arr timetz[], c_char_arr char(3)[], c_varchar_arr varchar(5)[], c_name_arr name[], c_qchar_arr "char"[],
+  c_money_arr money[], c_inet_arr inet[], c_cidr_arr cidr[], c_macaddr8 macaddr8, c_xml_arr xml[], c_bit_arr bit(3)[], c_varbit_arr varbit[],
+  c_tsvector_arr tsvector[], c_tsquery tsquery, c_point_arr point[],
+  c_line line, c_lseg lseg, c_path path, c_polygon polygon, c_circle circle, c_box box,
+  c_int4range_arr int4range[], c_daterange daterange, c_int8range int8range, c_numrange numrange, c_tsrange tsrange, c_tstzrange tstzrange,
+  c_datemultirange datemultirange, c_tstzmultirange tstzmultirange,
+  c_jsonpath jsonpath, c_pg_lsn pg_lsn, c_regclass regclass, c_regtype regtype, c_snapshot pg_snapshot, c_xid8 xid8, c_tid tid,
+  c_hstore hstore, c_hstore_arr hstore[], c_citext citext, c_citext_arr citext[],
+  c_inner inner_row, c_outer outer_row, c_inner_dom inner_dom, c_doc_dom doc_dom, c_tstz_dom tstz_dom, c_tstz_list tstz_list,
+  c_tstz_dom_arr tstz_dom[], c_attrs_dom attrs_dom, c_shade_arr shade[], c_big_numeric numeric, c_long_arr integer[]
+);
+ALTER TABLE extras REPLICA IDENTITY FULL;
+CREATE TABLE generated_cols (id integer PRIMARY KEY, a integer, doubled integer GENERATED ALWAYS AS (a * 2) STORED);
+ALTER TABLE generated_cols REPLICA IDENTITY FULL;
+CREATE TABLE keyed_default (name text, at timestamptz, amount numeric, note text, PRIMARY KEY (name, at, amount));
+`;
+
+const EXTRAS_ROWS = [
+  `INSERT INTO extras VALUES (1,
+    'NaN', 'NaN',
+    ARRAY['NaN', 1.1, -0.0, 3.4028235e38, 1e-45, 'Infinity']::real[], '{-32768,0,32767}', '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,NULL}',
+    ARRAY['\\x00'::bytea, '\\x', NULL, '\\x5c22'], ARRAY['1 day'::interval, '-1 mons +00:00:00.000001', '0'],
+    '{00:00,23:59:59.999999,NULL}', '{00:00+01,12:00-05:30}', ARRAY['a', 'ab ', '']::char(3)[], '{"x y","",NULL}', '{"na me","NULL"}', ARRAY['a', ' ', '"']::"char"[],
+    '{1.5,-2}', '{127.0.0.1,::1/128,10.0.0.0/8}', '{10.0.0.0/8,2001:db8::/32}', '08:00:2b:01:02:03:04:05', ARRAY['<a>x, y</a>'::xml, '<b q="1"/>'], ARRAY[B'101', B'000'], ARRAY[B'', B'1'],
+    ARRAY['a:1 b'::tsvector, $$'x y':2A 'q"u'$$], 'fat & (rat | ! cat)', '{"(1,2)","(3.5,-4)"}',
+    '{1,2,3}', '[(0,0),(1,1)]', '((0,0),(1,1),(2,0))', '((0,0),(1,1),(2,0))', '<(1,2),3>', '(1,1),(0,0)',
+    '{"[1,3)",empty,"(,5)"}', '[2024-01-01,infinity)', '(,)', '[-1.5,)', '["2024-01-01 10:00","2024-01-02 11:00"]', '[2024-01-01 00:00+00,)',
+    '{[2024-01-01,2024-01-05),[2024-02-01,2024-02-03)}', '{[2024-01-01 00:00+00,2024-01-02 00:00+00)}',
+    '$.a[*] ? (@ > 1)', '16/B374D848', 'extras', 'timestamp with time zone', '10:20:10,14,15', '18446744073709551615', '(1,2)',
+    '"a"=>"1", "b"=>NULL, "c d"=>"x\\"y\\\\z", "é"=>"😀", ""=>""', ARRAY['"k"=>"v"'::hstore, '', NULL], 'MiXeD Case', '{Ab,"c,d",NULL}',
+    ROW(true, 'NaN', '\\x00ff', '"x"=>"1"', '2024-01-01 00:00+00', 9223372036854775807, '{red,"with space","a,b","q\\"uote","back\\\\slash",NULL}')::inner_row,
+    ROW(ARRAY[ROW(false, 1e-300, '\\x', '', 'infinity', -9007199254740993, '{}')::inner_row, NULL, ROW(NULL, NULL, NULL, NULL, NULL, NULL, NULL)::inner_row],
+        ARRAY['a"b', 'c\\d', '(p)', '{q}', ''], 'x,(y)"z"')::outer_row,
+    ROW(NULL, -0.0, NULL, '"n"=>NULL', '0044-03-15 10:00+00 BC', 0, '{}')::inner_row,
+    '{"doc": [1, 2.000, {"k": "v"}]}', '2024-07-01 12:00+00', '{2024-01-01 00:00+00,infinity,NULL}',
+    ARRAY['2024-01-01 12:00+00'::tstz_dom, NULL], '"dom"=>"ain"', '{red,"with space","a,b","q\\"uote","back\\\\slash"}',
+    (SELECT ('9' || repeat('0', 300) || '.' || repeat('1', 200))::numeric), (SELECT array_agg(i) FROM generate_series(1, 5000) i))`,
+  `INSERT INTO extras (id, c_real, c_double, c_hstore, c_inner, c_outer, c_doc_dom, c_real_arr) VALUES (2, '-Infinity', -1e-300, '',
+    ROW(NULL, NULL, NULL, NULL, NULL, NULL, NULL)::inner_row, ROW('{}', '{}', '')::outer_row, 'null', '{}')`,
+  `INSERT INTO extras (id) VALUES (3)`,
+];
+
+/** Runs the extra types' inserts, an update and a delete; returns what must be delivered. */
+async function extrasScenario(sql: Sql): Promise<Expectations> {
+  const e = new Expectations();
+  for (const insert of EXTRAS_ROWS) await sql(insert);
+  const inserted = await snapshot(sql, 'extras');
+  for (const [id, row] of inserted) e.add(`public.extras/${id}`, { op: 'insert', old: null, new: row });
+  await sql(`UPDATE extras SET c_hstore = c_hstore || '"new"=>"v"', c_real = 0.5, c_outer = NULL, c_long_arr = '{}' WHERE id IN (1, 3)`);
+  const updated = await snapshot(sql, 'extras');
+  for (const id of [1, 3]) e.add(`public.extras/${id}`, { op: 'update', old: inserted.get(id)!, new: updated.get(id)! });
+  await sql('DELETE FROM extras WHERE id = 2');
+  e.add('public.extras/2', { op: 'delete', old: updated.get(2)!, new: null });
+  return e;
+}
+
 const ALL_OPS = { operations: ['insert', 'update', 'delete'] };
 
 describe('payload row values are exactly to_jsonb(row), with Postgres as the oracle', () => {
@@ -276,7 +353,7 @@ describe('payload row values are exactly to_jsonb(row), with Postgres as the ora
   const amsSql: Sql = (text, params) => amsClient.query(text, params);
 
   beforeAll(async () => {
-    db = await startSourceDatabase(`${KITCHEN_SCHEMA} ${TOAST_SCHEMA('toast_full', true)} ${TOAST_SCHEMA('toast_default', false)}`);
+    db = await startSourceDatabase(`${KITCHEN_SCHEMA} ${TOAST_SCHEMA('toast_full', true)} ${TOAST_SCHEMA('toast_default', false)} ${EXTRAS_SCHEMA}`);
     await db.sql('CREATE DATABASE ams');
     await db.sql("ALTER DATABASE ams SET timezone TO 'Europe/Amsterdam'");
     amsClient = new pg.Client({ connectionString: db.server.urlFor('ams') });
@@ -287,6 +364,9 @@ describe('payload row values are exactly to_jsonb(row), with Postgres as the ora
       triggerManifest('kitchen', { table: { name: 'kitchen' }, sink: { url: sink.url }, ...ALL_OPS }),
       triggerManifest('toast-full', { table: { name: 'toast_full' }, sink: { url: sink.url }, ...ALL_OPS }),
       triggerManifest('toast-default', { table: { name: 'toast_default' }, sink: { url: sink.url }, ...ALL_OPS }),
+      triggerManifest('extras', { table: { name: 'extras' }, sink: { url: sink.url }, ...ALL_OPS }),
+      triggerManifest('generated-cols', { table: { name: 'generated_cols' }, sink: { url: sink.url }, ...ALL_OPS }),
+      triggerManifest('keyed-default', { table: { name: 'keyed_default' }, sink: { url: sink.url }, ...ALL_OPS }),
     ]);
     const amsFile = writeManifests([triggerManifest('kitchen', { table: { name: 'kitchen' }, sink: { url: amsSink.url }, ...ALL_OPS })]);
     [dispatcher, amsDispatcher] = await Promise.all([
@@ -362,6 +442,68 @@ describe('payload row values are exactly to_jsonb(row), with Postgres as the ora
         all.add(subject(101), { op: 'update', old: before.get(101)!, new: after.get(101)! });
       },
     );
+  });
+
+  it('more types match to_jsonb: arrays of most built-ins, geometry, ranges, catalog types, hstore, citext, domains over composites', async () => {
+    const expectations = await extrasScenario(db.sql);
+    await eventually(() => sink.requests.filter((r) => String(r.headers['ce-subject']).startsWith('public.extras/')).length >= expectations.count, 30_000, 'extras events');
+    await verify(db.sql, sink.requests, expectations);
+  });
+
+  it('leaves out stored generated columns, as documented (PostgreSQL 15 does not send them); the rest matches to_jsonb', async () => {
+    const e = new Expectations();
+    const withoutGenerated = async () => {
+      const { rows } = await db.sql("SELECT id, (to_jsonb(t) - 'doubled')::text AS j FROM generated_cols t ORDER BY id");
+      return new Map((rows as { id: number; j: string }[]).map((r) => [r.id, r.j]));
+    };
+    await db.sql('INSERT INTO generated_cols (id, a) VALUES (1, 21)');
+    const s1 = await withoutGenerated();
+    await db.sql('UPDATE generated_cols SET a = 22');
+    const s2 = await withoutGenerated();
+    await db.sql('DELETE FROM generated_cols');
+    e.add('public.generated_cols/1', { op: 'insert', old: null, new: s1.get(1)! });
+    e.add('public.generated_cols/1', { op: 'update', old: s1.get(1)!, new: s2.get(1)! });
+    e.add('public.generated_cols/1', { op: 'delete', old: s2.get(1)!, new: null });
+    await eventually(() => sink.requests.filter((r) => String(r.headers['ce-subject']).startsWith('public.generated_cols/')).length >= e.count, 30_000, 'generated_cols events');
+    await verify(db.sql, sink.requests, e);
+  });
+
+  it('without REPLICA IDENTITY FULL, old holds exactly the primary-key columns (text, timestamptz, numeric), also across a key change', async () => {
+    const e = new Expectations();
+    const rowJson = async () => ((await db.sql('SELECT to_jsonb(t)::text AS j FROM keyed_default t')).rows[0] as { j: string }).j;
+    const keyJson = async () =>
+      ((await db.sql("SELECT (SELECT jsonb_object_agg(key, value) FROM jsonb_each(to_jsonb(t)) WHERE key IN ('name', 'at', 'amount'))::text AS j FROM keyed_default t")).rows[0] as { j: string }).j;
+    await db.sql(`INSERT INTO keyed_default VALUES ('a "b", c', '2024-01-01 00:00:00.5+00', 1.50, 'first')`);
+    const [r1, k1] = [await rowJson(), await keyJson()];
+    await db.sql("UPDATE keyed_default SET note = 'second'");
+    const r2 = await rowJson();
+    await db.sql("UPDATE keyed_default SET name = 'z', amount = 2.500, note = 'third'");
+    const [r3, k3] = [await rowJson(), await keyJson()];
+    await db.sql('DELETE FROM keyed_default');
+    // A key of any text: the subject header percent-encodes it, and the event is delivered like any other.
+    const oddKey = 'naïve 😀 100% \\ \n';
+    await db.sql("INSERT INTO keyed_default VALUES ($1, '2024-01-01 00:00+00', 1, 'x')", [oddKey]);
+    const r4 = await rowJson();
+    // Subjects carry the key columns' values as text (strings without quotes or JSON escapes), joined by commas.
+    const before = 'public.keyed_default/a "b", c,2024-01-01T00:00:00.5+00:00,1.50';
+    const after = 'public.keyed_default/z,2024-01-01T00:00:00.5+00:00,2.500';
+    const unicode = `public.keyed_default/${oddKey},2024-01-01T00:00:00+00:00,1`;
+    e.add(before, { op: 'insert', old: null, new: r1 });
+    e.add(before, { op: 'update', old: k1, new: r2 });
+    e.add(after, { op: 'update', old: k1, new: r3 });
+    e.add(after, { op: 'delete', old: k3, new: null });
+    e.add(unicode, { op: 'insert', old: null, new: r4 });
+    const keyed = () => sink.requests.filter((r) => String(r.headers['ce-subject']).startsWith('public.keyed_default/'));
+    await eventually(() => keyed().length >= e.count, 30_000, 'keyed_default events');
+    await verify(db.sql, sink.requests, e);
+    expect(keyed().map((r) => String(r.headers['ce-subject'])).sort()).toEqual([
+      'public.keyed_default/a%20%22b%22,%20c,2024-01-01T00:00:00.5+00:00,1.50',
+      'public.keyed_default/a%20%22b%22,%20c,2024-01-01T00:00:00.5+00:00,1.50',
+      'public.keyed_default/na%C3%AFve%20%F0%9F%98%80%20100%25%20\\%20%0A,2024-01-01T00:00:00+00:00,1',
+      'public.keyed_default/z,2024-01-01T00:00:00.5+00:00,2.500',
+      'public.keyed_default/z,2024-01-01T00:00:00.5+00:00,2.500',
+    ]);
+    expect((await db.sql('SELECT count(*)::int AS n FROM eventide.dead_letters')).rows[0]).toEqual({ n: 0 });
   });
 
   it('fills unchanged TOASTed values from old with REPLICA IDENTITY FULL', async () => {

@@ -18,6 +18,14 @@ ALTER TABLE "Shop"."Order Items" REPLICA IDENTITY FULL;
 CREATE TABLE measurements (id integer, region text, reading numeric, PRIMARY KEY (region, id)) PARTITION BY LIST (region);
 CREATE TABLE measurements_eu PARTITION OF measurements FOR VALUES IN ('eu');
 CREATE TABLE measurements_us PARTITION OF measurements FOR VALUES IN ('us');
+CREATE TABLE calc (id integer PRIMARY KEY, divisor integer, doc jsonb);
+ALTER TABLE calc REPLICA IDENTITY FULL;
+-- No primary key: tables a trigger must not bring into the publication (see the refusal test).
+CREATE TABLE keyless (id integer, note text);
+CREATE TABLE keyless_full (id integer, note text);
+ALTER TABLE keyless_full REPLICA IDENTITY FULL;
+CREATE TABLE logs (at date NOT NULL, msg text) PARTITION BY RANGE (at);
+CREATE TABLE logs_2024 PARTITION OF logs FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
 `;
 
 /** Trigger name → spec (table, operations, columns, filter); every one delivers to the same sink. */
@@ -45,7 +53,19 @@ const TRIGGERS: Record<string, Record<string, unknown>> = {
   },
   // Without REPLICA IDENTITY FULL old still holds the key columns, so a filter can read them.
   'plain-same-key': { table: { name: 'plain' }, operations: ['update'], filter: 'old.id == new.id && new.w == 5' },
+  // Needs no old values: "old" appears only inside a string.
+  'plain-word-old': { table: { name: 'plain' }, operations: ['update'], filter: 'new.w == 99 || new.v == size("old")' },
+  // Filters failing at run time on some rows: a division by zero, a key a JSON document lacks, a result that is no boolean.
+  'calc-div': { table: { name: 'calc' }, operations: ['insert'], filter: '100 / new.divisor > 10' },
+  'calc-doc': { table: { name: 'calc' }, operations: ['insert'], filter: 'new.doc.kind == "a"' },
+  'calc-doc-guarded': { table: { name: 'calc' }, operations: ['insert'], filter: 'has(new.doc.kind) && new.doc.kind == "a"' },
+  'calc-not-bool': { table: { name: 'calc' }, operations: ['delete'], filter: 'old.divisor' },
+  // A REPLICA IDENTITY FULL table needs no primary key; its subject then has no key part.
+  'keyless-full': { table: { name: 'keyless_full' }, operations: ['insert', 'update'], columns: ['note'] },
 };
+
+/** The subject a binary-mode event names (the header percent-encodes spaces and non-ASCII, CloudEvents HTTP binding §3.1.3.2). */
+const subjectOf = (headers: Record<string, unknown>) => decodeURIComponent(String(headers['ce-subject']));
 
 describe('routing: columns, filters, operations, several triggers per table', () => {
   let db: SourceDatabase;
@@ -69,7 +89,7 @@ describe('routing: columns, filters, operations, several triggers per table', ()
   const received = (trigger: string) =>
     sink.requests
       .filter((r) => r.headers['ce-source'] === `/eventide/test/${trigger}`)
-      .map((r) => `${String(r.headers['ce-type']).replace('dev.eventide.row.', '')} ${String(r.headers['ce-subject'])}`);
+      .map((r) => `${String(r.headers['ce-type']).replace('dev.eventide.row.', '')} ${subjectOf(r.headers)}`);
 
   /** Waits until the slot confirms past everything written so far: every matching event was delivered or dead-lettered. */
   async function settled(): Promise<void> {
@@ -117,6 +137,11 @@ describe('routing: columns, filters, operations, several triggers per table', ()
     await db.sql("INSERT INTO measurements VALUES (1, 'eu', 2.5), (2, 'us', 0.5), (3, 'us', 7)");
     await db.sql("UPDATE measurements SET region = 'eu' WHERE id = 3"); // moves to another partition
     await db.sql('DELETE FROM measurements WHERE id = 1');
+    await db.sql(`INSERT INTO calc VALUES (1, 5, '{"kind": "a"}'), (2, 0, '{"kind": "b"}'), (3, 50, '{"other": 1}'), (4, 2, NULL), (5, 0, '{"kind": "a"}')`);
+    await db.sql('DELETE FROM calc WHERE id = 1');
+    await db.sql("INSERT INTO keyless_full VALUES (1, 'a'), (1, 'b')");
+    await db.sql("UPDATE keyless_full SET note = 'c' WHERE note = 'a'");
+    await db.sql('UPDATE keyless_full SET id = 2');
     await settled();
 
     const o = (id: number) => `public.orders/${id}`;
@@ -137,9 +162,10 @@ describe('routing: columns, filters, operations, several triggers per table', ()
     expect(received('plain-old')).toEqual(['delete public.plain/2']);
     expect(received('plain-inserts')).toEqual(['insert public.plain/1']);
     expect(received('plain-same-key')).toEqual(['update public.plain/1']);
+    expect(received('plain-word-old')).toEqual([]);
     const partitioned = (key: string) =>
       sink.requests
-        .filter((r) => r.headers['ce-source'] === '/eventide/test/partitioned' && r.headers['ce-subject'] === `public.measurements/${key}`)
+        .filter((r) => r.headers['ce-source'] === '/eventide/test/partitioned' && subjectOf(r.headers) === `public.measurements/${key}`)
         .map((r) => JSON.parse(r.body) as { op: string; table: unknown; new: unknown; old: unknown })
         .map((e) => [e.op, e.table, e.old, e.new]);
     const measurements = { schema: 'public', name: 'measurements' };
@@ -163,9 +189,30 @@ describe('routing: columns, filters, operations, several triggers per table', ()
     const notes = sink.events().filter((e) => e.subject === o(1) && sink.requests.find((r) => r.headers['ce-id'] === e.id)?.headers['ce-source'] === '/eventide/test/note-x');
     expect(notes.map((e) => (e.data.new as { status: string; note: string }).status)).toEqual(['new', 'packed', 'shipped', 'shipped']);
 
+    const c = (id: number) => `public.calc/${id}`;
+    // 100 / 5 = 20 passes, 100 / 50 = 2 does not; rows 2 and 5 divide by zero.
+    expect(sorted(received('calc-div'))).toEqual([`insert ${c(1)}`, `insert ${c(4)}`]);
+    expect(sorted(received('calc-doc'))).toEqual([`insert ${c(1)}`, `insert ${c(5)}`]);
+    expect(sorted(received('calc-doc-guarded'))).toEqual([`insert ${c(1)}`, `insert ${c(5)}`]);
+    expect(received('calc-not-bool')).toEqual([]);
+    expect(received('keyless-full')).toEqual(['insert public.keyless_full/', 'insert public.keyless_full/', 'update public.keyless_full/']);
+    const keylessUpdate = sink.requests.filter((r) => r.headers['ce-source'] === '/eventide/test/keyless-full').map((r) => JSON.parse(r.body) as { old: unknown; new: unknown })[2];
+    expect(keylessUpdate).toMatchObject({ old: { id: 1, note: 'a' }, new: { id: 1, note: 'c' } });
+
+    const calcLetters = await db.sql(
+      `SELECT trigger, reason, attempts, last_error, event->>'subject' AS subject, event->>'type' AS type FROM eventide.dead_letters WHERE trigger LIKE 'test/calc-%' ORDER BY trigger, event->>'subject'`,
+    );
+    expect((calcLetters.rows as { trigger: string; reason: string; attempts: number; last_error: string; subject: string; type: string }[]).map((l) => [l.trigger, l.subject, l.reason, l.attempts, l.last_error])).toEqual([
+      ['test/calc-div', c(2), 'filter-error', 0, 'filter "100 / new.divisor > 10" failed: division by zero'],
+      ['test/calc-div', c(5), 'filter-error', 0, 'filter "100 / new.divisor > 10" failed: division by zero'],
+      ['test/calc-doc', c(3), 'filter-error', 0, 'filter "new.doc.kind == "a"" failed: No such key: kind'],
+      ['test/calc-doc', c(4), 'filter-error', 0, 'filter "new.doc.kind == "a"" failed: No such key: kind'],
+      ['test/calc-not-bool', c(1), 'filter-error', 0, 'filter "old.divisor" returned bigint, expected a boolean'],
+    ]);
+
     const { rows } = await db.sql(
       `SELECT trigger, reason, attempts, last_error, event->>'subject' AS subject, event->>'type' AS type, event->'data'->'new' AS new, event_id
-         FROM eventide.dead_letters ORDER BY id`,
+         FROM eventide.dead_letters WHERE trigger NOT LIKE 'test/calc-%' ORDER BY id`,
     );
     const letters = rows as { trigger: string; reason: string; attempts: number; last_error: string; subject: string; type: string; new: Record<string, unknown>; event_id: string }[];
     expect(letters.map((l) => [l.trigger, l.reason, l.type, l.subject, l.attempts])).toEqual([
@@ -181,5 +228,33 @@ describe('routing: columns, filters, operations, several triggers per table', ()
       expect(sink.requests.some((r) => r.headers['ce-id'] === letter.event_id)).toBe(false);
     }
     expect(new Set(letters.map((l) => l.event_id)).size).toBe(4);
+  });
+
+  it('refuses a trigger on a table without primary key or replica identity, even for inserts only, and leaves the table unpublished', async () => {
+    // A publication publishes every operation of its tables: once one held keyless, Postgres would refuse the application's updates.
+    const file = writeManifests([
+      triggerManifest('keyless-inserts', { table: { name: 'keyless' }, operations: ['insert'], sink: { url: sink.url } }),
+      triggerManifest('log-inserts', { table: { name: 'logs' }, operations: ['insert'], sink: { url: sink.url } }),
+      triggerManifest('keyless-full-ok', { table: { name: 'keyless_full' }, operations: ['insert'], sink: { url: sink.url } }),
+    ]);
+    const child = await startDispatcherProcess(['--database-url', db.url, '-f', file, '--slot', 'eventide_keyless', '--publication', 'eventide_keyless']);
+    const code = await Promise.race([child.exited(), new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 20_000).unref())]);
+    if (code === 'timeout') await child.kill('SIGKILL');
+    expect(code, child.output()).toBe(1);
+    const output = child.output();
+    expect(output.slice(output.indexOf('eventide: ')).trimEnd()).toBe(
+      [
+        'eventide: EventTrigger test/keyless-inserts: public.keyless has no primary key (nor replica identity index); Postgres then refuses its updates and deletes under a publication; add a primary key or run ALTER TABLE "public"."keyless" REPLICA IDENTITY FULL',
+        'EventTrigger test/log-inserts: public.logs_2024 has no primary key (nor replica identity index); Postgres then refuses its updates and deletes under a publication; add a primary key or run ALTER TABLE "public"."logs_2024" REPLICA IDENTITY FULL',
+      ].join('\n'),
+    );
+    expect((await db.sql("SELECT count(*)::int AS n FROM pg_publication WHERE pubname = 'eventide_keyless'")).rows[0]).toEqual({ n: 0 });
+    expect((await db.sql("SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = 'eventide_keyless'")).rows[0]).toEqual({ n: 0 });
+    // The application's updates and deletes still work.
+    await db.sql("INSERT INTO keyless VALUES (1, 'a')");
+    await db.sql("UPDATE keyless SET note = 'b'");
+    await db.sql('DELETE FROM keyless');
+    await db.sql("INSERT INTO logs VALUES ('2024-05-01', 'x')");
+    await db.sql("UPDATE logs SET msg = 'y'");
   });
 });
