@@ -1,5 +1,5 @@
 import type { EventAttributes, RowOperation } from '../../api/v1alpha1/index.js';
-import { buildRequest } from '../delivery/requestBody.js';
+import { batchItemFailedError, buildRequest, failedBatchItems } from '../delivery/requestBody.js';
 import type { HttpSender } from '../delivery/httpSender.js';
 import { signPayload } from '../delivery/signing.js';
 import type { TriggerDelivery } from '../pipeline/deliveryAttempt.js';
@@ -55,7 +55,10 @@ export async function replayDeadLetters(
     const request = buildRequest(target.trigger.spec, target.trigger.metadata.name, [{ event, attempts: letter.attempts }]);
     if (target.signingSecret) Object.assign(request.headers, signPayload(target.signingSecret, event.id, request.body));
     const result = await sender.send(target.url, request, target.retry.timeoutMs);
+    // A batch trigger sends a batch of one: a 2xx that names the item as failed is no acceptance.
+    const itemFailure = !result.error && target.trigger.spec.batch.maxSize > 1 ? failedBatchItems(result.body) : undefined;
     if (result.error) report.failed.push({ ...item, reason: result.error });
+    else if (itemFailure?.has(event.id)) report.failed.push({ ...item, reason: batchItemFailedError(itemFailure.get(event.id)) });
     else {
       await store.markReplayed([letter.id]);
       report.replayed.push(item);

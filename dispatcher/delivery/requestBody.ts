@@ -101,3 +101,8 @@ export function failedBatchItems(body: string | undefined): Map<string, string |
   }
   return failed;
 }
+
+/** The error recorded for a batch item the function named as failed, with the reason it gave. */
+export function batchItemFailedError(reason: string | undefined): string {
+  return `the function reported this batch item as failed${reason ? `: ${reason}` : ''}`;
+}

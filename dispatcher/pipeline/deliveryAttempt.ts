@@ -2,7 +2,7 @@ import type { Logger } from '../../common/logger.js';
 import type { EventTriggerResource } from '../../api/v1alpha1/index.js';
 import type { DispatcherMetrics } from '../metrics.js';
 import type { DeadLetter, DeadLetterStore } from '../deadletters/store.js';
-import { buildRequest, failedBatchItems, structuredEventJson } from '../delivery/requestBody.js';
+import { batchItemFailedError, buildRequest, failedBatchItems, structuredEventJson } from '../delivery/requestBody.js';
 import { decideAfterFailure, type RetryConfig } from '../delivery/retryRules.js';
 import type { HttpSender, SendResult } from '../delivery/httpSender.js';
 import { signPayload, webhookMessageId } from '../delivery/signing.js';
@@ -81,7 +81,7 @@ export async function attemptDelivery(
       continue;
     }
     const itemReason = failedIds.get(entry.event.id);
-    const itemResult: SendResult = ok ? { ...result, error: `the function reported this batch item as failed${itemReason ? `: ${itemReason}` : ''}` } : result;
+    const itemResult: SendResult = ok ? { ...result, error: batchItemFailedError(itemReason) } : result;
     const decision = decideAfterFailure(target.retry, {
       attempts,
       ...(ok ? {} : result.status !== undefined ? { status: result.status } : {}),

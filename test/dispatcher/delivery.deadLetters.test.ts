@@ -30,6 +30,11 @@ describe('dead letters', () => {
   let hungDeadLetterSink: RecordingSink;
   let bulkSink: RecordingSink;
   let bulkHealthy = false;
+  let linesSink: RecordingSink;
+  const knownSkus = new Set(['apple', 'pear']);
+  let membersSink: RecordingSink;
+  let membersFixed = false;
+  let stuckSink: RecordingSink;
   let replayHealthy = false;
   /** Once true, the shipments function accepts even the poison row (a fix deployed). */
   let poisonFixed = false;
@@ -42,7 +47,10 @@ describe('dead letters', () => {
       CREATE TABLE invoices (id int PRIMARY KEY, total numeric);
       CREATE TABLE refunds (id int PRIMARY KEY, total numeric);
       CREATE TABLE audits (id int PRIMARY KEY, v int NOT NULL);
-      CREATE TABLE bulk (id int PRIMARY KEY);`);
+      CREATE TABLE bulk (id int PRIMARY KEY);
+      CREATE TABLE lines (id int PRIMARY KEY, sku text NOT NULL);
+      CREATE TABLE members (id int PRIMARY KEY, tier text NOT NULL);
+      CREATE TABLE stuck (id int PRIMARY KEY);`);
     failing = await startRecordingSink(() => ({ status: 503, body: 'try later' }));
     // The dead-letter sink refuses its first notification: the dispatcher tries again.
     deadLetterSink = await startRecordingSink((_r, i) => ({ status: i === 0 ? 500 : 202 }));
@@ -53,6 +61,16 @@ describe('dead letters', () => {
     auditSink = await startRecordingSink((r) => ({ status: bodyOf(r).op === 'insert' ? 400 : 200 }));
     hungDeadLetterSink = await startRecordingSink(() => ({ status: 200, hang: true }));
     bulkSink = await startRecordingSink(() => ({ status: bulkHealthy ? 200 : 400 }));
+    // A batch function that reports the items whose sku it does not know as failed (a 200 naming them).
+    linesSink = await startRecordingSink((r) => {
+      const failures = (JSON.parse(r.body) as { id: string; data: { new: { sku: string } } }[])
+        .filter((e) => !knownSkus.has(e.data.new.sku))
+        .map((e) => ({ id: e.id, reason: `unknown sku ${e.data.new.sku}` }));
+      return { status: 200, body: JSON.stringify({ failures }) };
+    });
+    // A Hasura-style handler that refuses updates (422) until fixed.
+    membersSink = await startRecordingSink((r) => ({ status: membersFixed || !r.body.includes('"op":"UPDATE"') ? 200 : 422, body: 'tier change not allowed' }));
+    stuckSink = await startRecordingSink(() => ({ status: 200, hang: true }));
     file = writeManifests([
       triggerManifest('payments', {
         table: { name: 'payments' },
@@ -87,13 +105,22 @@ describe('dead letters', () => {
         delivery: { retries: 0, deadLetterSink: { url: hungDeadLetterSink.url } },
       }),
       triggerManifest('bulk', { table: { name: 'bulk' }, sink: { url: bulkSink.url }, operations: ['insert'], delivery: { retries: 0 } }),
+      triggerManifest('lines', {
+        table: { name: 'lines' },
+        sink: { url: linesSink.url },
+        operations: ['insert'],
+        batch: { maxSize: 3, maxWait: '200ms' },
+        delivery: { retries: 0 },
+      }),
+      triggerManifest('members', { table: { name: 'members' }, sink: { url: membersSink.url }, format: 'hasura', delivery: { retries: 0 } }),
+      triggerManifest('stuck', { table: { name: 'stuck' }, sink: { url: stuckSink.url }, operations: ['insert'], delivery: { retries: 0, timeout: '300ms' } }),
     ]);
     dispatcher = await startDispatcher(db.url, file, [], ENV);
   }, 120_000);
 
   afterAll(async () => {
     if (!stopped) await dispatcher?.stop();
-    for (const sink of [failing, deadLetterSink, poisonSink, replaySink, auditSink, hungDeadLetterSink, bulkSink]) await sink?.close();
+    for (const sink of [failing, deadLetterSink, poisonSink, replaySink, auditSink, hungDeadLetterSink, bulkSink, linesSink, membersSink, stuckSink]) await sink?.close();
     await db?.close();
   });
 
@@ -335,6 +362,68 @@ describe('dead letters', () => {
       expect(new Set(bulkSink.requests.slice(before).map((r) => r.headers['ce-id'])).size).toBe(1005);
       expect((await list('--trigger', 'test/bulk')).stdout.split('\n')[0]).toBe('0 dead letter(s)');
     }, 45_000);
+
+    it('replay of a batch trigger\'s dead letter: an answer naming the item as failed is a failed replay, not a replayed one', async () => {
+      await db.sql("INSERT INTO lines VALUES (1, 'apple'), (2, 'durian'), (3, 'pear')");
+      const [letter] = await lettersOf('test/lines', 1);
+      expect(letter).toMatchObject({ attempts: 1, last_status: 200, last_error: 'the function reported this batch item as failed: unknown sku durian' });
+      expect(letter!.event.data.new).toEqual({ id: 2, sku: 'durian' });
+
+      // The function still does not know the sku: it answers 200 but names the item as failed.
+      const before = linesSink.requests.length;
+      const failed = await replay('--trigger', 'test/lines');
+      expect(failed.code).toBe(1);
+      expect(failed.stdout).toBe(
+        `replayed 0, failed 1\n  FAILED  #${letter!.id}  test/lines  event ${letter!.event_id}: the function reported this batch item as failed: unknown sku durian\n`,
+      );
+      expect(linesSink.requests).toHaveLength(before + 1);
+      expect((await deadLetterRows(db, 'test/lines'))[0]).toMatchObject({ replayed_at: null, replay_count: 0 });
+
+      knownSkus.add('durian');
+      const ok = await replay('--trigger', 'test/lines');
+      expect(ok.code).toBe(0);
+      expect(ok.stdout).toBe(`replayed 1, failed 0\n  ok      #${letter!.id}  test/lines  event ${letter!.event_id}\n`);
+      const sent = linesSink.requests.at(-1)!;
+      expect(sent.headers['content-type']).toBe('application/cloudevents-batch+json; charset=utf-8');
+      expect(JSON.parse(sent.body)).toEqual([letter!.event]); // a batch of one: the stored event as it was sent
+      expect((await deadLetterRows(db, 'test/lines'))[0]!.replay_count).toBe(1);
+    });
+
+    it('replay of a hasura trigger\'s dead letter sends the Hasura payload it was sent first', async () => {
+      await db.sql("INSERT INTO members VALUES (1, 'basic')");
+      await db.sql("UPDATE members SET tier = 'gold' WHERE id = 1");
+      const [letter] = await lettersOf('test/members', 1);
+      expect(letter).toMatchObject({ attempts: 1, last_status: 422, reason: 'not-retryable', last_error: 'HTTP 422: tier change not allowed' });
+      const original = membersSink.requests.find((r) => r.body.includes('"op":"UPDATE"'))!;
+      membersFixed = true;
+      const result = await replay('--id', String(letter!.id));
+      expect(result.code).toBe(0);
+      const sent = membersSink.requests.at(-1)!;
+      expect(sent.headers['content-type']).toBe('application/json');
+      expect(sent.headers['ce-id']).toBeUndefined();
+      const first = JSON.parse(original.body) as Record<string, unknown>;
+      // The same payload; delivery_info says it has been tried once before.
+      expect(JSON.parse(sent.body)).toEqual({ ...first, delivery_info: { max_retries: 0, current_retry: 1 } });
+      expect(first).toMatchObject({
+        id: letter!.event_id,
+        event: { op: 'UPDATE', data: { old: { id: 1 }, new: { id: 1, tier: 'gold' } } },
+        trigger: { name: 'members' },
+        table: { schema: 'public', name: 'members' },
+      });
+    });
+
+    it('replay to a function that never answers reports the timeout and returns', async () => {
+      await db.sql('INSERT INTO stuck VALUES (1)');
+      const [letter] = await lettersOf('test/stuck', 1);
+      expect(letter).toMatchObject({ attempts: 1, last_status: null, last_error: 'timeout after 300ms' });
+      const started = Date.now();
+      const result = await replay('--trigger', 'test/stuck');
+      expect(Date.now() - started).toBeLessThan(10_000);
+      expect(result.code).toBe(1);
+      expect(result.stdout).toBe(`replayed 0, failed 1\n  FAILED  #${letter!.id}  test/stuck  event ${letter!.event_id}: timeout after 300ms\n`);
+      expect(stuckSink.requests).toHaveLength(2);
+      expect((await deadLetterRows(db, 'test/stuck'))[0]!.replayed_at).toBeNull();
+    });
   });
 
   it('a deadLetterSink that never answers holds back neither the key\'s next event nor a shutdown', async () => {

@@ -13,7 +13,7 @@ import { eventually, startRecordingSink, type RecordingSink, type SinkReply } fr
 import { deadLetterRows, logLines, sleep, type LogLine } from '../harness/deliveryHelpers.js';
 import { metricSum, parsePrometheusText } from '../harness/controlledSink.js';
 
-const TABLES = ['flaky', 'bad', 'throttled', 'slowdown', 'hung', 'stale', 'capped', 'reset', 'down'];
+const TABLES = ['flaky', 'bad', 'throttled', 'slowdown', 'hung', 'stale', 'capped', 'reset', 'down', 'trickle'];
 const FAST = { delay: '50ms', maxDelay: '200ms' };
 
 /** A sink answering the n-th request with script[n] (the last entry repeats). */
@@ -28,6 +28,9 @@ describe('retries', () => {
   /** A function that drops the connection of its first request without answering, then answers 200. */
   let resetting: Server;
   const resetRequests: { at: number; attempt: string | undefined; id: string | undefined }[] = [];
+  /** A function that answers 200 at once but never finishes the body. */
+  let trickling: Server;
+  const trickleRequests: { at: number; attempt: string | undefined }[] = [];
 
   beforeAll(async () => {
     db = await startSourceDatabase(TABLES.map((t) => `CREATE TABLE ${t} (id int PRIMARY KEY, note text);`).join('\n'));
@@ -52,8 +55,18 @@ describe('retries', () => {
     });
     await new Promise<void>((resolve) => resetting.listen(0, '127.0.0.1', resolve));
     const resetPort = (resetting.address() as { port: number }).port;
+    trickling = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        trickleRequests.push({ at: Date.now(), attempt: req.headers[ATTEMPT_HEADER] as string | undefined });
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.write('{"accepted":'); // ...and nothing more
+      });
+    });
+    await new Promise<void>((resolve) => trickling.listen(0, '127.0.0.1', resolve));
+    const tricklePort = (trickling.address() as { port: number }).port;
     const downPort = await freePort(); // nothing listens here: the function is down
-    const urls: Record<string, string> = { reset: `http://127.0.0.1:${resetPort}/`, down: `http://127.0.0.1:${downPort}/hook` };
+    const urls: Record<string, string> = { reset: `http://127.0.0.1:${resetPort}/`, down: `http://127.0.0.1:${downPort}/hook`, trickle: `http://127.0.0.1:${tricklePort}/` };
     const manifest = (table: string, delivery: Record<string, unknown>) =>
       triggerManifest(table, { table: { name: table }, sink: { url: urls[table] ?? sinks[table]!.url }, operations: ['insert'], delivery });
     const file = writeManifests([
@@ -66,6 +79,7 @@ describe('retries', () => {
       manifest('capped', { retries: 5, backoff: FAST, retryAfterMax: '1s' }),
       manifest('reset', { retries: 5, backoff: FAST }),
       manifest('down', { retries: 2, backoff: FAST }),
+      manifest('trickle', { retries: 1, backoff: FAST, timeout: '300ms' }),
     ]);
     proc = await startDispatcherProcess(['--database-url', db.url, '-f', file]);
     await proc.ready(60_000);
@@ -76,6 +90,8 @@ describe('retries', () => {
     for (const sink of Object.values(sinks)) await sink.close();
     resetting?.closeAllConnections();
     await new Promise((resolve) => (resetting ? resetting.close(resolve) : resolve(undefined)));
+    trickling?.closeAllConnections();
+    await new Promise((resolve) => (trickling ? trickling.close(resolve) : resolve(undefined)));
     await db?.close();
   });
 
@@ -200,6 +216,18 @@ describe('retries', () => {
     const logs = failedAttemptLogs(letter!.event_id);
     expect(logs).toHaveLength(letter!.attempts);
     expect(logs.at(-1)!.next).toBe('max-event-age');
+
+    // Exponential backoff with full jitter, capped by maxDelay: the wait before retry n is at most
+    // min(50 ms * 2^(n-1), 200 ms), and the waits are not all alike.
+    const waits = logs.slice(0, -1).map((l) => Number(/^retry in (\d+)ms$/.exec(String(l.next))?.[1]));
+    waits.forEach((wait, i) => expect(wait).toBeLessThanOrEqual(Math.min(50 * 2 ** i, 200)));
+    expect(new Set(waits).size).toBeGreaterThan(1);
+    // ...and the dispatcher waits that long: each next attempt comes no sooner, and not much later.
+    const at = sink.requests.map((r) => r.receivedAt);
+    waits.forEach((wait, i) => {
+      expect(at[i + 1]! - at[i]!).toBeGreaterThanOrEqual(wait - 5);
+      expect(at[i + 1]! - at[i]!).toBeLessThan(wait + 250);
+    });
   });
   it('Retry-After as an HTTP date, and capped by retryAfterMax: a minute or an hour asked, 1 s waited', async () => {
     const sink = sinks.capped!;
@@ -214,6 +242,22 @@ describe('retries', () => {
     expect(logs.map((l) => [l.status, l.next])).toEqual([
       [429, 'retry in 1000ms'],
       [503, 'retry in 1000ms'],
+    ]);
+  });
+
+  it('a function that sends its status but never finishes the body times out too', async () => {
+    await db.sql("INSERT INTO trickle VALUES (1, 'a')");
+    const [letter] = await eventually(async () => {
+      const rows = await deadLetterRows(db, 'test/trickle');
+      return rows.length ? rows : undefined;
+    }, 10_000, 'a dead letter for test/trickle');
+    expect(trickleRequests.map((r) => r.attempt)).toEqual(['1', '2']);
+    expect(trickleRequests[1]!.at - trickleRequests[0]!.at).toBeGreaterThanOrEqual(290);
+    expect(letter).toMatchObject({ attempts: 2, last_error: 'timeout after 300ms', reason: 'retries-exhausted' });
+    const logs = failedAttemptLogs(letter!.event_id);
+    expect(logs.map((l) => [l.attempt, l.reason])).toEqual([
+      [1, 'timeout after 300ms'],
+      [2, 'timeout after 300ms'],
     ]);
   });
 
