@@ -30,12 +30,19 @@ export function backoffDelay(config: RetryConfig, retry: number, random: () => n
   return Math.round(Math.min(ceiling, maxDelayMs) * random());
 }
 
-/** Parses Retry-After (delta seconds or an HTTP date) into milliseconds from `now`. */
+/**
+ * Parses Retry-After (delta seconds or an HTTP date) into milliseconds from `now`; undefined when it
+ * is neither, so the backoff applies. Fractional seconds ("1.5") are taken as meant. Only values that
+ * start with a day name are read as dates: Date.parse reads "1.5" or "-1" as dates in 2001, which made
+ * every retry immediate.
+ */
 export function parseRetryAfter(header: string | undefined, now: number): number | undefined {
   if (!header) return undefined;
   const trimmed = header.trim();
-  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
-  const date = Date.parse(trimmed);
+  if (/^\d+(\.\d+)?$/.test(trimmed)) return Math.round(Number(trimmed) * 1000);
+  if (!/^[A-Za-z]{3}/.test(trimmed)) return undefined;
+  // HTTP dates are GMT; the asctime form says so nowhere, and Date.parse would read it as local time.
+  const date = Date.parse(/^[A-Za-z]{3} [A-Za-z]{3} +\d{1,2} \d\d:\d\d:\d\d \d{4}$/.test(trimmed) ? `${trimmed} GMT` : trimmed);
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }
 

@@ -13,7 +13,7 @@ import { eventually, startRecordingSink, type RecordingSink, type SinkReply } fr
 import { deadLetterRows, logLines, sleep, type LogLine } from '../harness/deliveryHelpers.js';
 import { metricSum, parsePrometheusText } from '../harness/controlledSink.js';
 
-const TABLES = ['flaky', 'bad', 'throttled', 'slowdown', 'hung', 'stale', 'capped', 'reset', 'down', 'trickle'];
+const TABLES = ['flaky', 'bad', 'throttled', 'slowdown', 'hung', 'stale', 'capped', 'reset', 'down', 'trickle', 'fractional'];
 const FAST = { delay: '50ms', maxDelay: '200ms' };
 
 /** A sink answering the n-th request with script[n] (the last entry repeats). */
@@ -38,6 +38,7 @@ describe('retries', () => {
     sinks.bad = await scripted([{ status: 400, body: '{"error":"missing field customer"}' }, { status: 200 }]);
     sinks.throttled = await scripted([{ status: 408 }, { status: 429 }, { status: 200 }]);
     sinks.slowdown = await scripted([{ status: 429, headers: { 'retry-after': '2' } }, { status: 200 }]);
+    sinks.fractional = await scripted([{ status: 503, headers: { 'retry-after': '1.5' } }, { status: 200 }]);
     sinks.hung = await startRecordingSink(() => ({ status: 200, hang: true }));
     sinks.stale = await scripted([{ status: 503 }]);
     sinks.capped = await scripted([
@@ -79,6 +80,7 @@ describe('retries', () => {
       manifest('capped', { retries: 5, backoff: FAST, retryAfterMax: '1s' }),
       manifest('reset', { retries: 5, backoff: FAST }),
       manifest('down', { retries: 2, backoff: FAST }),
+      manifest('fractional', { retries: 5, backoff: FAST }),
       manifest('trickle', { retries: 1, backoff: FAST, timeout: '300ms' }),
     ]);
     proc = await startDispatcherProcess(['--database-url', db.url, '-f', file]);
@@ -172,6 +174,17 @@ describe('retries', () => {
     const logs = failedAttemptLogs(String(sink.requests[0]!.headers['ce-id']));
     expect(logs.map((l) => [l.status, l.next])).toEqual([[429, 'retry in 2000ms']]);
     expect(await deadLetterRows(db, 'test/slowdown')).toEqual([]);
+  });
+
+  it('Retry-After in fractional seconds (1.5) is waited for, not read as a date long past and retried at once', async () => {
+    const sink = sinks.fractional!;
+    await db.sql("INSERT INTO fractional VALUES (1, 'a')");
+    await sink.waitFor(2, 10_000);
+    const gap = sink.requests[1]!.receivedAt - sink.requests[0]!.receivedAt;
+    expect(gap).toBeGreaterThanOrEqual(1450);
+    expect(gap).toBeLessThan(3000);
+    const logs = failedAttemptLogs(String(sink.requests[0]!.headers['ce-id']));
+    expect(logs.map((l) => [l.status, l.next])).toEqual([[503, 'retry in 1500ms']]);
   });
 
   it('a function that never answers: each attempt times out, is retried, and the event is dead-lettered naming the timeout', async () => {
