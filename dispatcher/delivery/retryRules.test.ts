@@ -34,6 +34,23 @@ describe('decideAfterFailure', () => {
     expect(decideAfterFailure(config, { attempts: 1, status: 503, retryAfter: '1.5', commitTimeMs: NOW, now: NOW }, () => 0.5)).toEqual({ action: 'retry', delayMs: 1500 });
   });
 
+  it('4xx other than 408 and 429 are dead-lettered at once; 408, 429, 5xx and no answer are retried', () => {
+    const after = (status: number | undefined) => decideAfterFailure(config, { attempts: 1, ...(status ? { status } : {}), commitTimeMs: NOW, now: NOW }, () => 1).action;
+    expect([400, 401, 404, 409, 422].map(after)).toEqual(['dead-letter', 'dead-letter', 'dead-letter', 'dead-letter', 'dead-letter']);
+    expect([408, 429, 500, 502, 503, undefined].map(after)).toEqual(['retry', 'retry', 'retry', 'retry', 'retry', 'retry']);
+    expect(decideAfterFailure(config, { attempts: 1, status: 400, commitTimeMs: NOW, now: NOW })).toEqual({ action: 'dead-letter', reason: 'not-retryable' });
+  });
+
+  it('after `retries` retries, or when the wait would take the event past maxEventAge, the event is dead-lettered', () => {
+    expect(decideAfterFailure(config, { attempts: 5, status: 503, commitTimeMs: NOW, now: NOW }, () => 1).action).toBe('retry');
+    expect(decideAfterFailure(config, { attempts: 6, status: 503, commitTimeMs: NOW, now: NOW }, () => 1)).toEqual({ action: 'dead-letter', reason: 'retries-exhausted' });
+    // 59.5 s old with a 1 s wait ahead: past the 60 s maxEventAge.
+    expect(decideAfterFailure(config, { attempts: 1, status: 503, commitTimeMs: NOW - 59_500, now: NOW }, () => 1)).toEqual({ action: 'retry', delayMs: 100 });
+    expect(decideAfterFailure(config, { attempts: 1, status: 503, retryAfter: '1', commitTimeMs: NOW - 59_500, now: NOW })).toEqual({ action: 'dead-letter', reason: 'max-event-age' });
+    // Retry-After is capped by retryAfterMax.
+    expect(decideAfterFailure(config, { attempts: 1, status: 429, retryAfter: '3600', commitTimeMs: NOW, now: NOW })).toEqual({ action: 'retry', delayMs: 10_000 });
+  });
+
   it('backoff: full jitter under min(delay * 2^(n-1), maxDelay)', () => {
     expect([1, 2, 3, 4, 5].map((n) => backoffDelay(config, n, () => 1))).toEqual([100, 200, 400, 800, 1000]);
     expect(backoffDelay(config, 3, () => 0)).toBe(0);

@@ -34,11 +34,20 @@ describe('payload formats and signing', () => {
       CREATE TABLE hasura (id int PRIMARY KEY, status text NOT NULL);
       ALTER TABLE hasura REPLICA IDENTITY FULL;
       CREATE TABLE batched (id int PRIMARY KEY, name text);
-      CREATE TABLE signed (id int PRIMARY KEY, note text);`);
+      CREATE TABLE signed (id int PRIMARY KEY, note text);
+      CREATE TABLE ledger (id int PRIMARY KEY, v int NOT NULL);`);
     sinks.structured = await startRecordingSink();
     sinks.hasura = await startRecordingSink((_r, i) => ({ status: i === 0 ? 503 : 200 }));
     sinks.batched = await startRecordingSink((r) => batchReply(r));
     sinks.signed = await startRecordingSink((_r, i) => ({ status: i === 0 ? 500 : 200 }));
+    // Names row 1's first version as failed twice, then takes everything.
+    let ledgerRefusals = 0;
+    sinks.ledger = await startRecordingSink((r) => {
+      const first = (JSON.parse(r.body) as EventideEvent[]).find((e) => e.data.new?.id === 1 && e.data.new.v === 1);
+      if (!first || ledgerRefusals >= 2) return { status: 200 };
+      ledgerRefusals += 1;
+      return { status: 200, body: JSON.stringify({ failures: [{ id: first.id, reason: 'ledger locked' }] } satisfies BatchResponse) };
+    });
     const file = writeManifests([
       triggerManifest('structured', { table: { name: 'structured' }, sink: { url: sinks.structured.url }, format: 'cloudevents-structured' }),
       triggerManifest('hasura', { table: { name: 'hasura' }, sink: { url: sinks.hasura.url }, format: 'hasura', delivery: { retries: 4, backoff: FAST } }),
@@ -48,6 +57,13 @@ describe('payload formats and signing', () => {
         operations: ['insert'],
         batch: { maxSize: 5, maxWait: '300ms' },
         delivery: { retries: 2, backoff: FAST, signingSecretRef: SIGNING },
+      }),
+      triggerManifest('ledger', {
+        table: { name: 'ledger' },
+        sink: { url: sinks.ledger.url },
+        ordering: 'key',
+        batch: { maxSize: 5, maxWait: '100ms' },
+        delivery: { retries: 5, backoff: FAST },
       }),
       triggerManifest('signed', { table: { name: 'signed' }, sink: { url: sinks.signed.url }, delivery: { retries: 3, backoff: FAST, signingSecretRef: SIGNING } }),
     ]);
@@ -171,6 +187,30 @@ describe('payload formats and signing', () => {
     for (const r of requests) expect(verifyPayload(SECRET, webhookHeaders(r), r.body)).toBeUndefined();
     expect(webhookHeaders(whole!).id).toBe(webhookHeaders(busy!).id);
     for (const r of requests.slice(2)) expect(webhookHeaders(r).id).toBe(cursedId);
+  });
+
+  it('batch with ordering by key: an item named as failed holds back its row\'s next change (never in the same or an earlier batch), not the other rows', async () => {
+    const sink = sinks.ledger!;
+    await db.sql('INSERT INTO ledger VALUES (1, 1)');
+    await db.sql('UPDATE ledger SET v = 2 WHERE id = 1');
+    await db.sql('INSERT INTO ledger SELECT g, 1 FROM generate_series(2, 4) g');
+    await eventually(() => sink.requests.some((r) => (JSON.parse(r.body) as EventideEvent[]).some((e) => e.data.new?.v === 2)), 10_000, 'row 1 update delivered');
+    await sleep(300);
+    const batches = sink.requests.map((r) => JSON.parse(r.body) as EventideEvent[]);
+    for (const batch of batches) expect(new Set(batch.map((e) => e.subject)).size).toBe(batch.length); // one change per row in a batch
+    const row1 = batches.flatMap((batch, i) => batch.filter((e) => e.data.new?.id === 1).map((e) => ({ i, type: e.type, v: e.data.new!.v })));
+    expect(row1.map(({ type, v }) => [type, v])).toEqual([
+      ['dev.eventide.row.insert', 1],
+      ['dev.eventide.row.insert', 1],
+      ['dev.eventide.row.insert', 1],
+      ['dev.eventide.row.update', 2],
+    ]);
+    expect(new Set(row1.map((r) => r.i)).size).toBe(4); // each in its own request, in that order
+    // Rows 2..4 went in the first request(s), not behind row 1's retries.
+    const others = batches.flatMap((batch, i) => batch.filter((e) => e.data.new!.id !== 1).map(() => i));
+    expect(others).toHaveLength(3);
+    expect(Math.max(...others)).toBeLessThan(row1[1]!.i);
+    expect(await deadLetterRows(db, 'test/ledger')).toEqual([]);
   });
 
   it('signing: every attempt carries Standard Webhooks headers that verifyPayload accepts, and only for this body', async () => {
