@@ -32,8 +32,13 @@ export class HttpSender {
   /** Attempts in flight per shutdown signal, so one listener per signal aborts them all. */
   private readonly inFlight = new WeakMap<AbortSignal, Set<(reason: Error) => void>>();
 
+  /**
+   * No cap on connections per origin by default: each trigger's lane already bounds its attempts by
+   * `concurrency` (up to 1024, and several triggers may share one function). A cap below that queued
+   * attempts inside the pool with their timeout running, so they timed out without being sent.
+   */
   constructor(options: { connectionsPerOrigin?: number } = {}) {
-    this.agent = new Agent({ connections: options.connectionsPerOrigin ?? 128, keepAliveTimeout: 30_000, pipelining: 1 });
+    this.agent = new Agent({ connections: options.connectionsPerOrigin ?? null, keepAliveTimeout: 30_000, pipelining: 1 });
   }
 
   /** POSTs the request; aborts after `timeoutMs` or when `signal` fires. */

@@ -11,9 +11,9 @@ import { createServer, type Server } from 'node:http';
 import { freePort } from '../../common/embeddedPostgres.js';
 import { eventually, startRecordingSink, type RecordingSink, type SinkReply } from '../harness/recordingSink.js';
 import { deadLetterRows, logLines, sleep, type LogLine } from '../harness/deliveryHelpers.js';
-import { metricSum, parsePrometheusText } from '../harness/controlledSink.js';
+import { metricSum, parsePrometheusText, startControlledSink, type ControlledSink } from '../harness/controlledSink.js';
 
-const TABLES = ['flaky', 'bad', 'throttled', 'slowdown', 'hung', 'stale', 'capped', 'reset', 'down', 'trickle', 'fractional'];
+const TABLES = ['flaky', 'bad', 'throttled', 'slowdown', 'hung', 'stale', 'capped', 'reset', 'down', 'trickle', 'fractional', 'crowd'];
 const FAST = { delay: '50ms', maxDelay: '200ms' };
 
 /** A sink answering the n-th request with script[n] (the last entry repeats). */
@@ -25,6 +25,8 @@ describe('retries', () => {
   let db: SourceDatabase;
   let proc: DispatcherProcess;
   const sinks: Record<string, RecordingSink> = {};
+  /** A function that takes a second over every request. */
+  let crowdSink: ControlledSink;
   /** A function that drops the connection of its first request without answering, then answers 200. */
   let resetting: Server;
   const resetRequests: { at: number; attempt: string | undefined; id: string | undefined }[] = [];
@@ -39,6 +41,10 @@ describe('retries', () => {
     sinks.throttled = await scripted([{ status: 408 }, { status: 429 }, { status: 200 }]);
     sinks.slowdown = await scripted([{ status: 429, headers: { 'retry-after': '2' } }, { status: 200 }]);
     sinks.fractional = await scripted([{ status: 503, headers: { 'retry-after': '1.5' } }, { status: 200 }]);
+    crowdSink = await startControlledSink(async () => {
+      await sleep(1000);
+      return { status: 200 };
+    });
     sinks.hung = await startRecordingSink(() => ({ status: 200, hang: true }));
     sinks.stale = await scripted([{ status: 503 }]);
     sinks.capped = await scripted([
@@ -67,7 +73,7 @@ describe('retries', () => {
     await new Promise<void>((resolve) => trickling.listen(0, '127.0.0.1', resolve));
     const tricklePort = (trickling.address() as { port: number }).port;
     const downPort = await freePort(); // nothing listens here: the function is down
-    const urls: Record<string, string> = { reset: `http://127.0.0.1:${resetPort}/`, down: `http://127.0.0.1:${downPort}/hook`, trickle: `http://127.0.0.1:${tricklePort}/` };
+    const urls: Record<string, string> = { crowd: crowdSink.url, reset: `http://127.0.0.1:${resetPort}/`, down: `http://127.0.0.1:${downPort}/hook`, trickle: `http://127.0.0.1:${tricklePort}/` };
     const manifest = (table: string, delivery: Record<string, unknown>) =>
       triggerManifest(table, { table: { name: table }, sink: { url: urls[table] ?? sinks[table]!.url }, operations: ['insert'], delivery });
     const file = writeManifests([
@@ -80,6 +86,14 @@ describe('retries', () => {
       manifest('capped', { retries: 5, backoff: FAST, retryAfterMax: '1s' }),
       manifest('reset', { retries: 5, backoff: FAST }),
       manifest('down', { retries: 2, backoff: FAST }),
+      triggerManifest('crowd', {
+        table: { name: 'crowd' },
+        sink: { url: crowdSink.url },
+        operations: ['insert'],
+        ordering: 'none',
+        concurrency: 200,
+        delivery: { retries: 0, timeout: '1700ms' },
+      }),
       manifest('fractional', { retries: 5, backoff: FAST }),
       manifest('trickle', { retries: 1, backoff: FAST, timeout: '300ms' }),
     ]);
@@ -90,6 +104,7 @@ describe('retries', () => {
   afterAll(async () => {
     await proc?.kill('SIGTERM');
     for (const sink of Object.values(sinks)) await sink.close();
+    await crowdSink?.close();
     resetting?.closeAllConnections();
     await new Promise((resolve) => (resetting ? resetting.close(resolve) : resolve(undefined)));
     trickling?.closeAllConnections();
@@ -272,6 +287,15 @@ describe('retries', () => {
       [1, 'timeout after 300ms'],
       [2, 'timeout after 300ms'],
     ]);
+  });
+
+  it('concurrency 200 to one slow function: 200 requests open at once, none timed out waiting for a connection', async () => {
+    await db.sql("INSERT INTO crowd SELECT g, 'x' FROM generate_series(1, 200) g");
+    await eventually(() => crowdSink.deliveries.filter((d) => d.status === 200).length >= 200, 15_000, '200 deliveries answered');
+    expect(crowdSink.peakOpen).toBe(200);
+    expect(crowdSink.deliveries).toHaveLength(200);
+    expect(logLines(proc.output()).filter((l) => l.msg === 'delivery attempt failed' && l.trigger === 'test/crowd')).toEqual([]);
+    expect(await deadLetterRows(db, 'test/crowd')).toEqual([]);
   });
 
   it('a dropped connection is a failed attempt: retried, and logged with the reason', async () => {
