@@ -27,8 +27,8 @@ const MAX_BODY = 64 * 1024;
  */
 export class HttpSender {
   private readonly agent: Agent;
-  /** URL → its origin and path, parsed once. */
-  private readonly targets = new Map<string, { origin: string; path: string }>();
+  /** URL → its origin and path (and Basic authorization from credentials in it), parsed once. */
+  private readonly targets = new Map<string, { origin: string; path: string; authorization?: string }>();
   /** Attempts in flight per shutdown signal, so one listener per signal aborts them all. */
   private readonly inFlight = new WeakMap<AbortSignal, Set<(reason: Error) => void>>();
 
@@ -49,8 +49,13 @@ export class HttpSender {
     if (!target) {
       const parsed = new URL(url);
       target = { origin: parsed.origin, path: `${parsed.pathname}${parsed.search}` };
+      // Credentials in the URL (https://user:pass@host/) are not part of origin or path: sent as they are meant.
+      if (parsed.username || parsed.password) {
+        target.authorization = `Basic ${Buffer.from(`${decodeURIComponent(parsed.username)}:${decodeURIComponent(parsed.password)}`).toString('base64')}`;
+      }
       if (this.targets.size < 1024) this.targets.set(url, target);
     }
+    const headers = target.authorization && outgoing.headers.authorization === undefined ? { ...outgoing.headers, authorization: target.authorization } : outgoing.headers;
     const aborts = signal ? this.abortsFor(signal) : undefined;
     return new Promise<SendResult>((resolve) => {
       let controller: Dispatcher.DispatchController | undefined;
@@ -99,7 +104,7 @@ export class HttpSender {
         },
       };
       try {
-        this.agent.dispatch({ origin: target.origin, path: target.path, method: 'POST', headers: outgoing.headers, body: outgoing.body }, handler);
+        this.agent.dispatch({ origin: target.origin, path: target.path, method: 'POST', headers, body: outgoing.body }, handler);
       } catch (error) {
         finish({ error: (error as Error).message, durationMs: performance.now() - started });
       }

@@ -35,11 +35,13 @@ describe('payload formats and signing', () => {
       ALTER TABLE hasura REPLICA IDENTITY FULL;
       CREATE TABLE batched (id int PRIMARY KEY, name text);
       CREATE TABLE signed (id int PRIMARY KEY, note text);
-      CREATE TABLE ledger (id int PRIMARY KEY, v int NOT NULL);`);
+      CREATE TABLE ledger (id int PRIMARY KEY, v int NOT NULL);
+      CREATE TABLE guarded (id int PRIMARY KEY);`);
     sinks.structured = await startRecordingSink();
     sinks.hasura = await startRecordingSink((_r, i) => ({ status: i === 0 ? 503 : 200 }));
     sinks.batched = await startRecordingSink((r) => batchReply(r));
     sinks.signed = await startRecordingSink((_r, i) => ({ status: i === 0 ? 500 : 200 }));
+    sinks.guarded = await startRecordingSink((r) => ({ status: r.headers.authorization === `Basic ${Buffer.from('hook user:p@ss:word').toString('base64')}` ? 200 : 401 }));
     // Names row 1's first version as failed twice, then takes everything.
     let ledgerRefusals = 0;
     sinks.ledger = await startRecordingSink((r) => {
@@ -57,6 +59,11 @@ describe('payload formats and signing', () => {
         operations: ['insert'],
         batch: { maxSize: 5, maxWait: '300ms' },
         delivery: { retries: 2, backoff: FAST, signingSecretRef: SIGNING },
+      }),
+      triggerManifest('guarded', {
+        table: { name: 'guarded' },
+        sink: { url: sinks.guarded.url.replace('http://', 'http://hook%20user:p%40ss%3Aword@') },
+        delivery: { retries: 0 },
       }),
       triggerManifest('ledger', {
         table: { name: 'ledger' },
@@ -211,6 +218,16 @@ describe('payload formats and signing', () => {
     expect(others).toHaveLength(3);
     expect(Math.max(...others)).toBeLessThan(row1[1]!.i);
     expect(await deadLetterRows(db, 'test/ledger')).toEqual([]);
+  });
+
+  it('a sink URL with credentials: they are sent as Basic authorization, not dropped', async () => {
+    const sink = sinks.guarded!;
+    await db.sql('INSERT INTO guarded VALUES (1)');
+    await sink.waitFor(1, 10_000);
+    await sleep(200);
+    expect(sink.requests).toHaveLength(1);
+    expect(sink.requests[0]!.headers.authorization).toBe(`Basic ${Buffer.from('hook user:p@ss:word').toString('base64')}`);
+    expect(await deadLetterRows(db, 'test/guarded')).toEqual([]);
   });
 
   it('signing: every attempt carries Standard Webhooks headers that verifyPayload accepts, and only for this body', async () => {
