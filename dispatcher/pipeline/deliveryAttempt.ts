@@ -146,12 +146,12 @@ const MAX_PENDING_NOTIFICATIONS = 1000;
  */
 function notifyInBackground(url: string, letters: DeadLetter[], deps: DeliveryDeps, signingSecret: string | undefined): void {
   if (pendingNotifications + letters.length > MAX_PENDING_NOTIFICATIONS) {
-    deps.logger.warn({ url, eventIds: letters.map((l) => l.eventId), pending: pendingNotifications }, 'dead-letter sink is behind; not notified of these dead letters (the table has them)');
+    deps.logger.warn({ url: withoutCredentials(url), eventIds: letters.map((l) => l.eventId), pending: pendingNotifications }, 'dead-letter sink is behind; not notified of these dead letters (the table has them)');
     return;
   }
   pendingNotifications += letters.length;
   notifyDeadLetterSink(url, letters, deps, signingSecret)
-    .catch((error: unknown) => deps.logger.warn({ url, err: (error as Error).message }, 'dead-letter sink notification failed'))
+    .catch((error: unknown) => deps.logger.warn({ url: withoutCredentials(url), err: (error as Error).message }, 'dead-letter sink notification failed'))
     .finally(() => (pendingNotifications -= letters.length));
 }
 
@@ -172,8 +172,13 @@ async function notifyDeadLetterSink(url: string, letters: DeadLetter[], deps: De
       if (signingSecret) Object.assign(headers, signPayload(signingSecret, `dl-${letter.eventId}`, body));
       const result = await deps.sender.send(url, { headers, body }, 10_000, deps.notifySignal);
       if (!result.error || deps.notifySignal?.aborted) break;
-      deps.logger.warn({ url, eventId: letter.eventId, attempt, reason: result.error }, 'dead-letter sink did not accept the dead letter');
+      deps.logger.warn({ url: withoutCredentials(url), eventId: letter.eventId, attempt, reason: result.error }, 'dead-letter sink did not accept the dead letter');
       if (attempt < 3) await new Promise((r) => setTimeout(r, 200 * attempt));
     }
   }
+}
+
+/** A URL for logs: credentials in it (sent as Basic authorization) are not printed. */
+function withoutCredentials(url: string): string {
+  return url.replace(/^(https?:\/\/)[^/@]*@/i, '$1***@');
 }
