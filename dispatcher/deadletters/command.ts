@@ -40,51 +40,68 @@ export async function runDeadLettersCommand(argv: string[], out: (line: string) 
   const id = values.id !== undefined ? Number(values.id) : undefined;
   if (id !== undefined && !Number.isInteger(id)) throw new SettingsError(`--id must be a number, got "${values.id}"`);
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
+  pool.on('error', () => undefined);
   const store = new DeadLetterStore(pool);
   try {
-    if (action === 'list') {
-      const letters: StoredDeadLetter[] = [];
-      for await (const page of store.pages({
-        ...(values.trigger ? { trigger: values.trigger } : {}),
-        ...(id !== undefined ? { id } : {}),
-        includeReplayed: values['include-replayed'] ?? false,
-      })) letters.push(...page);
-      if (values.json) out(JSON.stringify(letters.map(({ eventJson: _e, attributesJson: _a, dataJson: _d, oldJson: _o, newJson: _n, ...rest }) => rest)));
-      else {
-        out(`${letters.length} dead letter(s)`);
-        for (const l of letters) {
-          out(`#${l.id}  ${l.trigger}  event ${l.eventId}  attempts ${l.attempts}  ${l.reason}  last: ${l.lastError}${l.replayedAt ? `  replayed ${l.replayedAt.toISOString()}` : ''}`);
-        }
-      }
-      return 0;
+    return await runAction(action, values, id, store, out);
+  } catch (error) {
+    // The database refused or could not be reached: its message is the story (it never holds the password).
+    if (!(error instanceof SettingsError) && (error instanceof pg.DatabaseError || /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|ECONNRESET)$/.test(String((error as { code?: unknown }).code)))) {
+      throw new SettingsError(`cannot read the dead letters from the database: ${(error as Error).message}`);
     }
-    if (id === undefined && !values.trigger && !values.all) throw new SettingsError('replay needs --id <n>, --trigger ns/name or --all');
-    const files = values.file ?? [];
-    if (files.length === 0) throw new SettingsError('replay needs -f <manifests>: the triggers say where each event goes');
-    const functionUrls = new Map((values['function-url'] ?? []).map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)] as [string, string]));
-    const config = resolveConfig(loadManifests(files), { functionUrls, functionUrlTemplate: values['function-url-template'] }, process.env);
-    const selector = { ...(values.trigger ? { trigger: values.trigger } : {}), ...(id !== undefined ? { id } : {}) };
-    if (id !== undefined && (await store.list(selector)).length === 0) throw new SettingsError(`no dead letter with id ${id}`);
-    const sender = new HttpSender({ connectionsPerOrigin: 4 });
-    try {
-      // Page by page (after the last id seen), so --all replays every pending dead letter, however many.
-      const report: ReplayReport = { replayed: [], failed: [] };
-      for await (const page of store.pages(selector)) {
-        const done = await replayDeadLetters(store, page.filter((l) => !l.replayedAt || id !== undefined), config.deliveries, sender);
-        report.replayed.push(...done.replayed);
-        report.failed.push(...done.failed);
-      }
-      if (values.json) out(JSON.stringify(report));
-      else {
-        out(`replayed ${report.replayed.length}, failed ${report.failed.length}`);
-        for (const r of report.replayed) out(`  ok      #${r.id}  ${r.trigger}  event ${r.eventId}`);
-        for (const f of report.failed) out(`  FAILED  #${f.id}  ${f.trigger}  event ${f.eventId}: ${f.reason}`);
-      }
-      return report.failed.length ? 1 : 0;
-    } finally {
-      await sender.close();
-    }
+    throw error;
   } finally {
     await pool.end();
+  }
+}
+
+async function runAction(
+  action: 'list' | 'replay',
+  values: { trigger?: string; 'include-replayed'?: boolean; json?: boolean; all?: boolean; file?: string[]; 'function-url'?: string[]; 'function-url-template'?: string },
+  id: number | undefined,
+  store: DeadLetterStore,
+  out: (line: string) => void,
+): Promise<number> {
+  if (action === 'list') {
+    const letters: StoredDeadLetter[] = [];
+    for await (const page of store.pages({
+      ...(values.trigger ? { trigger: values.trigger } : {}),
+      ...(id !== undefined ? { id } : {}),
+      includeReplayed: values['include-replayed'] ?? false,
+    })) letters.push(...page);
+    if (values.json) out(JSON.stringify(letters.map(({ eventJson: _e, attributesJson: _a, dataJson: _d, oldJson: _o, newJson: _n, ...rest }) => rest)));
+    else {
+      out(`${letters.length} dead letter(s)`);
+      for (const l of letters) {
+        out(`#${l.id}  ${l.trigger}  event ${l.eventId}  attempts ${l.attempts}  ${l.reason}  last: ${l.lastError}${l.replayedAt ? `  replayed ${l.replayedAt.toISOString()}` : ''}`);
+      }
+    }
+    return 0;
+  }
+  if (id === undefined && !values.trigger && !values.all) throw new SettingsError('replay needs --id <n>, --trigger ns/name or --all');
+  const files = values.file ?? [];
+  if (files.length === 0) throw new SettingsError('replay needs -f <manifests>: the triggers say where each event goes');
+  const functionUrls = new Map((values['function-url'] ?? []).map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)] as [string, string]));
+  const config = resolveConfig(loadManifests(files), { functionUrls, functionUrlTemplate: values['function-url-template'] }, process.env);
+  const selector = { ...(values.trigger ? { trigger: values.trigger } : {}), ...(id !== undefined ? { id } : {}) };
+  if (id !== undefined && (await store.list(selector)).length === 0) throw new SettingsError(`no dead letter with id ${id}`);
+  const sender = new HttpSender({ connectionsPerOrigin: 4 });
+  try {
+    // Page by page (after the last id seen), so --all replays every pending dead letter, however many.
+    const report: ReplayReport = { replayed: [], failed: [] };
+    for await (const page of store.pages(selector)) {
+      const done = await replayDeadLetters(store, page.filter((l) => !l.replayedAt || id !== undefined), config.deliveries, sender);
+      report.replayed.push(...done.replayed);
+      report.failed.push(...done.failed);
+    }
+    if (values.json) out(JSON.stringify(report));
+    else {
+      out(`replayed ${report.replayed.length}, failed ${report.failed.length}`);
+      for (const r of report.replayed) out(`  ok      #${r.id}  ${r.trigger}  event ${r.eventId}`);
+      for (const f of report.failed) out(`  FAILED  #${f.id}  ${f.trigger}  event ${f.eventId}: ${f.reason}`);
+    }
+    return report.failed.length ? 1 : 0;
+  } finally {
+    await sender.close();
   }
 }

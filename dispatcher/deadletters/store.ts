@@ -128,7 +128,11 @@ export class DeadLetterStore {
               coalesce(event->'data'->'new', 'null')::text AS new, attempts, last_status, last_error, reason, first_attempt_at, dead_lettered_at, replayed_at, replay_count
          FROM eventide.dead_letters ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${values.push(filter.limit ?? 1000)}`,
       values,
-    );
+    ).catch((error: unknown) => {
+      // No dispatcher has run against this database yet: no table, so no dead letters.
+      if ((error as { code?: string }).code === '42P01') return { rows: [] };
+      throw error;
+    });
     return rows.map((r) => ({
       id: Number(r.id),
       trigger: r.trigger,

@@ -11,6 +11,7 @@ import type { Dispatcher } from '../../dispatcher/dispatcher.js';
 import { startDispatcher, startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
 import { eventually, startRecordingSink, type ReceivedRequest, type RecordingSink } from '../harness/recordingSink.js';
 import { deadLetterRows, runEventide, sleep, type DeadLetterRow } from '../harness/deliveryHelpers.js';
+import { freePort } from '../../common/embeddedPostgres.js';
 
 const SIGNING = { name: 'hooks', key: 'secret' };
 const SECRET = `whsec_${Buffer.from('replay-signing-key-0123456789').toString('base64')}`;
@@ -362,6 +363,27 @@ describe('dead letters', () => {
       expect(new Set(bulkSink.requests.slice(before).map((r) => r.headers['ce-id'])).size).toBe(1005);
       expect((await list('--trigger', 'test/bulk')).stdout.split('\n')[0]).toBe('0 dead letter(s)');
     }, 45_000);
+
+    it('a database no dispatcher has used has no dead letters; one that cannot be reached is a one-line error', async () => {
+      await db.sql('CREATE DATABASE untouched');
+      const untouched = new URL(db.url);
+      untouched.pathname = '/untouched';
+      const listed = await runEventide(['deadletters', 'list', '--database-url', untouched.href], ENV);
+      expect([listed.code, listed.stdout, listed.stderr]).toEqual([0, '0 dead letter(s)\n', '']);
+      const replayed = await runEventide(['deadletters', 'replay', '--database-url', untouched.href, '-f', file, '--all'], ENV);
+      expect([replayed.code, replayed.stdout, replayed.stderr]).toEqual([0, 'replayed 0, failed 0\n', '']);
+
+      const port = await freePort();
+      const refused = await runEventide(['deadletters', 'list', '--database-url', `postgres://eventide:hunter2@127.0.0.1:${port}/app`], ENV);
+      expect(refused.code).toBe(1);
+      expect(refused.stdout).toBe('');
+      expect(refused.stderr).toBe(`eventide: cannot read the dead letters from the database: connect ECONNREFUSED 127.0.0.1:${port}\n`);
+      const missing = new URL(db.url);
+      missing.pathname = '/no_such_db';
+      const noDb = await runEventide(['deadletters', 'list', '--database-url', missing.href], ENV);
+      expect(noDb.code).toBe(1);
+      expect(noDb.stderr).toBe('eventide: cannot read the dead letters from the database: database "no_such_db" does not exist\n');
+    });
 
     it('replay of a batch trigger\'s dead letter: an answer naming the item as failed is a failed replay, not a replayed one', async () => {
       await db.sql("INSERT INTO lines VALUES (1, 'apple'), (2, 'durian'), (3, 'pear')");
