@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
 import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
 import { eventually } from '../harness/recordingSink.js';
@@ -15,7 +15,8 @@ describe('bounded memory while a function hangs', () => {
   const window = 2000;
   const concurrency = 64;
 
-  afterAll(async () => {
+  // Each test starts its own database, sink and dispatcher; stop them even when the test fails halfway.
+  afterEach(async () => {
     await proc?.kill('SIGKILL');
     await sink?.close();
     await db?.close();
@@ -107,9 +108,6 @@ describe('bounded memory while a function hangs', () => {
     for (let id = 1; id <= total; id++) if (!subjects.has(`public.items/${id}`)) expect.fail(`row ${id} never delivered`);
     await eventually(async () => (await db.confirmedLsn()) >= lsnAfterWrites, 15_000, 'the slot past the last write');
     await eventually(async () => metricSum(parsePrometheusText(await proc.metrics()), 'eventide_dispatcher_inflight_events') === 0, 5_000, 'an empty window');
-    await proc.kill('SIGKILL');
-    await sink.close();
-    await db.close();
   }, 90_000);
 
   it('bounds the bytes in flight too: big rows stop the reader at --max-inflight-bytes', async () => {

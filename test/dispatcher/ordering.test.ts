@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
 import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
 import { eventually } from '../harness/recordingSink.js';
@@ -10,7 +10,8 @@ describe('ordering: key at concurrency 64', () => {
   let db: SourceDatabase;
   let sink: ControlledSink;
   let proc: DispatcherProcess;
-  afterAll(async () => {
+  // Each test starts its own database, sink and dispatcher; stop them even when the test fails halfway.
+  afterEach(async () => {
     await proc?.kill('SIGKILL');
     await sink?.close();
     await db?.close();
@@ -74,9 +75,6 @@ describe('ordering: key at concurrency 64', () => {
     let overtaken = 0;
     for (let i = 1; i < answerOrder.length; i++) if (lsnToBigInt(String(answerOrder[i]!.data.lsn)) < lsnToBigInt(String(answerOrder[i - 1]!.data.lsn))) overtaken++;
     expect(overtaken).toBeGreaterThan(total / 20);
-    await proc.kill('SIGKILL');
-    await sink.close();
-    await db.close();
   }, 90_000);
 
   it('keeps each row in commit order when attempts fail and are retried: a row waits for its own retry, other rows pass', async () => {
@@ -159,9 +157,6 @@ describe('ordering: key at concurrency 64', () => {
     expect(at('delete public.items/1001 v-')).toBeGreaterThan(at('update public.items/1001 v3'));
     // Row 2 was never held up by row 1.
     expect(at('insert public.items/2 v0')).toBeLessThan(at('update public.items/1001 v2'));
-    await proc.kill('SIGKILL');
-    await sink.close();
-    await db.close();
   }, 30_000);
   it('keeps a TRUNCATE in commit order with the rows it removes: it waits for their earlier changes, and later changes wait for it', async () => {
     db = await startSourceDatabase('CREATE TABLE items (id int PRIMARY KEY, version int NOT NULL);');
@@ -189,8 +184,5 @@ describe('ordering: key at concurrency 64', () => {
     // Before the truncate, rows 2 and 3 did not wait for slow row 1.
     const row1Update = sink.deliveries.find((d) => d.subject === 'public.items/1' && (d.data.new as { version: number }).version === 1)!;
     for (const d of before.filter((d) => d.subject !== 'public.items/1')) expect(d.answeredAt!).toBeLessThan(row1Update.answeredAt!);
-    await proc.kill('SIGKILL');
-    await sink.close();
-    await db.close();
   }, 30_000);
 });
