@@ -1,6 +1,6 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, chownSync, mkdirSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { freePort } from './loopback.js';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 
@@ -62,18 +62,6 @@ export function findPostgresBinDir(): string {
   return join(root, newest, 'bin');
 }
 
-/** Picks a free TCP port on loopback. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** Postgres refuses to run as root: when we are root, run it as an unprivileged system user. */
 function serverIdentity(): { uid: number; gid: number } | undefined {

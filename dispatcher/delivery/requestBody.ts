@@ -1,4 +1,4 @@
-import { ATTEMPT_HEADER, type EventTriggerSpecT, type BatchResponse } from '../../api/v1alpha1/index.js';
+import { ATTEMPT_HEADER, type EventTriggerSpecT, type BatchResponse, type EventAttributes } from '../../api/v1alpha1/index.js';
 import type { PendingEvent } from '../pipeline/pendingEvent.js';
 
 /** An HTTP request ready to send. */
@@ -64,22 +64,22 @@ function buildBody(
       return { headers: { 'content-type': 'application/json' }, body: hasuraEventJson(event, triggerName, spec.delivery.retries, attempts) };
     case 'cloudevents-structured':
       return { headers: { 'content-type': 'application/cloudevents+json; charset=utf-8' }, body: structuredEventJson(event) };
-    case 'cloudevents': {
-      const a = event.attributes;
-      return {
-        headers: {
-          'content-type': 'application/json',
-          'ce-specversion': a.specversion,
-          'ce-id': ceHeader(a.id),
-          'ce-source': ceHeader(a.source),
-          'ce-type': ceHeader(a.type),
-          'ce-subject': ceHeader(a.subject),
-          'ce-time': a.time,
-        },
-        body: event.dataJson,
-      };
-    }
+    case 'cloudevents':
+      return { headers: binaryModeHeaders(event.attributes), body: event.dataJson };
   }
+}
+
+/** The headers of a CloudEvents binary-mode request carrying these attributes (the data is the body). */
+export function binaryModeHeaders(a: EventAttributes): Record<string, string> {
+  return {
+    'content-type': 'application/json',
+    'ce-specversion': a.specversion,
+    'ce-id': ceHeader(a.id),
+    'ce-source': ceHeader(a.source),
+    'ce-type': ceHeader(a.type),
+    'ce-subject': ceHeader(a.subject),
+    'ce-time': a.time,
+  };
 }
 
 /**

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { EventideEvent, RowChange } from '../../api/v1alpha1/event.js';
 import { silentLogger } from '../../common/logger.js';
+import { binaryModeHeaders } from '../../dispatcher/delivery/requestBody.js';
 import { signPayload } from '../../dispatcher/delivery/signing.js';
 import { PermanentError, RetryLaterError, serve, type EventHandler, type HandlerContext, type ServeHandle, type ServeOptions } from './index.js';
 
@@ -27,17 +28,6 @@ function makeEvent(id: string, subject = 'public.orders/7'): EventideEvent {
   };
 }
 
-function binaryHeaders(event: EventideEvent): Record<string, string> {
-  return {
-    'content-type': 'application/json',
-    'ce-specversion': event.specversion,
-    'ce-id': event.id,
-    'ce-source': event.source,
-    'ce-type': event.type,
-    'ce-subject': event.subject,
-    'ce-time': event.time,
-  };
-}
 
 const running: ServeHandle[] = [];
 afterEach(async () => {
@@ -51,7 +41,7 @@ async function start(handler: EventHandler, options: ServeOptions = {}): Promise
 }
 
 function postBinary(url: string, event: EventideEvent, extra: Record<string, string> = {}): Promise<Response> {
-  return fetch(url, { method: 'POST', headers: { ...binaryHeaders(event), ...extra }, body: JSON.stringify(event.data) });
+  return fetch(url, { method: 'POST', headers: { ...binaryModeHeaders(event), ...extra }, body: JSON.stringify(event.data) });
 }
 
 describe('serve: CloudEvents in', () => {
@@ -133,7 +123,7 @@ describe('serve: CloudEvents in', () => {
     const { url } = await start(async () => {
       calls++;
     });
-    const headers = binaryHeaders(makeEvent('evt-malformed'));
+    const headers = binaryModeHeaders(makeEvent('evt-malformed'));
     delete headers['ce-source'];
     const res = await fetch(url, { method: 'POST', headers, body: JSON.stringify(data) });
     expect(res.status).toBe(400);
@@ -145,14 +135,14 @@ describe('serve: CloudEvents in', () => {
 
   it('answers invalid JSON 400', async () => {
     const { url } = await start(async () => {});
-    const res = await fetch(url, { method: 'POST', headers: binaryHeaders(makeEvent('evt-json')), body: '{"op": "upd' });
+    const res = await fetch(url, { method: 'POST', headers: binaryModeHeaders(makeEvent('evt-json')), body: '{"op": "upd' });
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/not valid JSON/);
   });
 
   it('answers a body over the limit 413', async () => {
     const { url } = await start(async () => {}, { maxBodyBytes: 1024 });
-    const res = await fetch(url, { method: 'POST', headers: binaryHeaders(makeEvent('evt-big')), body: JSON.stringify({ ...data, pad: 'x'.repeat(4096) }) });
+    const res = await fetch(url, { method: 'POST', headers: binaryModeHeaders(makeEvent('evt-big')), body: JSON.stringify({ ...data, pad: 'x'.repeat(4096) }) });
     expect(res.status).toBe(413);
   });
 });
@@ -197,7 +187,7 @@ describe('serve: handler outcomes', () => {
       aborted(signal.reason);
     });
     const client = new AbortController();
-    const request = fetch(url, { method: 'POST', headers: binaryHeaders(makeEvent('evt-hangup-2')), body: JSON.stringify(data), signal: client.signal }).catch(() => undefined);
+    const request = fetch(url, { method: 'POST', headers: binaryModeHeaders(makeEvent('evt-hangup-2')), body: JSON.stringify(data), signal: client.signal }).catch(() => undefined);
     await handlerStarted;
     client.abort();
     await request;
@@ -218,7 +208,7 @@ describe('serve: signatures', () => {
     const signed = signPayload(secret, event.id, body);
     expect((await postBinary(url, event, signed)).status).toBe(200);
 
-    const tampered = await fetch(url, { method: 'POST', headers: { ...binaryHeaders(event), ...signed }, body: body.replace('12.5', '0.5') });
+    const tampered = await fetch(url, { method: 'POST', headers: { ...binaryModeHeaders(event), ...signed }, body: body.replace('12.5', '0.5') });
     expect(tampered.status).toBe(401);
     expect(((await tampered.json()) as { error: { message: string } }).error.message).toBe('webhook-signature does not match the payload');
 

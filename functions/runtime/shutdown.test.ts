@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { EventideEvent } from '../../api/v1alpha1/event.js';
 import { silentLogger } from '../../common/logger.js';
+import { binaryModeHeaders } from '../../dispatcher/delivery/requestBody.js';
 import { serve, type EventHandler, type ServeHandle, type ServeOptions } from './index.js';
 
 function eventFor(id: string, delayMs = 0): { headers: Record<string, string>; body: string } {
@@ -18,15 +19,7 @@ function eventFor(id: string, delayMs = 0): { headers: Record<string, string>; b
     datacontenttype: 'application/json',
   };
   return {
-    headers: {
-      'content-type': 'application/json',
-      'ce-specversion': event.specversion,
-      'ce-id': event.id,
-      'ce-source': event.source,
-      'ce-type': event.type,
-      'ce-subject': event.subject,
-      'ce-time': event.time,
-    },
+    headers: binaryModeHeaders(event),
     body: JSON.stringify({
       op: 'insert',
       table: { schema: 'public', name: 'orders' },

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { freePort } from '../../common/embeddedPostgres.js';
+import { freePort } from '../../common/loopback.js';
 import { verifyPayload } from '../../dispatcher/delivery/signing.js';
 import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
 import { startDispatcherProcess } from '../harness/dispatcherProcess.js';

@@ -11,7 +11,7 @@ import type { Dispatcher } from '../../dispatcher/dispatcher.js';
 import { startDispatcher, startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
 import { eventually, startRecordingSink, type ReceivedRequest, type RecordingSink } from '../harness/recordingSink.js';
 import { deadLetterRows, runEventide, sleep, type DeadLetterRow } from '../harness/deliveryHelpers.js';
-import { freePort } from '../../common/embeddedPostgres.js';
+import { freePort } from '../../common/loopback.js';
 
 const SIGNING = { name: 'hooks', key: 'secret' };
 const SECRET = `whsec_${Buffer.from('replay-signing-key-0123456789').toString('base64')}`;

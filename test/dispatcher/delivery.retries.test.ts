@@ -8,7 +8,7 @@ import { ATTEMPT_HEADER } from '../../api/v1alpha1/index.js';
 import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
 import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
 import { createServer, type Server } from 'node:http';
-import { freePort } from '../../common/embeddedPostgres.js';
+import { freePort, listenOnLoopback } from '../../common/loopback.js';
 import { eventually, startRecordingSink, type RecordingSink, type SinkReply } from '../harness/recordingSink.js';
 import { deadLetterRows, logLines, sleep, type LogLine } from '../harness/deliveryHelpers.js';
 import { metricSum, parsePrometheusText, startControlledSink, type ControlledSink } from '../harness/controlledSink.js';
@@ -60,8 +60,7 @@ describe('retries', () => {
         else res.writeHead(200).end();
       });
     });
-    await new Promise<void>((resolve) => resetting.listen(0, '127.0.0.1', resolve));
-    const resetPort = (resetting.address() as { port: number }).port;
+    const resetPort = await listenOnLoopback(resetting);
     trickling = createServer((req, res) => {
       req.resume();
       req.on('end', () => {
@@ -70,8 +69,7 @@ describe('retries', () => {
         res.write('{"accepted":'); // ...and nothing more
       });
     });
-    await new Promise<void>((resolve) => trickling.listen(0, '127.0.0.1', resolve));
-    const tricklePort = (trickling.address() as { port: number }).port;
+    const tricklePort = await listenOnLoopback(trickling);
     const downPort = await freePort(); // nothing listens here: the function is down
     const urls: Record<string, string> = { crowd: crowdSink.url, reset: `http://127.0.0.1:${resetPort}/`, down: `http://127.0.0.1:${downPort}/hook`, trickle: `http://127.0.0.1:${tricklePort}/` };
     const manifest = (table: string, delivery: Record<string, unknown>) =>

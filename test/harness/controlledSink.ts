@@ -1,3 +1,4 @@
+import { listenOnLoopback } from '../../common/loopback.js';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 
@@ -76,9 +77,7 @@ export async function startControlledSink(answer: (delivery: SinkDelivery) => Si
     });
   });
   server.keepAliveTimeout = 30_000;
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : 0;
+  const port = await listenOnLoopback(server);
   return {
     url: `http://127.0.0.1:${port}/`,
     deliveries,

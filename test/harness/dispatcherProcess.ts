@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../../common/embeddedPostgres.js';
+import { freePort } from '../../common/loopback.js';
 
 const BIN = fileURLToPath(new URL('../../bin/eventide.mjs', import.meta.url));
 

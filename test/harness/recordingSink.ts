@@ -1,3 +1,4 @@
+import { listenOnLoopback } from '../../common/loopback.js';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 
 /** One request the sink received. */
@@ -54,9 +55,7 @@ export async function startRecordingSink(reply: (req: ReceivedRequest, index: nu
     });
   });
   server.keepAliveTimeout = 30_000;
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : 0;
+  const port = await listenOnLoopback(server);
   return {
     url: `http://127.0.0.1:${port}/`,
     requests,

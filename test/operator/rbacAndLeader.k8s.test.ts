@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { parseAllDocuments } from 'yaml';
 import type { V1Deployment, V1Lease } from '@kubernetes/client-node';
-import { freePort } from '../../common/embeddedPostgres.js';
+import { freePort } from '../../common/loopback.js';
 import { startOperator, type Operator } from '../../operator/manager.js';
 import { settingsWith } from '../../operator/settings.js';
 import { dispatcherName } from '../../operator/eventtrigger/source.js';
