@@ -3,7 +3,7 @@
  * on the same data: `npm run bench [-- --quick] [--only decode,e2e,latency,rss] [--decode-rows 200000] [--decode-rounds 3]
  * [--e2e-rows 100000] [--concurrency 64,256] [--batch-size 100] [--latency-rate 5000]
  * [--latency-seconds 10] [--rss-rows 1000000] [--rss-batch-size 100] [--profile-dir DIR]
- * [--dispatcher-args "--max-inflight-events 2000"]`. Every flag can also be given
+ * [--dispatcher-args="--max-inflight-events 2000"]`. Every flag can also be given
  * as an environment variable: BENCH_QUICK=1, BENCH_E2E_ROWS=50000, ...
  *
  * One throwaway Postgres (wal_level=logical) and one table `orders` (bigserial key, int, numeric,
