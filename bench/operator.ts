@@ -8,11 +8,18 @@
  *    its Deployment and Service exist and its status.observedGeneration equals its generation.
  * 3. Restarts the operator over the N existing Functions and measures how long the resync takes (the
  *    steady-state path: nothing to apply, nothing to write).
+ * 4. Baseline, with the operator stopped: a bare client creates N more Functions in another namespace
+ *    the same way and, with the same number of workers, server-side applies each one's Deployment and
+ *    Service (the operator's own manifests) and writes its status: the API writes of phase 2 with no
+ *    watch, cache or queue — the floor the operator's figure is a ratio to.
  */
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { parseArgs } from 'node:util';
 import type { Registry } from 'prom-client';
+import type { FunctionResource } from '../api/v1alpha1/index.js';
 import { silentLogger } from '../common/logger.js';
+import { applyObject, applyStatus, makeClients } from '../operator/kube.js';
+import { makeDeployment, makeService } from '../operator/function/resources.js';
 import { startOperator, type Operator } from '../operator/manager.js';
 import { settingsWith } from '../operator/settings.js';
 import { installCrds, kubeConfigFrom } from '../test/operator/support.js';
@@ -28,18 +35,19 @@ const { values } = parseArgs({
 const COUNT = Number(values.count);
 const WORKERS = Number(values.workers);
 const NAMESPACE = 'bench';
+const BASELINE_NAMESPACE = 'bench-baseline';
 const GROUP = { group: 'eventide.dev', version: 'v1alpha1', plural: 'functions' };
 
 interface Listed {
   items: { metadata: { generation?: number }; status?: { observedGeneration?: number } }[];
 }
 
-async function countReconciled(custom: CustomObjectsApi, kubeConfig: KubeConfig): Promise<{ functions: number; deployments: number; services: number }> {
-  const fns = (await custom.listNamespacedCustomObject({ ...GROUP, namespace: NAMESPACE })) as Listed;
+async function countReconciled(custom: CustomObjectsApi, kubeConfig: KubeConfig, namespace = NAMESPACE): Promise<{ functions: number; deployments: number; services: number }> {
+  const fns = (await custom.listNamespacedCustomObject({ ...GROUP, namespace })) as Listed;
   const functions = fns.items.filter((f) => f.status?.observedGeneration !== undefined && f.status.observedGeneration === f.metadata.generation).length;
   // Counting through the API keeps the measurement independent of the operator's own caches.
   const { AppsV1Api, CoreV1Api } = await import('@kubernetes/client-node');
-  const selector = { namespace: NAMESPACE, labelSelector: 'app.kubernetes.io/component=function' };
+  const selector = { namespace, labelSelector: 'app.kubernetes.io/component=function' };
   const deployments = (await kubeConfig.makeApiClient(AppsV1Api).listNamespacedDeployment(selector)).items.length;
   const services = (await kubeConfig.makeApiClient(CoreV1Api).listNamespacedService(selector)).items.length;
   return { functions, deployments, services };
@@ -72,6 +80,61 @@ async function durationQuantile(registry: Registry, q: number): Promise<number> 
   return buckets.find((b) => b.count >= q * total)?.le ?? NaN;
 }
 
+/** Creates COUNT Functions in a namespace, 32 requests in flight, handing each stored one to `created`. */
+async function createFunctions(custom: CustomObjectsApi, namespace: string, created: (fn: FunctionResource) => void): Promise<void> {
+  let next = 0;
+  const createOne = async () => {
+    while (next < COUNT) {
+      const i = next++;
+      const stored = await custom.createNamespacedCustomObject({
+        ...GROUP,
+        namespace,
+        body: { apiVersion: 'eventide.dev/v1alpha1', kind: 'Function', metadata: { name: `fn-${i}` }, spec: { image: `registry.example.com/bench/fn:${i}` } },
+      });
+      created(stored as FunctionResource);
+    }
+  };
+  await Promise.all(Array.from({ length: 32 }, createOne));
+}
+
+/**
+ * The baseline: the operator's API writes done straight by WORKERS workers as Functions are created
+ * (apply Deployment, apply Service, apply status), no informers, no queue. Returns the elapsed ms.
+ */
+async function bareClientBaseline(kubeConfig: KubeConfig, custom: CustomObjectsApi): Promise<number> {
+  const clients = makeClients(kubeConfig);
+  const pending: FunctionResource[] = [];
+  let creating = true;
+  const idle: (() => void)[] = [];
+  const wakeAll = () => idle.splice(0).forEach((wake) => wake());
+  const started = Date.now();
+  const worker = async () => {
+    for (;;) {
+      const fn = pending.shift();
+      if (!fn) {
+        if (!creating) return;
+        await new Promise<void>((resolve) => idle.push(resolve));
+        continue;
+      }
+      await applyObject(clients, makeDeployment(fn));
+      await applyObject(clients, makeService(fn));
+      await applyStatus(clients, 'Function', { name: fn.metadata.name, namespace: BASELINE_NAMESPACE }, { observedGeneration: fn.metadata.generation });
+    }
+  };
+  const workers = Array.from({ length: WORKERS }, worker);
+  await createFunctions(custom, BASELINE_NAMESPACE, (fn) => {
+    pending.push(fn);
+    wakeAll();
+  });
+  creating = false;
+  wakeAll();
+  await Promise.all(workers);
+  const elapsedMs = Date.now() - started;
+  const done = await countReconciled(custom, kubeConfig, BASELINE_NAMESPACE);
+  if (done.functions !== COUNT || done.deployments !== COUNT || done.services !== COUNT) throw new Error(`baseline incomplete: ${JSON.stringify(done)}`);
+  return elapsedMs;
+}
+
 function startBenchOperator(kubeConfig: KubeConfig): Promise<Operator> {
   return startOperator({ kubeConfig, settings: settingsWith({ metricsPort: -1, workers: WORKERS, logLevel: 'silent' }), logger: silentLogger() });
 }
@@ -97,18 +160,7 @@ async function main(): Promise<void> {
 
     // Phase 1: create N Functions and wait until all are reconciled.
     const started = Date.now();
-    let next = 0;
-    const createOne = async () => {
-      while (next < COUNT) {
-        const i = next++;
-        await custom.createNamespacedCustomObject({
-          ...GROUP,
-          namespace: NAMESPACE,
-          body: { apiVersion: 'eventide.dev/v1alpha1', kind: 'Function', metadata: { name: `fn-${i}` }, spec: { image: `registry.example.com/bench/fn:${i}` } },
-        });
-      }
-    };
-    await Promise.all(Array.from({ length: 32 }, createOne));
+    await createFunctions(custom, NAMESPACE, () => undefined);
     const createdMs = Date.now() - started;
     let last = { functions: 0, deployments: 0, services: 0 };
     await waitUntil(
@@ -146,6 +198,17 @@ async function main(): Promise<void> {
     console.log(
       `restart over ${COUNT} existing Functions: caches synced in ${(syncedMs / 1000).toFixed(1)} s, every Function reconciled (no-op) after ` +
         `${(resyncMs / 1000).toFixed(1)} s (${(resyncReconciles / (resyncMs / 1000)).toFixed(0)} reconciles/s)`,
+    );
+
+    // Phase 3: the baseline, with the operator stopped so it neither competes nor sees the objects.
+    await operator.stop();
+    operator = undefined;
+    const baselineNs = await cp.kubectl(['create', 'namespace', BASELINE_NAMESPACE]);
+    if (baselineNs.code !== 0) throw new Error(baselineNs.stderr);
+    const baselineMs = await bareClientBaseline(kubeConfig, custom);
+    console.log(
+      `baseline, a bare client doing the same API writes (${WORKERS} workers, no watch/cache/queue): ${(baselineMs / 1000).toFixed(1)} s; ` +
+        `operator ${(elapsedMs / 1000).toFixed(1)} s = ${(elapsedMs / baselineMs).toFixed(2)}× the baseline time (${(baselineMs / elapsedMs).toFixed(2)}× its rate)`,
     );
   } finally {
     await operator?.stop();
