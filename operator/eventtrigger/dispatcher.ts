@@ -15,6 +15,7 @@ import {
 } from '../labels.js';
 import { ownerReference } from '../ownerRefs.js';
 import { restrictedContainerSecurityContext, restrictedPodSecurityContext } from '../podSecurity.js';
+import { dispatcherNodeOptions } from './nodeHeap.js';
 import { chooseSlot, dispatcherName, type SourceRef } from './source.js';
 
 /** How the operator runs dispatchers (from its settings). */
@@ -111,8 +112,11 @@ export function makeDispatcherConfigMap(source: SourceRef, members: readonly Eve
  * The dispatcher's environment: the database URL and each signing secret, from their Secrets by
  * `secretKeyRef` (never copied into a ConfigMap), under the names `common/secretEnv.ts` defines.
  */
-function dispatcherEnv(source: SourceRef, members: readonly EventTriggerResource[]): V1EnvVar[] {
-  const env: V1EnvVar[] = [{ name: DATABASE_URL_ENV, valueFrom: { secretKeyRef: { name: source.secretName, key: source.key } } }];
+function dispatcherEnv(source: SourceRef, members: readonly EventTriggerResource[], resources: V1ResourceRequirements): V1EnvVar[] {
+  const env: V1EnvVar[] = [
+    { name: DATABASE_URL_ENV, valueFrom: { secretKeyRef: { name: source.secretName, key: source.key } } },
+    { name: 'NODE_OPTIONS', value: dispatcherNodeOptions(resources) },
+  ];
   const signing = new Map<string, { name: string; key: string }>();
   for (const t of sortedMembers(members)) {
     const ref = t.spec.delivery.signingSecretRef;
@@ -132,6 +136,7 @@ function dispatcherEnv(source: SourceRef, members: readonly EventTriggerResource
 export function makeDispatcherDeployment(source: SourceRef, members: readonly EventTriggerResource[], settings: DispatcherSettings): V1Deployment {
   const name = dispatcherName(source);
   const probe = (path: string) => ({ httpGet: { path, port: 'http' }, periodSeconds: 10, failureThreshold: 3 });
+  const resources = settings.resources ?? DEFAULT_DISPATCHER_RESOURCES;
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -164,10 +169,10 @@ export function makeDispatcherDeployment(source: SourceRef, members: readonly Ev
                 '--watch-config',
               ],
               ports: [{ name: 'http', containerPort: DISPATCHER_PORT, protocol: 'TCP' }],
-              env: dispatcherEnv(source, members),
+              env: dispatcherEnv(source, members, resources),
               readinessProbe: probe('/readyz'),
               livenessProbe: probe('/healthz'),
-              resources: settings.resources ?? DEFAULT_DISPATCHER_RESOURCES,
+              resources,
               securityContext: restrictedContainerSecurityContext(),
               volumeMounts: [
                 { name: 'triggers', mountPath: DISPATCHER_CONFIG_DIR, readOnly: true },

@@ -158,6 +158,7 @@ describe('makeDispatcherDeployment', () => {
   it('takes the database URL and each distinct signing secret from Secrets, never from the ConfigMap', () => {
     expect(container.env).toEqual([
       { name: 'EVENTIDE_DATABASE_URL', valueFrom: { secretKeyRef: { name: 'orders-db', key: 'url' } } },
+      { name: 'NODE_OPTIONS', value: '--max-semi-space-size=4 --max-old-space-size=256' },
       { name: 'EVENTIDE_SECRET_HOOKS__HMAC', valueFrom: { secretKeyRef: { name: 'hooks', key: 'hmac' } } },
       { name: 'EVENTIDE_SECRET_OTHER_HOOKS__SECRET', valueFrom: { secretKeyRef: { name: 'other-hooks', key: 'secret' } } },
     ]);
