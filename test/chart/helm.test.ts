@@ -75,14 +75,13 @@ describe('helm chart', () => {
     const manifests = await render();
     const clusterRole = find(manifests, 'ClusterRole') as Manifest & { rules: PolicyRule[] };
     const expected = [
-      grant('eventide.dev', ['functions', 'eventtriggers'], ['get', 'list', 'watch', 'update', 'patch']),
-      grant('eventide.dev', ['functions/status', 'eventtriggers/status'], ['get', 'update', 'patch']),
+      grant('eventide.dev', ['functions', 'eventtriggers'], ['get', 'list', 'watch', 'patch']),
+      grant('eventide.dev', ['functions/status', 'eventtriggers/status'], ['patch']),
       grant('eventide.dev', ['functions/finalizers', 'eventtriggers/finalizers'], ['update']),
-      grant('apps', ['deployments'], ['get', 'list', 'watch', 'create', 'patch', 'update', 'delete']),
-      grant('', ['services', 'configmaps'], ['get', 'list', 'watch', 'create', 'patch', 'update', 'delete']),
+      grant('apps', ['deployments'], ['get', 'list', 'watch', 'create', 'patch', 'delete']),
+      grant('', ['services', 'configmaps'], ['get', 'list', 'watch', 'create', 'patch', 'delete']),
       grant('', ['secrets'], ['get', 'list', 'watch']),
       grant('', ['events'], ['create', 'patch']),
-      grant('events.k8s.io', ['events'], ['create', 'patch']),
     ];
     expect(permissions(clusterRole.rules)).toEqual(permissions(expected));
 
