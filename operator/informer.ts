@@ -35,6 +35,8 @@ export class ResilientInformer<T extends KubernetesObject> {
   private listSucceeded = false;
   private failure: ((error: unknown) => void) | undefined;
   private running: Promise<void> | undefined;
+  private readonly failureListeners: ((error: unknown) => void)[] = [];
+  private lastError: unknown;
 
   constructor(
     config: KubeConfig,
@@ -56,6 +58,16 @@ export class ResilientInformer<T extends KubernetesObject> {
   /** Registers a handler for cache changes; handlers must only enqueue keys. */
   on(handler: InformerHandler<T>): void {
     this.handlers.push(handler);
+  }
+
+  /** Registers a listener for list/watch failures (each is followed by a restart with backoff). */
+  onFailure(listener: (error: unknown) => void): void {
+    this.failureListeners.push(listener);
+  }
+
+  /** The failure since which the informer has not listed successfully, if any. */
+  failing(): unknown {
+    return this.lastError;
   }
 
   /** Starts listing and watching in the background. */
@@ -123,6 +135,7 @@ export class ResilientInformer<T extends KubernetesObject> {
       if (signal.aborted) break;
       if (!failed && this.listSucceeded) {
         delay = RESTART_BASE_MS;
+        this.lastError = undefined;
         if (!this.synced) {
           this.synced = true;
           logger.debug({ resource: this.spec.resource, objects: this.informer.list().length }, 'informer synced');
@@ -131,6 +144,8 @@ export class ResilientInformer<T extends KubernetesObject> {
       }
       const error = await failure;
       if (signal.aborted) break;
+      if (!this.synced) this.lastError = error ?? new Error('list failed');
+      for (const listener of this.failureListeners) listener(error);
       metrics.informerRestarts.inc({ resource: this.spec.resource });
       logger.warn(
         { resource: this.spec.resource, status: apiStatusCode(error), err: apiErrorMessage(error), retryInMs: delay },

@@ -98,6 +98,7 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
         return storedSourceOf(t)?.secretName === name || spec?.delivery?.signingSecretRef?.name === name;
       }),
     synced: (namespace) => enqueueTriggers(namespace, () => true),
+    failed: (namespace) => enqueueTriggers(namespace, () => true),
   });
 
   const functionReconciler = new FunctionReconciler({ clients, functions, deployments, services, events });

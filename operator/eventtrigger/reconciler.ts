@@ -90,8 +90,16 @@ export class EventTriggerReconciler implements Reconciler {
       throw new TerminalError(REASON_INVALID_SPEC, message, { cause: parsed });
     }
 
-    // Secrets are checked against a cache of this namespace's Secrets; its first sync requeues us.
-    if (!this.deps.secrets.ensure(namespace)) return {};
+    // Secrets are checked against a cache of this namespace's Secrets; its first sync requeues us, and
+    // so does a failure to list them, which the status then explains.
+    if (!this.deps.secrets.ensure(namespace)) {
+      const problem = this.deps.secrets.problem(namespace);
+      if (problem) {
+        lifecycle.markSourceNotReady(problem);
+        await this.writeStatus(trigger, lifecycle.status());
+      }
+      return {};
+    }
 
     const decision = decideTrigger({
       trigger: parsed,

@@ -95,6 +95,20 @@ describe('helm chart', () => {
     }
   });
 
+  it('confines Secret reads to a Role in each of rbac.secretNamespaces when they are listed', async () => {
+    const manifests = await render('rbac.secretNamespaces={food,billing}');
+    const clusterRole = find(manifests, 'ClusterRole') as Manifest & { rules: PolicyRule[] };
+    expect(permissions(clusterRole.rules).filter((p) => p.startsWith('core/secrets'))).toEqual([]);
+    const serviceAccount = find(manifests, 'ServiceAccount');
+    for (const namespace of ['food', 'billing']) {
+      const role = manifests.find((m) => m.kind === 'Role' && m.metadata.namespace === namespace) as (Manifest & { rules: PolicyRule[] }) | undefined;
+      expect(role && permissions(role.rules)).toEqual(permissions([grant('', ['secrets'], ['get', 'list', 'watch'])]));
+      const binding = manifests.find((m) => m.kind === 'RoleBinding' && m.metadata.namespace === namespace) as Manifest & { roleRef: { name: string }; subjects: unknown[] };
+      expect(binding.roleRef.name).toBe(role!.metadata.name);
+      expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: serviceAccount.metadata.name, namespace: NAMESPACE }]);
+    }
+  });
+
   it('runs two leader-elected operator replicas, restricted, probed on /healthz and /readyz', async () => {
     const deployment = find(await render(), 'Deployment') as Manifest & PodTemplate;
     expect(deployment.spec.replicas).toBe(2);
@@ -169,6 +183,7 @@ describe('helm chart', () => {
     { name: 'two replicas without leader election', sets: ['operator.leaderElection.enabled=false'], error: /leaderElection/ },
     { name: 'an unknown value (a typo)', sets: ['operator.replica=3'], error: /replica/ },
     { name: 'an invalid pull policy', sets: ['operator.image.pullPolicy=Sometimes'], error: /pullPolicy/ },
+    { name: 'a Secret namespace that is not a namespace name', sets: ['rbac.secretNamespaces={Food_Team}'], error: /secretNamespaces/ },
   ];
 
   it.each(rejected)('refuses $name with a message naming it', async ({ sets, error }) => {

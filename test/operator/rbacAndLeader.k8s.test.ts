@@ -34,6 +34,7 @@ const RBAC_KINDS = new Set(['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding
 
 let cp: ControlPlane;
 let saKubeconfig: string;
+let serviceAccount: string;
 const operators: Operator[] = [];
 let child: ChildProcess | undefined;
 
@@ -69,14 +70,16 @@ beforeAll(async () => {
   cp = await startClusterWithCrds();
   await createNamespace(cp, SYSTEM_NS);
   await createNamespace(cp, NS);
-  const rendered = await helm(['template', 'eventide', CHART_DIR, '--namespace', SYSTEM_NS]);
+  // Secrets readable in the test namespace only, as rbac.secretNamespaces grants them (the default, every
+  // namespace through the ClusterRole, is what test/chart/apiserver.test.ts runs the operator with).
+  const rendered = await helm(['template', 'eventide', CHART_DIR, '--namespace', SYSTEM_NS, '--set', `rbac.secretNamespaces={${NS}}`]);
   if (rendered.code !== 0) throw new Error(`helm template failed: ${rendered.stderr}`);
   const rbac = parseAllDocuments(rendered.stdout)
     .map((d) => d.toJS() as { kind?: string; metadata?: { name?: string } } | null)
     .filter((d): d is { kind: string; metadata: { name: string } } => !!d?.kind && RBAC_KINDS.has(d.kind));
-  expect(rbac.map((d) => d.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding', 'ServiceAccount']);
+  expect(rbac.map((d) => d.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'Role', 'Role', 'RoleBinding', 'RoleBinding', 'ServiceAccount']);
   // The harness creates the chart's ServiceAccount itself (with a token); the rest is applied as rendered.
-  const serviceAccount = rbac.find((d) => d.kind === 'ServiceAccount')!.metadata.name;
+  serviceAccount = rbac.find((d) => d.kind === 'ServiceAccount')!.metadata.name;
   saKubeconfig = await cp.makeServiceAccountKubeconfig(SYSTEM_NS, serviceAccount);
   const bindings = rbac.filter((d) => d.kind !== 'ServiceAccount');
   await kubectlOk(cp, ['apply', '-f', '-'], bindings.map((d) => JSON.stringify(d)).join('\n---\n'));
@@ -136,6 +139,35 @@ describe('operator with the chart\'s RBAC', () => {
     const denied = lines.filter((l) => /forbidden|Forbidden|403/.test(l));
     expect(denied).toEqual([]);
   });
+
+  it('says so in the trigger\'s status when it may not read the Secrets of its namespace, and recovers once it may', async () => {
+    const pantry = 'pantry';
+    await createNamespace(cp, pantry);
+    await kubectlOk(cp, ['create', 'secret', 'generic', 'pantry-db', '-n', pantry, '--from-literal=url=postgres://pantry@db:5432/pantry']);
+    await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify({
+      apiVersion: 'eventide.dev/v1alpha1', kind: 'EventTrigger', metadata: { name: 'stock', namespace: pantry },
+      spec: { source: { connectionSecretRef: { name: 'pantry-db' } }, table: { name: 'stock' }, sink: { url: 'http://stock.example/hook' } },
+    }));
+    const forbidden = await eventually('SourceReady=False, SecretsForbidden', async () => {
+      const t = await getJson<{ status?: { conditions?: StoredCondition[] } }>(cp, ['eventtrigger', 'stock', '-n', pantry]);
+      const condition = conditionOf(t, 'SourceReady');
+      return condition?.status === 'False' && condition.reason === 'SecretsForbidden' ? condition : undefined;
+    });
+    expect(forbidden.message).toBe(
+      'the operator may not read Secrets in namespace "pantry" (list forbidden); with the Helm chart, add the namespace to rbac.secretNamespaces or leave that list empty',
+    );
+    expect(conditionOf(await getJson(cp, ['eventtrigger', 'stock', '-n', pantry]), 'Ready')?.status).toBe('False');
+
+    // What the chart grants for a listed namespace: the operator notices on its next list.
+    await kubectlOk(cp, ['create', 'role', 'eventide-secrets', '-n', pantry, '--verb=get,list,watch', '--resource=secrets']);
+    await kubectlOk(cp, ['create', 'rolebinding', 'eventide-secrets', '-n', pantry, '--role=eventide-secrets', `--serviceaccount=${SYSTEM_NS}:${serviceAccount}`]);
+    await eventually('SourceReady=True', async () => {
+      const t = await getJson<{ status?: { conditions?: StoredCondition[] } }>(cp, ['eventtrigger', 'stock', '-n', pantry]);
+      return conditionOf(t, 'SourceReady')?.status === 'True';
+    }, 60_000);
+    await kubectlOk(cp, ['delete', 'eventtrigger', 'stock', '-n', pantry, '--wait=false']);
+    await eventually('the trigger to be gone', async () => (await getJson(cp, ['eventtrigger', 'stock', '-n', pantry])) === undefined);
+  }, 120_000);
 
   it('reports the Function Ready once its Deployment is available (status set by the test, as no kubelet runs)', async () => {
     const deployment = await getJson<V1Deployment>(cp, ['deployment', 'approve-order', '-n', NS]);
