@@ -126,22 +126,49 @@ function bar(n: number, total: number, width = 24): string {
   return `${'█'.repeat(filled)}${'·'.repeat(width - filled)}`;
 }
 
-/** Runs the demo and returns its summary; everything it started is stopped before it returns. */
+/** Thrown by runDemo when Ctrl-C (SIGINT) stopped it; everything it started is stopped by then. */
+export class DemoInterrupted extends Error {
+  constructor() {
+    super('interrupted');
+  }
+}
+
+/**
+ * Runs the demo and returns its summary; everything it started is stopped before it returns or throws.
+ * SIGINT ends it early (DemoInterrupted): in a terminal Ctrl-C also reaches the functions, the dispatcher
+ * and Postgres, which stop by themselves, so whatever fails after it is part of stopping, not an error.
+ */
 export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const out = options.out ?? ((t: string) => process.stdout.write(t));
   const live = !options.quiet && process.stdout.isTTY;
   const processes = new Processes();
   let server: EmbeddedPostgres | undefined;
   let pool: pg.Pool | undefined;
+  let ticker: NodeJS.Timeout | undefined;
+  const interrupted = new AbortController();
   const onSignal = () => {
+    if (interrupted.signal.aborted) return; // a second Ctrl-C while stopping: stopping is bounded anyway
     out('\nstopping…\n');
-    void processes.stopAll().then(() => server?.destroy()).then(() => process.exit(130));
+    processes.stopping = true;
+    interrupted.abort();
   };
-  process.once('SIGINT', onSignal);
+  /** Waits, or returns early when interrupted; then throws if interrupted. */
+  const pause = async (ms: number) => {
+    if (ms > 0 && !interrupted.signal.aborted) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, ms);
+        interrupted.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+      });
+    }
+    if (interrupted.signal.aborted) throw new DemoInterrupted();
+  };
+  process.on('SIGINT', onSignal);
   try {
     out('starting PostgreSQL (wal_level=logical)…\n');
     server = await startEmbeddedPostgres();
     pool = new pg.Pool({ connectionString: server.url, max: 4 });
+    // An idle connection that Postgres closes (it stops on Ctrl-C too) is no reason to crash.
+    pool.on('error', () => undefined);
     await pool.query(readFileSync(`${HERE}/schema.sql`, 'utf8'));
 
     const functionUrls: string[] = [];
@@ -153,6 +180,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
         PAYMENT_FAILURE_RATE: String(options.paymentFailureRate),
       });
       await waitReady(`http://127.0.0.1:${port}/readyz`, name, child);
+      await pause(0);
       functionUrls.push('--function-url', `food/${name}=http://127.0.0.1:${port}/`);
       out(`  function ${name} on :${port}\n`);
     }
@@ -199,12 +227,12 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       return { c, m };
     };
 
-    const ticker = setInterval(() => void render().catch(() => undefined), live ? 250 : 2000);
+    ticker = setInterval(() => void render().catch(() => undefined), live ? 250 : 2000);
     const total = Math.round(options.ratePerSecond * options.durationSeconds);
     const started = Date.now();
     for (let i = 0; i < total; i++) {
       const due = started + (i * 1000) / options.ratePerSecond;
-      if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()));
+      await pause(due - Date.now());
       const dishes = ['pad thai', 'ramen', 'burrito', 'dosa', 'pho'];
       await db.query('INSERT INTO orders (customer, items, total) VALUES ($1, $2, $3)', [
         `customer-${i % 50}`,
@@ -217,10 +245,11 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     for (;;) {
       const { c, m } = await render();
       if (c.assigned + m.deadLetters >= c.placed || Date.now() > settleDeadline) break;
-      await new Promise((r) => setTimeout(r, 200));
+      await pause(200);
     }
     clearInterval(ticker);
     const { c, m } = await render(true);
+    await pause(0);
     const latency = await db.query<{ ms: number }>(
       'SELECT extract(epoch FROM assigned_at - created_at) * 1000 AS ms FROM orders WHERE is_agent_assigned ORDER BY 1',
     );
@@ -243,11 +272,14 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
         `order → agent assigned p50 ${summary.p50Ms} ms, p99 ${summary.p99Ms} ms, processed twice: ${summary.processedTwice}\n`,
     );
     return summary;
+  } catch (error) {
+    throw interrupted.signal.aborted ? new DemoInterrupted() : error;
   } finally {
-    process.removeListener('SIGINT', onSignal);
+    clearInterval(ticker);
     await processes.stopAll();
     await pool?.end().catch(() => undefined);
     await server?.destroy();
+    process.removeListener('SIGINT', onSignal);
   }
 }
 
@@ -273,7 +305,11 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     });
     process.exitCode = summary.completed + summary.deadLetters === summary.placed && summary.processedTwice === 0 ? 0 : 1;
   } catch (error) {
-    process.stderr.write(`demo: ${(error as Error).message}\n`);
-    process.exitCode = 1;
+    if (error instanceof DemoInterrupted) {
+      process.exitCode = 130; // the shell's code for "ended by SIGINT"
+    } else {
+      process.stderr.write(`demo: ${(error as Error).message}\n`);
+      process.exitCode = 1;
+    }
   }
 }
