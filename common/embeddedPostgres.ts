@@ -1,8 +1,8 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, chownSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, chownSync, mkdirSync, statSync } from 'node:fs';
 import { freePort } from './loopback.js';
 import { tmpdir, userInfo } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 
 /** Options for a throwaway PostgreSQL server. */
 export interface EmbeddedPostgresOptions {
@@ -78,6 +78,21 @@ function serverIdentity(): { uid: number; gid: number } | undefined {
   throw new Error('running as root and neither a "postgres" nor a "nobody" user exists to run PostgreSQL as');
 }
 
+/**
+ * The first directory on the way to `path` that `identity` cannot enter (no search permission for it),
+ * or undefined. Only meaningful when we are root and the server runs as another user.
+ */
+export function firstUnreachableDir(path: string, identity: { uid: number; gid: number }, stat: (dir: string) => { mode: number; uid: number; gid: number } = statSync): string | undefined {
+  const parts = resolve(path).split('/').filter(Boolean);
+  for (let i = 0; i <= parts.length; i++) {
+    const dir = `/${parts.slice(0, i).join('/')}`;
+    const { mode, uid, gid } = stat(dir);
+    const searchable = uid === identity.uid ? mode & 0o100 : gid === identity.gid ? mode & 0o010 : mode & 0o001;
+    if (!searchable) return dir;
+  }
+  return undefined;
+}
+
 function run(bin: string, args: string[], identity: { uid: number; gid: number } | undefined): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], ...identity, env: { ...process.env, LC_ALL: 'C.UTF-8' } });
@@ -98,6 +113,15 @@ process.once('exit', () => {
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions = {}): Promise<EmbeddedPostgres> {
   const binDir = findPostgresBinDir();
   const identity = serverIdentity();
+  if (identity) {
+    const blocked = firstUnreachableDir(tmpdir(), identity);
+    if (blocked) {
+      throw new Error(
+        `PostgreSQL refuses to run as root, so it runs as uid ${identity.uid}, which cannot enter ${blocked} on the way to the temp dir ${tmpdir()}: ` +
+          'make it searchable (chmod o+x) or set TMPDIR to a directory it can reach',
+      );
+    }
+  }
   const root = mkdtempSync(join(tmpdir(), 'eventide-pg-'));
   const dataDir = join(root, 'data');
   const socketDir = join(root, 'sock');

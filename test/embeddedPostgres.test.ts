@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../common/embeddedPostgres.js';
+import { firstUnreachableDir, startEmbeddedPostgres, type EmbeddedPostgres } from '../common/embeddedPostgres.js';
 
 describe('embedded postgres', () => {
   let server: EmbeddedPostgres;
@@ -27,4 +27,22 @@ describe('embedded postgres', () => {
     expect(count.rows[0]?.n).toBe('1');
     await again.end();
   });
+});
+
+describe('firstUnreachableDir (root runs Postgres as another user, who must reach the temp dir)', () => {
+  const server = { uid: 100, gid: 200 };
+  const tree: Record<string, { mode: number; uid: number; gid: number }> = {
+    '/': { mode: 0o755, uid: 0, gid: 0 },
+    '/tmp': { mode: 0o1777, uid: 0, gid: 0 },
+    '/tmp/private': { mode: 0o700, uid: 0, gid: 0 },
+    '/tmp/private/run': { mode: 0o755, uid: 0, gid: 0 },
+    '/tmp/team': { mode: 0o750, uid: 0, gid: 200 },
+    '/tmp/mine': { mode: 0o607, uid: 100, gid: 0 },
+  };
+  const stat = (dir: string) => tree[dir]!;
+
+  it('finds none on an open path', () => expect(firstUnreachableDir('/tmp', server, stat)).toBeUndefined());
+  it('names the first directory closed to it', () => expect(firstUnreachableDir('/tmp/private/run', server, stat)).toBe('/tmp/private'));
+  it('lets the group bits count for its group', () => expect(firstUnreachableDir('/tmp/team', server, stat)).toBeUndefined());
+  it('applies the owner bits to the owner, not the bits for others', () => expect(firstUnreachableDir('/tmp/mine', server, stat)).toBe('/tmp/mine'));
 });
