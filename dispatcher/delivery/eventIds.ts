@@ -18,3 +18,16 @@ export function eventId(input: { triggerKey: string; commitLsn: Lsn; changeLsn: 
   }
   return `${input.commitLsn.toString(16).padStart(16, '0')}-${input.changeLsn.toString(16).padStart(16, '0')}-${input.ordinal}-${trigger}`;
 }
+
+/**
+ * The event id as a UUID (version 8, from a hash of the id), for the Hasura payload: Hasura's ids are
+ * UUIDs, and handlers written for it store them in uuid columns to deduplicate. Deterministic, so a
+ * redelivery carries the same one.
+ */
+export function eventUuid(id: string): string {
+  const bytes = createHash('sha256').update(id).digest().subarray(0, 16);
+  bytes[6] = (bytes[6]! & 0x0f) | 0x80;
+  bytes[8] = (bytes[8]! & 0x3f) | 0x80;
+  const hex = bytes.toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}

@@ -1,5 +1,6 @@
 import { ATTEMPT_HEADER, type EventTriggerSpecT, type BatchResponse, type EventAttributes } from '../../api/v1alpha1/index.js';
 import type { PendingEvent } from '../pipeline/pendingEvent.js';
+import { eventUuid } from './eventIds.js';
 
 /** An HTTP request ready to send. */
 export interface OutgoingRequest {
@@ -15,11 +16,11 @@ export function structuredEventJson(event: PendingEvent): string {
 
 const HASURA_OPS = { insert: 'INSERT', update: 'UPDATE', delete: 'DELETE', truncate: 'TRUNCATE' } as const;
 
-/** Hasura's event-trigger payload, so handlers written for Hasura move over unchanged. */
+/** Hasura's event-trigger payload, so handlers written for Hasura move over unchanged (its id a UUID, as Hasura's). */
 export function hasuraEventJson(event: PendingEvent, triggerName: string, maxRetries: number, currentRetry: number): string {
   return (
     `{"event":{"session_variables":null,"op":"${HASURA_OPS[event.op]}","data":{"old":${event.oldJson ?? 'null'},"new":${event.newJson ?? 'null'}},"trace_context":null},` +
-    `"created_at":${JSON.stringify(event.attributes.time)},"id":${JSON.stringify(event.id)},` +
+    `"created_at":${JSON.stringify(event.attributes.time)},"id":"${eventUuid(event.id)}",` +
     `"delivery_info":{"max_retries":${maxRetries},"current_retry":${currentRetry}},` +
     `"trigger":{"name":${JSON.stringify(triggerName)}},"table":${JSON.stringify(event.table)}}`
   );

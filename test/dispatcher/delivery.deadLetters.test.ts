@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ATTEMPT_HEADER } from '../../api/v1alpha1/index.js';
 import { secretEnvName } from '../../common/secretEnv.js';
+import { eventUuid } from '../../dispatcher/delivery/eventIds.js';
 import { verifyPayload } from '../../dispatcher/delivery/signing.js';
 import type { Dispatcher } from '../../dispatcher/dispatcher.js';
 import { startDispatcher, startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
@@ -427,7 +428,7 @@ describe('dead letters', () => {
       // The same payload; delivery_info says it has been tried once before.
       expect(JSON.parse(sent.body)).toEqual({ ...first, delivery_info: { max_retries: 0, current_retry: 1 } });
       expect(first).toMatchObject({
-        id: letter!.event_id,
+        id: eventUuid(letter!.event_id), // Hasura's ids are UUIDs: the event id's
         event: { op: 'UPDATE', data: { old: { id: 1 }, new: { id: 1, tier: 'gold' } } },
         trigger: { name: 'members' },
         table: { schema: 'public', name: 'members' },

@@ -120,7 +120,7 @@ describe('payload formats and signing', () => {
     expect(first).toEqual({
       event: { session_variables: null, op: 'INSERT', data: { old: null, new: { id: 1, status: 'placed' } }, trace_context: null },
       created_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d/) as unknown,
-      id: expect.any(String) as unknown,
+      id: expect.stringMatching(/^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/) as unknown, // a UUID, as Hasura's
       delivery_info: { max_retries: 4, current_retry: 0 },
       trigger: { name: 'hasura' },
       table: { schema: 'public', name: 'hasura' },
@@ -131,6 +131,9 @@ describe('payload formats and signing', () => {
       delivery_info: { max_retries: 4, current_retry: 0 },
     });
     expect(update!.id).not.toBe(first!.id);
+    // Handlers written for Hasura keep its ids in uuid columns: Postgres takes these.
+    const stored = await db.sql('SELECT $1::uuid AS a, $2::uuid AS b', [first!.id, update!.id]);
+    expect(stored.rows[0]).toEqual({ a: first!.id, b: update!.id });
   });
 
   it('batch: arrays of structured events; a 200 naming failed ids retries only those, in a later batch', async () => {
