@@ -43,6 +43,8 @@ import { Agent, request } from 'undici';
 import { ATTEMPT_HEADER, loadManifests } from '../api/v1alpha1/index.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../common/embeddedPostgres.js';
 import { freePort } from '../common/loopback.js';
+import { DEFAULT_DISPATCHER_RESOURCES } from '../operator/eventtrigger/dispatcher.js';
+import { dispatcherNodeOptions } from '../operator/eventtrigger/nodeHeap.js';
 import { silentLogger } from '../common/logger.js';
 import { RowDecoder } from '../dispatcher/decode/rowDecoder.js';
 import { createTextPgoutputPlugin, type PgoutputMessage } from '../dispatcher/decode/textPgoutputPlugin.js';
@@ -800,10 +802,11 @@ async function benchLatency(pgServer: EmbeddedPostgres, db: pg.Client, sink: Sin
 // ---------------------------------------------------------------------------------------------
 
 /**
- * V8 flags for a memory-limited deployment (README, "Memory"): a small young generation costs no
- * throughput here; the old-space cap makes V8 collect before it grows, at some throughput.
+ * The V8 flags the operator gives dispatcher pods with the default resources (NODE_OPTIONS from the
+ * memory limit: a small young generation, old space capped at half the limit), so the second memory
+ * run measures the dispatcher as deployed.
  */
-const MEMORY_CAPPED_V8_FLAGS = ['--max-semi-space-size=4', '--max-old-space-size=96'];
+const MEMORY_CAPPED_V8_FLAGS = dispatcherNodeOptions(DEFAULT_DISPATCHER_RESOURCES).split(' ');
 
 async function benchMemory(pgServer: EmbeddedPostgres, db: pg.Client, sink: Sink, options: BenchOptions): Promise<void> {
   for (const v8Flags of [[], MEMORY_CAPPED_V8_FLAGS]) await benchMemoryWith(pgServer, db, sink, options, v8Flags);
@@ -812,7 +815,7 @@ async function benchMemory(pgServer: EmbeddedPostgres, db: pg.Client, sink: Sink
 async function benchMemoryWith(pgServer: EmbeddedPostgres, db: pg.Client, sink: Sink, options: BenchOptions, v8Flags: readonly string[]): Promise<void> {
   const n = options.rssRows;
   const batchSize = options.rssBatchSize;
-  const flagsLabel = v8Flags.length ? v8Flags.join(' ') : 'default V8 heap';
+  const flagsLabel = v8Flags.length ? `operator's NODE_OPTIONS for ${DEFAULT_DISPATCHER_RESOURCES.limits?.memory ?? 'no'} limit (${v8Flags.join(' ')})` : 'default V8 heap';
   console.log(`\n[4] memory (${flagsLabel}): backlog of ${n.toLocaleString('en-US')} inserts (${Math.ceil(n / TXN_ROWS)} transactions), batch ${batchSize}, c=64`);
   const slot = 'rss';
   await createSlots(db, [slot]);
