@@ -24,6 +24,12 @@ export interface ControlPlaneOptions {
   /** Start kube-scheduler (binds pods; only useful with nodes, e.g. fake ones). */
   scheduler?: boolean;
   /**
+   * Run kwok, which plays the kubelet of fake nodes (`addFakeNodes`): pods bound to them turn Running
+   * and Ready (no container runs), so Deployments become available. Implies the scheduler; use it
+   * with controllerManager (Deployment → ReplicaSet → Pod).
+   */
+  kwok?: boolean;
+  /**
    * Run test/controlplane/build.sh when the binaries are missing or stale (default true; a warm run is
    * instant, a cold one takes many minutes — do it in a vitest globalSetup). When false, a missing
    * binary is an error that says how to build it.
@@ -69,6 +75,8 @@ export interface ControlPlane {
    * must exist), with a token from the TokenRequest API (`kubectl create token`). Returns its path.
    */
   makeServiceAccountKubeconfig(namespace: string, name: string): Promise<string>;
+  /** Registers `count` fake nodes for kwok (needs `kwok: true`) and waits until they are Ready; returns their names. */
+  addFakeNodes(count: number): Promise<string[]>;
   /** Kills every process and removes the temp dir. Idempotent. */
   stop(): Promise<void>;
 }
@@ -315,9 +323,28 @@ async function httpOk(url: string): Promise<boolean> {
 
 // ---------------------------------------------------------------------------------------------
 
+const FAKE_NODE_ANNOTATION = 'kwok.x-k8s.io/node';
+
+/** A Node for kwok to play: room for many pods, no taints. */
+function fakeNode(name: string): Record<string, unknown> {
+  const resources = { cpu: '32', memory: '256Gi', pods: '250' };
+  return {
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name, annotations: { [FAKE_NODE_ANNOTATION]: 'fake' }, labels: { 'kubernetes.io/hostname': name, type: 'kwok' } },
+    status: { allocatable: resources, capacity: resources },
+  };
+}
+
 export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
   const binDir = opts.binDir ?? (await ensureControlPlaneBinaries({ build: opts.build ?? true }));
-  for (const b of [...REQUIRED_BINARIES, ...(opts.controllerManager ? ['kube-controller-manager'] : []), ...(opts.scheduler ? ['kube-scheduler'] : [])]) {
+  const scheduler = opts.scheduler || opts.kwok === true;
+  for (const b of [
+    ...REQUIRED_BINARIES,
+    ...(opts.controllerManager ? ['kube-controller-manager'] : []),
+    ...(scheduler ? ['kube-scheduler'] : []),
+    ...(opts.kwok ? ['kwok'] : []),
+  ]) {
     if (!existsSync(join(binDir, b))) throw new Error(`${join(binDir, b)} is missing; run test/controlplane/build.sh`);
   }
   const kubectlPath = existsSync(join(binDir, 'kubectl')) ? join(binDir, 'kubectl') : 'kubectl';
@@ -490,7 +517,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         ...(opts.controllerManagerArgs ?? []),
       ]);
     }
-    if (opts.scheduler) {
+    if (scheduler) {
       const sc = await issueCert(dir, { name: 'scheduler', cn: 'system:kube-scheduler', usage: 'client' });
       const scKubeconfig = join(dir, 'scheduler.kubeconfig');
       writeFileSync(scKubeconfig, kubeconfig(server, caCertPath, sc), { mode: 0o600 });
@@ -509,6 +536,24 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     const kubectl = (args: string[], input?: string): Promise<KubectlResult> =>
       run(kubectlPath, args, input === undefined ? { env: kubectlEnv } : { env: kubectlEnv, input });
 
+    // --- kwok: fake kubelets for fake nodes (its default stages: nodes Ready, pods Running and Ready)
+    if (opts.kwok) {
+      spawnComponent('kwok', [`--kubeconfig=${kubeconfigPath}`, `--manage-nodes-with-annotation-selector=${FAKE_NODE_ANNOTATION}=fake`, '--cidr=10.244.0.1/16', '--node-ip=127.0.0.1']);
+    }
+    let fakeNodeCount = 0;
+    const addFakeNodes = async (count: number): Promise<string[]> => {
+      if (!opts.kwok) throw new Error('addFakeNodes needs startControlPlane({ kwok: true })');
+      const names = Array.from({ length: count }, () => `kwok-node-${fakeNodeCount++}`);
+      const applied = await kubectl(['apply', '-f', '-'], names.map((name) => JSON.stringify(fakeNode(name))).join('\n'));
+      if (applied.code !== 0) throw new Error(`creating fake nodes failed: ${applied.stderr}`);
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        const ready = await kubectl(['wait', '--for=condition=Ready', '--timeout=5s', ...names.map((n) => `node/${n}`)]);
+        if (ready.code === 0) return names;
+        if (Date.now() > deadline) throw new Error(`fake nodes not Ready within 60s (kwok log: ${join(dir, 'kwok.log')}): ${ready.stderr}`);
+      }
+    };
+
     const makeServiceAccountKubeconfig = async (namespace: string, name: string): Promise<string> => {
       const created = await kubectl(['create', 'serviceaccount', name, '-n', namespace]);
       if (created.code !== 0 && !/AlreadyExists|already exists/.test(created.stderr)) {
@@ -523,7 +568,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       return path;
     };
 
-    return { kubeconfigPath, server, binDir, dir, caCertPath, kubectlPath, kubectl, makeServiceAccountKubeconfig, stop };
+    return { kubeconfigPath, server, binDir, dir, caCertPath, kubectlPath, kubectl, makeServiceAccountKubeconfig, addFakeNodes, stop };
   } catch (error) {
     await stop();
     throw error;

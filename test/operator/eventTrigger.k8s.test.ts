@@ -64,7 +64,7 @@ async function configuredTriggers(name = ordersDispatcher): Promise<{ names: str
 }
 
 beforeAll(async () => {
-  [cp, postgres] = await Promise.all([startClusterWithCrds({ controllerManager: true }), startEmbeddedPostgres()]);
+  [cp, postgres] = await Promise.all([startClusterWithCrds({ controllerManager: true, kwok: true }), startEmbeddedPostgres()]);
   await createNamespace(cp, NS);
   operator = await startOperator({
     kubeConfig: kubeConfigFrom(cp.kubeconfigPath),
@@ -116,9 +116,17 @@ describe('EventTrigger', () => {
     const config = await eventually('the dispatcher config', () => configuredTriggers());
     expect(config.names).toEqual(['new-order']);
     expect(JSON.stringify(config.docs)).not.toContain(postgres.url);
-    // No kubelet runs the dispatcher pod, and the trigger says so.
+    // No node runs the dispatcher pod yet, and the trigger says so.
     const ready = await waitForCondition('new-order', 'DispatcherReady', { status: 'False', reason: 'MinimumReplicasUnavailable' });
     expect(ready.status?.dispatcher).toBe(ordersDispatcher);
+  });
+
+  it('is Ready end to end once a node runs the dispatcher pod (kwok plays the kubelet)', async () => {
+    await cp.addFakeNodes(1);
+    const t = await waitForCondition('new-order', 'Ready', { status: 'True' });
+    for (const type of ['FunctionResolved', 'SourceReady', 'DispatcherReady']) expect(conditionOf(t, type), type).toMatchObject({ status: 'True' });
+    const d = await getJson<V1Deployment>(cp, ['deployment', ordersDispatcher, '-n', NS]);
+    expect(d?.status?.availableReplicas).toBe(1);
   });
 
   it('shares that dispatcher with a second trigger on the same Secret key', async () => {

@@ -38,7 +38,8 @@ ${spec}
 `;
 
 beforeAll(async () => {
-  cp = await startClusterWithCrds({ controllerManager: true });
+  // kwok plays the kubelet once the tests add a fake node: until then no pod runs.
+  cp = await startClusterWithCrds({ controllerManager: true, kwok: true });
   await createNamespace(cp, NS);
   operator = await startOperator({
     kubeConfig: kubeConfigFrom(cp.kubeconfigPath),
@@ -113,7 +114,7 @@ describe('Function', () => {
     expect(service.metadata?.ownerReferences?.[0]).toMatchObject({ kind: 'Function', uid: fn.metadata.uid, controller: true });
     expect(service.spec?.ports).toEqual([expect.objectContaining({ name: 'http', port: 80, targetPort: 'http' })]);
 
-    // The Deployment controller runs but no kubelet does: the Deployment never becomes available.
+    // The Deployment controller runs but there is no node yet: the pod stays Pending, the Deployment unavailable.
     const status = await eventually('Ready=False with the Deployment\'s reason', async () => {
       const now = await getJson<FunctionJson>(cp, ['function', 'validate-order', '-n', NS]);
       return conditionOf(now, 'Ready')?.reason === 'MinimumReplicasUnavailable' ? now?.status : undefined;
@@ -124,18 +125,35 @@ describe('Function', () => {
     expect(status).toMatchObject({ readyReplicas: 0, observedGeneration: fn.metadata.generation, url: `http://validate-order.${NS}.svc.cluster.local` });
   });
 
-  it('turns Ready once its Deployment is available (scaled to zero, which needs no pod), moving lastTransitionTime', async () => {
+  it('turns Ready once a node runs its pod (kwok), with ready replicas and a moved lastTransitionTime', async () => {
     const before = await getJson<FunctionJson>(cp, ['function', 'validate-order', '-n', NS]);
     const readyBefore = conditionOf(before, 'Ready');
     await new Promise((r) => setTimeout(r, 1100)); // condition times have second precision
-    await kubectlOk(cp, ['patch', 'function', 'validate-order', '-n', NS, '--type=merge', '-p', '{"spec":{"replicas":0}}']);
+    await cp.addFakeNodes(1);
     const status = await eventually('Ready=True', async () => {
       const now = await getJson<FunctionJson>(cp, ['function', 'validate-order', '-n', NS]);
       return conditionOf(now, 'Ready')?.status === 'True' ? now?.status : undefined;
-    });
+    }, 60_000);
+    expect(status).toMatchObject({ readyReplicas: 1, observedGeneration: 1 });
+    expect(conditionOf({ status }, 'DeploymentReady')).toMatchObject({ status: 'True' });
     expect(conditionOf({ status }, 'Ready')?.lastTransitionTime).not.toBe(readyBefore?.lastTransitionTime);
     expect(conditionOf({ status }, 'ServiceReady')?.lastTransitionTime).toBe(conditionOf(before, 'ServiceReady')?.lastTransitionTime);
-    expect(status.observedGeneration).toBe(2);
+    const pods = JSON.parse(await kubectlOk(cp, ['get', 'pods', '-n', NS, '-l', 'app.kubernetes.io/name=validate-order', '-o', 'json'])) as { items: { status?: { phase?: string } }[] };
+    expect(pods.items.map((p) => p.status?.phase)).toEqual(['Running']);
+  });
+
+  it('scales with spec.replicas: 3 ready replicas, then 0 (still Ready: nothing is asked to run)', async () => {
+    await kubectlOk(cp, ['patch', 'function', 'validate-order', '-n', NS, '--type=merge', '-p', '{"spec":{"replicas":3}}']);
+    await eventually('3 ready replicas', async () => {
+      const now = await getJson<FunctionJson>(cp, ['function', 'validate-order', '-n', NS]);
+      return now?.status?.readyReplicas === 3 && conditionOf(now, 'Ready')?.status === 'True' && now.status.observedGeneration === 2;
+    }, 60_000);
+    await kubectlOk(cp, ['patch', 'function', 'validate-order', '-n', NS, '--type=merge', '-p', '{"spec":{"replicas":0}}']);
+    // The pods take a moment to go; the status follows the Deployment's down to 0 ready replicas.
+    await eventually('0 ready replicas, Ready', async () => {
+      const now = await getJson<FunctionJson>(cp, ['function', 'validate-order', '-n', NS]);
+      return now?.status?.observedGeneration === 3 && (now.status.readyReplicas ?? 0) === 0 && conditionOf(now, 'Ready')?.status === 'True';
+    }, 60_000);
     const deployment = await getJson<V1Deployment>(cp, ['deployment', 'validate-order', '-n', NS]);
     expect(deployment?.spec?.replicas).toBe(0);
   });
