@@ -63,8 +63,8 @@ export function findPostgresBinDir(): string {
 }
 
 
-/** Postgres refuses to run as root: when we are root, run it as an unprivileged system user. */
-function serverIdentity(): { uid: number; gid: number } | undefined {
+/** Postgres refuses to run as root: when we are root, the unprivileged system user it runs as (else undefined). */
+export function serverIdentity(): { uid: number; gid: number } | undefined {
   if (process.getuid?.() !== 0) return undefined;
   for (const name of ['postgres', 'nobody']) {
     try {
