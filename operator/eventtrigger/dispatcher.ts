@@ -1,4 +1,5 @@
-import type { V1ConfigMap, V1Deployment, V1EnvVar, V1ResourceRequirements } from '@kubernetes/client-node';
+import type { V1ConfigMap, V1Deployment, V1EnvVar, V1ResourceRequirements, V1Secret } from '@kubernetes/client-node';
+import { createHash } from 'node:crypto';
 import { stringify } from 'yaml';
 import { API_VERSION, type EventTriggerResource } from '../../api/v1alpha1/index.js';
 import { DATABASE_URL_ENV, secretEnvName } from '../../common/secretEnv.js';
@@ -32,6 +33,8 @@ export const DISPATCHER_CONFIG_KEY = 'triggers.yaml';
 /** Annotations naming the source on the dispatcher's objects (label values cannot hold every Secret name). */
 export const SOURCE_SECRET_ANNOTATION = 'eventide.dev/source-secret';
 export const SOURCE_KEY_ANNOTATION = 'eventide.dev/source-key';
+/** Pod-template annotation: a digest of the Secret values the dispatcher reads, so a rotation restarts it. */
+export const SECRETS_HASH_ANNOTATION = 'eventide.dev/secrets-hash';
 
 export const DEFAULT_DISPATCHER_RESOURCES: V1ResourceRequirements = {
   requests: { cpu: '50m', memory: '64Mi' },
@@ -129,11 +132,32 @@ function dispatcherEnv(source: SourceRef, members: readonly EventTriggerResource
 }
 
 /**
+ * A digest of the Secret values a source's dispatcher reads through its environment (the connection
+ * URL, each signing secret). Environment variables are read when a pod starts, so a rotated password
+ * reaches the dispatcher only through a new pod: the digest in the pod template makes the Secret's
+ * change roll the Deployment. Only the digest is stored (truncated SHA-256), never a value.
+ */
+export function secretsHash(source: SourceRef, members: readonly EventTriggerResource[], secret: (name: string) => V1Secret | undefined): string {
+  const refs = new Map<string, { name: string; key: string }>([[`${source.secretName}/${source.key}`, { name: source.secretName, key: source.key }]]);
+  for (const t of members) {
+    const ref = t.spec.delivery.signingSecretRef;
+    if (ref) refs.set(`${ref.name}/${ref.key}`, ref);
+  }
+  const hash = createHash('sha256');
+  for (const [id, ref] of [...refs].sort(([a], [b]) => a.localeCompare(b))) {
+    const s = secret(ref.name);
+    const value = s?.data?.[ref.key] ?? (s?.stringData?.[ref.key] !== undefined ? Buffer.from(s.stringData[ref.key]!).toString('base64') : undefined);
+    hash.update(`${id}\0${value ?? '(missing)'}\0`);
+  }
+  return hash.digest('hex').slice(0, 16);
+}
+
+/**
  * The dispatcher Deployment: one replica with the Recreate strategy, because one slot has one consumer
  * at a time. The config is mounted from the ConfigMap and reloaded in place (--watch-config); the pod
  * template carries no checksum of it, so a trigger change never restarts the dispatcher.
  */
-export function makeDispatcherDeployment(source: SourceRef, members: readonly EventTriggerResource[], settings: DispatcherSettings): V1Deployment {
+export function makeDispatcherDeployment(source: SourceRef, members: readonly EventTriggerResource[], settings: DispatcherSettings, secretsDigest?: string): V1Deployment {
   const name = dispatcherName(source);
   const probe = (path: string) => ({ httpGet: { path, port: 'http' }, periodSeconds: 10, failureThreshold: 3 });
   const resources = settings.resources ?? DEFAULT_DISPATCHER_RESOURCES;
@@ -146,7 +170,10 @@ export function makeDispatcherDeployment(source: SourceRef, members: readonly Ev
       strategy: { type: 'Recreate' },
       selector: { matchLabels: dispatcherSelector(source) },
       template: {
-        metadata: { labels: dispatcherLabels(source) },
+        metadata: {
+          labels: dispatcherLabels(source),
+          ...(secretsDigest ? { annotations: { [SECRETS_HASH_ANNOTATION]: secretsDigest } } : {}),
+        },
         spec: {
           automountServiceAccountToken: false,
           enableServiceLinks: false,
@@ -191,6 +218,6 @@ export function makeDispatcherDeployment(source: SourceRef, members: readonly Ev
 }
 
 /** Everything a source's dispatcher consists of: pure, from the source and its triggers. */
-export function desiredDispatcherObjects(source: SourceRef, members: readonly EventTriggerResource[], settings: DispatcherSettings): DispatcherObjects {
-  return { configMap: makeDispatcherConfigMap(source, members), deployment: makeDispatcherDeployment(source, members, settings) };
+export function desiredDispatcherObjects(source: SourceRef, members: readonly EventTriggerResource[], settings: DispatcherSettings, secretsDigest?: string): DispatcherObjects {
+  return { configMap: makeDispatcherConfigMap(source, members), deployment: makeDispatcherDeployment(source, members, settings, secretsDigest) };
 }

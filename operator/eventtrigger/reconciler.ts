@@ -17,7 +17,7 @@ import { LABEL_COMPONENT, COMPONENT_DISPATCHER } from '../labels.js';
 import type { SecretWatcher } from '../secretWatcher.js';
 import { semanticEqual } from '../semantic.js';
 import { decideTrigger, markDecision } from './decide.js';
-import { desiredDispatcherObjects, sourceOfDispatcher, type DispatcherSettings } from './dispatcher.js';
+import { SECRETS_HASH_ANNOTATION, desiredDispatcherObjects, secretsHash, sourceOfDispatcher, type DispatcherSettings } from './dispatcher.js';
 import { EventTriggerLifecycle } from './lifecycle.js';
 import { dropSlotAndPublication } from './slotDrop.js';
 import { chooseSlot, dispatcherName, sameSource, sourceId, sourceOf, type SourceRef } from './source.js';
@@ -198,9 +198,14 @@ export class EventTriggerReconciler implements Reconciler {
         return undefined;
       }
       // Derived under the lock from the freshest cache, so a slower reconcile cannot apply older members.
-      const objects = desiredDispatcherObjects(source, members, this.deps.settings);
+      const live = this.deps.deployments.get(name, namespace);
+      // The Secrets' digest from the cache once it has them; until then the running pod's stays (no restart).
+      const digest = this.deps.secrets.ensure(namespace)
+        ? secretsHash(source, members, (secret) => this.deps.secrets.get(namespace, secret))
+        : live?.spec?.template.metadata?.annotations?.[SECRETS_HASH_ANNOTATION];
+      const objects = desiredDispatcherObjects(source, members, this.deps.settings, digest);
       await applyIfChanged(this.deps.clients, objects.configMap, this.deps.configMaps.get(name, namespace));
-      return (await applyIfChanged(this.deps.clients, objects.deployment, this.deps.deployments.get(name, namespace))).object;
+      return (await applyIfChanged(this.deps.clients, objects.deployment, live)).object;
     });
   }
 

@@ -3,7 +3,7 @@ import type { V1Secret } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 import { parseEventTrigger, type EventTriggerResource } from '../../api/v1alpha1/index.js';
 import { decideTrigger } from '../../operator/eventtrigger/decide.js';
-import { dispatcherConfig, makeDispatcherConfigMap, makeDispatcherDeployment, sourceOfDispatcher } from '../../operator/eventtrigger/dispatcher.js';
+import { dispatcherConfig, makeDispatcherConfigMap, makeDispatcherDeployment, secretsHash, sourceOfDispatcher } from '../../operator/eventtrigger/dispatcher.js';
 import { chooseSlot, defaultSlotName, dispatcherName, sourceOf, type SourceRef } from '../../operator/eventtrigger/source.js';
 
 const SETTINGS = { image: 'ghcr.io/eventide-dev/eventide:0.1.0' };
@@ -267,5 +267,38 @@ describe('decideTrigger', () => {
     const name = (t: EventTriggerResource) => decideTrigger({ ...base, trigger: t, members: [t] }).dispatcherName;
     expect(name(a)).toBe(name(b));
     expect(name(a)).not.toBe(name(c));
+  });
+});
+
+describe('secretsHash (a rotated Secret restarts the dispatcher)', () => {
+  const source: SourceRef = { namespace: 'food', secretName: 'orders-db', key: 'url' };
+  const members = [trigger('a', { delivery: { signingSecretRef: { name: 'hooks', key: 'hmac' } } }), trigger('b')];
+  const secrets = (url: string, hmac: string, extra: Record<string, string> = {}) => (name: string): V1Secret | undefined =>
+    name === 'orders-db'
+      ? { data: { url: Buffer.from(url).toString('base64'), ...extra } }
+      : name === 'hooks'
+        ? { data: { hmac: Buffer.from(hmac).toString('base64') } }
+        : undefined;
+  const base = secretsHash(source, members, secrets('postgres://app:one@db/shop', 'k1'));
+
+  it('changes when the connection URL or a signing secret changes', () => {
+    expect(secretsHash(source, members, secrets('postgres://app:two@db/shop', 'k1'))).not.toBe(base);
+    expect(secretsHash(source, members, secrets('postgres://app:one@db/shop', 'k2'))).not.toBe(base);
+  });
+
+  it('stays when nothing the dispatcher reads changes (another key, the order of triggers)', () => {
+    expect(secretsHash(source, members, secrets('postgres://app:one@db/shop', 'k1', { unrelated: 'eA==' }))).toBe(base);
+    expect(secretsHash(source, [...members].reverse(), secrets('postgres://app:one@db/shop', 'k1'))).toBe(base);
+  });
+
+  it('tells a missing Secret from a present one, and holds no value', () => {
+    expect(secretsHash(source, members, () => undefined)).not.toBe(base);
+    expect(base).toMatch(/^[0-9a-f]{16}$/);
+  });
+
+  it('goes into the pod template only, where a change rolls the Deployment', () => {
+    const deployment = makeDispatcherDeployment(source, members, SETTINGS, base);
+    expect(deployment.spec?.template.metadata?.annotations).toEqual({ 'eventide.dev/secrets-hash': base });
+    expect(makeDispatcherDeployment(source, members, SETTINGS).spec?.template.metadata?.annotations).toBeUndefined();
   });
 });

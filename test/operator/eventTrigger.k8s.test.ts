@@ -129,6 +129,30 @@ describe('EventTrigger', () => {
     expect(d?.status?.availableReplicas).toBe(1);
   });
 
+  it('restarts the dispatcher when its connection Secret changes (a rotated password): the env is read at pod start', async () => {
+    const before = await getJson<V1Deployment>(cp, ['deployment', ordersDispatcher, '-n', NS]);
+    const digest = before?.spec?.template.metadata?.annotations?.['eventide.dev/secrets-hash'];
+    expect(digest).toMatch(/^[0-9a-f]{16}$/);
+    const selector = Object.entries(before?.spec?.selector.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`).join(',');
+    const podsNow = async () => (JSON.parse(await kubectlOk(cp, ['get', 'pods', '-n', NS, '-l', selector, '-o', 'json'])) as { items: { metadata: { name: string }; status?: { phase?: string } }[] }).items;
+    const oldPods = (await podsNow()).map((p) => p.metadata.name);
+    expect(oldPods).toHaveLength(1);
+
+    const rotated = Buffer.from(`${postgres.url}?application_name=rotated`).toString('base64');
+    await kubectlOk(cp, ['patch', 'secret', 'orders-db', '-n', NS, '-p', JSON.stringify({ data: { url: rotated } })]);
+    const after = await eventually('a new digest in the pod template', async () => {
+      const d = await getJson<V1Deployment>(cp, ['deployment', ordersDispatcher, '-n', NS]);
+      const now = d?.spec?.template.metadata?.annotations?.['eventide.dev/secrets-hash'];
+      return now && now !== digest ? now : undefined;
+    });
+    expect(after).toMatch(/^[0-9a-f]{16}$/);
+    await eventually('a new dispatcher pod running in place of the old one', async () => {
+      const pods = await podsNow();
+      return pods.length === 1 && !oldPods.includes(pods[0]!.metadata.name) && pods[0]!.status?.phase === 'Running';
+    }, 60_000);
+    await waitForCondition('new-order', 'Ready', { status: 'True' });
+  });
+
   it('shares that dispatcher with a second trigger on the same Secret key', async () => {
     await kubectlOk(cp, ['apply', '-f', '-'], triggerYaml('paid-order', { operations: ['update'], columns: ['is_paid'] }));
     await eventually('both triggers in the config', async () => (await configuredTriggers())?.names.join(',') === 'new-order,paid-order');
