@@ -34,7 +34,6 @@ export interface StoredDeadLetter extends DeadLetter {
 }
 
 const SCHEMA_SQL = `
-CREATE SCHEMA IF NOT EXISTS eventide;
 CREATE TABLE IF NOT EXISTS eventide.dead_letters (
   id bigserial PRIMARY KEY,
   trigger text NOT NULL,
@@ -70,6 +69,10 @@ export class DeadLetterStore {
     try {
       await client.query('BEGIN');
       await client.query("SELECT pg_advisory_xact_lock(hashtext('eventide.dead_letters'))");
+      // CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists: a role
+      // given its own schema by an administrator (least privilege) must not be asked for more.
+      const schema = await client.query("SELECT 1 FROM pg_namespace WHERE nspname = 'eventide'");
+      if (schema.rowCount === 0) await client.query('CREATE SCHEMA eventide');
       await client.query(SCHEMA_SQL);
       await client.query('COMMIT');
     } catch (error) {

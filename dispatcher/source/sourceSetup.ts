@@ -25,6 +25,33 @@ export class SourceProblemError extends Error {
   }
 }
 
+/**
+ * Runs a setup step; a refusal for lack of privilege (SQLSTATE 42501) becomes a SourceProblemError
+ * saying what the role may not do and how to grant it, instead of Postgres's bare "permission denied".
+ */
+export async function withPrivilegeAdvice<T>(step: () => Promise<T>, refusal: (reason: string) => string): Promise<T> {
+  try {
+    return await step();
+  } catch (error) {
+    if ((error as { code?: unknown }).code === '42501') throw new SourceProblemError([refusal((error as Error).message)]);
+    throw error;
+  }
+}
+
+/** What a role needs for each setup step, for the messages of withPrivilegeAdvice. */
+export const privilegeAdvice = {
+  publication: (role: string, publication: string, tables: readonly { schema: string; name: string }[]) => (reason: string) =>
+    `the database role "${role}" may not create or change publication "${publication}" (${reason}): grant it CREATE on the database ` +
+    'and make it the owner of the published tables, or have their owner create the publication: ' +
+    `CREATE PUBLICATION ${quoteIdent(publication)} FOR TABLE ${tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`).join(', ')} ` +
+    'WITH (publish_via_partition_root = true)',
+  slot: (role: string, slot: string) => (reason: string) =>
+    `the database role "${role}" may not create replication slot "${slot}" (${reason}): give it the REPLICATION attribute (ALTER ROLE ${quoteIdent(role)} REPLICATION)`,
+  deadLetters: (role: string) => (reason: string) =>
+    `the database role "${role}" may not create the dead-letter table eventide.dead_letters (${reason}): grant it CREATE on the database, ` +
+    `or create the schema for it (CREATE SCHEMA eventide AUTHORIZATION ${quoteIdent(role)}), or keep dead letters elsewhere with --dead-letter-database-url`,
+};
+
 /** Quotes an identifier for SQL. */
 export function quoteIdent(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
