@@ -20,7 +20,7 @@ import { TriggerLane } from './pipeline/triggerLane.js';
 import { routedTables, type Route } from './routing/triggerMatcher.js';
 import type { DispatchSettings } from './settings.js';
 import { ReplicationStream, describeError } from './source/replicationStream.js';
-import { SourceProblemError, checkRoutesAgainstTables, ensurePublication, ensureSlot, inspectTables, privilegeAdvice, withPrivilegeAdvice } from './source/sourceSetup.js';
+import { SourceProblemError, checkRoutesAgainstTables, ensurePublication, ensureSlot, inspectTables } from './source/sourceSetup.js';
 import { parseDuration } from '../api/v1alpha1/index.js';
 import { resolveConfig, sourceNames, type ServedConfig } from './servedConfig.js';
 
@@ -87,19 +87,15 @@ export class Dispatcher {
       throw new SourceProblemError([`cannot connect to the database at ${redactUrl(this.settings.databaseUrl)}: ${error.message}`]);
     });
     let startLsn: Lsn = 0n;
-    let role: string;
     try {
-      role = (await client.query<{ role: string }>('SELECT current_user AS role')).rows[0]!.role;
       await this.checkTables(client, config.routes);
-      const tables = routedTables(config.routes);
-      await withPrivilegeAdvice(() => ensurePublication(client, this.names.publication, tables), privilegeAdvice.publication(role, this.names.publication, tables));
-      const confirmed = await withPrivilegeAdvice(() => ensureSlot(client, this.names.slot), privilegeAdvice.slot(role, this.names.slot));
+      await ensurePublication(client, this.names.publication, routedTables(config.routes));
+      const confirmed = await ensureSlot(client, this.names.slot);
       if (confirmed) startLsn = parseLsn(confirmed);
     } finally {
       client.release();
     }
-    const deadLetterRole = this.settings.deadLetterDatabaseUrl ? userNameOf(this.settings.deadLetterDatabaseUrl) ?? role : role;
-    await withPrivilegeAdvice(() => this.deadLetters.ensureSchema(), privilegeAdvice.deadLetters(deadLetterRole));
+    await this.deadLetters.ensureSchema();
     this.applyConfig(config);
 
     const catalog = new TypeCatalog((sql, params) => this.pool.query(sql, params));
@@ -245,9 +241,7 @@ export class Dispatcher {
       const client = await this.pool.connect();
       try {
         await this.checkTables(client, next.routes);
-        const role = (await client.query<{ role: string }>('SELECT current_user AS role')).rows[0]!.role;
-        const tables = routedTables(next.routes);
-        await withPrivilegeAdvice(() => ensurePublication(client, this.names.publication, tables), privilegeAdvice.publication(role, this.names.publication, tables));
+        await ensurePublication(client, this.names.publication, routedTables(next.routes));
       } finally {
         client.release();
       }
@@ -275,14 +269,5 @@ export class Dispatcher {
     this.server?.closeAllConnections();
     await this.pool.end().catch(() => undefined);
     this.logger.info({ confirmed: this.intake.confirmable().toString(16) }, 'dispatcher stopped');
-  }
-}
-
-/** The user name in a connection URL, if it has one. */
-function userNameOf(url: string): string | undefined {
-  try {
-    return decodeURIComponent(new URL(url).username) || undefined;
-  } catch {
-    return undefined;
   }
 }

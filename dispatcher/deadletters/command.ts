@@ -84,16 +84,18 @@ async function runAction(
   const functionUrls = new Map((values['function-url'] ?? []).map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)] as [string, string]));
   const config = resolveConfig(loadManifests(files), { functionUrls, functionUrlTemplate: values['function-url-template'] }, process.env);
   const selector = { ...(values.trigger ? { trigger: values.trigger } : {}), ...(id !== undefined ? { id } : {}) };
-  if (id !== undefined && (await store.list(selector)).length === 0) throw new SettingsError(`no dead letter with id ${id}`);
   const sender = new HttpSender({ connectionsPerOrigin: 4 });
   try {
     // Page by page (after the last id seen), so --all replays every pending dead letter, however many.
     const report: ReplayReport = { replayed: [], failed: [] };
+    let found = 0;
     for await (const page of store.pages(selector)) {
+      found += page.length;
       const done = await replayDeadLetters(store, page.filter((l) => !l.replayedAt || id !== undefined), config.deliveries, sender);
       report.replayed.push(...done.replayed);
       report.failed.push(...done.failed);
     }
+    if (id !== undefined && found === 0) throw new SettingsError(`no dead letter with id ${id}`);
     if (values.json) out(JSON.stringify(report));
     else {
       out(`replayed ${report.replayed.length}, failed ${report.failed.length}`);

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { privilegeAdvice, withPrivilegeAdvice } from '../source/sourceSetup.js';
 
 /** One event that could not be delivered. */
 export interface DeadLetter {
@@ -71,9 +72,15 @@ export class DeadLetterStore {
       await client.query("SELECT pg_advisory_xact_lock(hashtext('eventide.dead_letters'))");
       // CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists: a role
       // given its own schema by an administrator (least privilege) must not be asked for more.
-      const schema = await client.query("SELECT 1 FROM pg_namespace WHERE nspname = 'eventide'");
-      if (schema.rowCount === 0) await client.query('CREATE SCHEMA eventide');
-      await client.query(SCHEMA_SQL);
+      await withPrivilegeAdvice(
+        client,
+        async () => {
+          const schema = await client.query("SELECT 1 FROM pg_namespace WHERE nspname = 'eventide'");
+          if (schema.rowCount === 0) await client.query('CREATE SCHEMA eventide');
+          await client.query(SCHEMA_SQL);
+        },
+        privilegeAdvice.deadLetters,
+      );
       await client.query('COMMIT');
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);

@@ -26,28 +26,31 @@ export class SourceProblemError extends Error {
 }
 
 /**
- * Runs a setup step; a refusal for lack of privilege (SQLSTATE 42501) becomes a SourceProblemError
- * saying what the role may not do and how to grant it, instead of Postgres's bare "permission denied".
+ * Runs a setup step as `client`'s role; a refusal for lack of privilege (SQLSTATE 42501) becomes a
+ * SourceProblemError saying what the role may not do and how to grant it, instead of Postgres's bare
+ * "permission denied". The role is the one the client logged in as: no query is spent on it.
  */
-export async function withPrivilegeAdvice<T>(step: () => Promise<T>, refusal: (reason: string) => string): Promise<T> {
+export async function withPrivilegeAdvice<T>(client: pg.ClientBase, step: () => Promise<T>, refusal: (role: string, reason: string) => string): Promise<T> {
   try {
     return await step();
   } catch (error) {
-    if ((error as { code?: unknown }).code === '42501') throw new SourceProblemError([refusal((error as Error).message)]);
+    if ((error as { code?: unknown }).code === '42501') {
+      throw new SourceProblemError([refusal((client as pg.Client).user ?? '(unknown)', (error as Error).message)]);
+    }
     throw error;
   }
 }
 
 /** What a role needs for each setup step, for the messages of withPrivilegeAdvice. */
 export const privilegeAdvice = {
-  publication: (role: string, publication: string, tables: readonly { schema: string; name: string }[]) => (reason: string) =>
+  publication: (publication: string, tables: readonly { schema: string; name: string }[]) => (role: string, reason: string) =>
     `the database role "${role}" may not create or change publication "${publication}" (${reason}): grant it CREATE on the database ` +
     'and make it the owner of the published tables, or have their owner create the publication: ' +
     `CREATE PUBLICATION ${quoteIdent(publication)} FOR TABLE ${tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`).join(', ')} ` +
     'WITH (publish_via_partition_root = true)',
-  slot: (role: string, slot: string) => (reason: string) =>
+  slot: (slot: string) => (role: string, reason: string) =>
     `the database role "${role}" may not create replication slot "${slot}" (${reason}): give it the REPLICATION attribute (ALTER ROLE ${quoteIdent(role)} REPLICATION)`,
-  deadLetters: (role: string) => (reason: string) =>
+  deadLetters: (role: string, reason: string) =>
     `the database role "${role}" may not create the dead-letter table eventide.dead_letters (${reason}): grant it CREATE on the database, ` +
     `or create the schema for it (CREATE SCHEMA eventide AUTHORIZATION ${quoteIdent(role)}), or keep dead letters elsewhere with --dead-letter-database-url`,
 };
@@ -130,6 +133,10 @@ export function checkRoutesAgainstTables(routes: readonly Route[], facts: readon
  * table a trigger names; otherwise they would carry the partitions' names and match no trigger.
  */
 export async function ensurePublication(client: pg.ClientBase, name: string, tables: { schema: string; name: string }[]): Promise<void> {
+  return withPrivilegeAdvice(client, () => syncPublication(client, name, tables), privilegeAdvice.publication(name, tables));
+}
+
+async function syncPublication(client: pg.ClientBase, name: string, tables: { schema: string; name: string }[]): Promise<void> {
   const list = tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`).join(', ');
   const { rows } = await client.query<{ pubviaroot: boolean }>('SELECT pubviaroot FROM pg_publication WHERE pubname = $1', [name]);
   if (!rows[0]) {
@@ -148,6 +155,10 @@ export async function ensurePublication(client: pg.ClientBase, name: string, tab
 
 /** Creates the logical slot if absent; returns its confirmed LSN text (null when just created and unconfirmed). */
 export async function ensureSlot(client: pg.ClientBase, slotName: string): Promise<string | null> {
+  return withPrivilegeAdvice(client, () => findOrCreateSlot(client, slotName), privilegeAdvice.slot(slotName));
+}
+
+async function findOrCreateSlot(client: pg.ClientBase, slotName: string): Promise<string | null> {
   const existing = await client.query<{ plugin: string; confirmed: string | null; database: string; current: string }>(
     'SELECT plugin, confirmed_flush_lsn::text AS confirmed, database, current_database() AS current FROM pg_replication_slots WHERE slot_name = $1',
     [slotName],
@@ -163,7 +174,7 @@ export async function ensureSlot(client: pg.ClientBase, slotName: string): Promi
     return created.rows[0]?.lsn ?? null;
   } catch (error) {
     // Two dispatchers starting at once: the other one created it.
-    if ((error as { code?: string }).code === '42710') return ensureSlot(client, slotName);
+    if ((error as { code?: string }).code === '42710') return findOrCreateSlot(client, slotName);
     throw error;
   }
 }

@@ -112,23 +112,28 @@ export function makeDispatcherConfigMap(source: SourceRef, members: readonly Eve
 }
 
 /**
- * The dispatcher's environment: the database URL and each signing secret, from their Secrets by
- * `secretKeyRef` (never copied into a ConfigMap), under the names `common/secretEnv.ts` defines.
+ * The Secret keys a source's dispatcher reads, each with the environment variable it arrives in: the
+ * database URL first, then each distinct signing secret by variable name (`common/secretEnv.ts`).
  */
-function dispatcherEnv(source: SourceRef, members: readonly EventTriggerResource[], resources: V1ResourceRequirements): V1EnvVar[] {
-  const env: V1EnvVar[] = [
-    { name: DATABASE_URL_ENV, valueFrom: { secretKeyRef: { name: source.secretName, key: source.key } } },
-    { name: 'NODE_OPTIONS', value: dispatcherNodeOptions(resources) },
-  ];
+function dispatcherSecretRefs(source: SourceRef, members: readonly EventTriggerResource[]): { env: string; name: string; key: string }[] {
   const signing = new Map<string, { name: string; key: string }>();
   for (const t of sortedMembers(members)) {
     const ref = t.spec.delivery.signingSecretRef;
     if (ref) signing.set(secretEnvName(ref), ref);
   }
-  for (const [name, ref] of [...signing].sort(([a], [b]) => a.localeCompare(b))) {
-    env.push({ name, valueFrom: { secretKeyRef: { name: ref.name, key: ref.key } } });
-  }
-  return env;
+  return [
+    { env: DATABASE_URL_ENV, name: source.secretName, key: source.key },
+    ...[...signing].sort(([a], [b]) => a.localeCompare(b)).map(([env, ref]) => ({ env, name: ref.name, key: ref.key })),
+  ];
+}
+
+/**
+ * The dispatcher's environment: the database URL and each signing secret, from their Secrets by
+ * `secretKeyRef` (never copied into a ConfigMap), and the V8 flags for its memory limit.
+ */
+function dispatcherEnv(source: SourceRef, members: readonly EventTriggerResource[], resources: V1ResourceRequirements): V1EnvVar[] {
+  const [database, ...signing] = dispatcherSecretRefs(source, members).map(({ env, name, key }): V1EnvVar => ({ name: env, valueFrom: { secretKeyRef: { name, key } } }));
+  return [database!, { name: 'NODE_OPTIONS', value: dispatcherNodeOptions(resources) }, ...signing];
 }
 
 /**
@@ -138,16 +143,10 @@ function dispatcherEnv(source: SourceRef, members: readonly EventTriggerResource
  * change roll the Deployment. Only the digest is stored (truncated SHA-256), never a value.
  */
 export function secretsHash(source: SourceRef, members: readonly EventTriggerResource[], secret: (name: string) => V1Secret | undefined): string {
-  const refs = new Map<string, { name: string; key: string }>([[`${source.secretName}/${source.key}`, { name: source.secretName, key: source.key }]]);
-  for (const t of members) {
-    const ref = t.spec.delivery.signingSecretRef;
-    if (ref) refs.set(`${ref.name}/${ref.key}`, ref);
-  }
   const hash = createHash('sha256');
-  for (const [id, ref] of [...refs].sort(([a], [b]) => a.localeCompare(b))) {
-    const s = secret(ref.name);
-    const value = s?.data?.[ref.key] ?? (s?.stringData?.[ref.key] !== undefined ? Buffer.from(s.stringData[ref.key]!).toString('base64') : undefined);
-    hash.update(`${id}\0${value ?? '(missing)'}\0`);
+  for (const { env, name, key } of dispatcherSecretRefs(source, members)) {
+    // Stored Secrets carry data only (stringData is write-only).
+    hash.update(`${env}\0${secret(name)?.data?.[key] ?? '(missing)'}\0`);
   }
   return hash.digest('hex').slice(0, 16);
 }
