@@ -51,7 +51,6 @@ import { createTextPgoutputPlugin, type PgoutputMessage } from '../dispatcher/de
 import { TypeCatalog } from '../dispatcher/decode/typeCatalog.js';
 import { eventId } from '../dispatcher/delivery/eventIds.js';
 import { ChangeIntake } from '../dispatcher/pipeline/changeIntake.js';
-import { InflightWindow } from '../dispatcher/pipeline/inflightWindow.js';
 import { buildRoutes } from '../dispatcher/routing/triggerMatcher.js';
 import { ReplicationStream, type StreamConsumer } from '../dispatcher/source/replicationStream.js';
 import { removeDir, writeManifests } from '../test/harness/dispatcherFixture.js';
@@ -447,7 +446,6 @@ async function dispatcherRead(url: string, slot: string, n: number, intakeManife
     const intake: ChangeIntake<PgoutputMessage> = new ChangeIntake<PgoutputMessage>({
       decoder,
       routes: () => routes,
-      window: new InflightWindow(10_000, 64 * 1024 * 1024),
       eventId,
       startLsn: 0n,
       logger: silentLogger(),

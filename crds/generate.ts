@@ -283,6 +283,7 @@ const KINDS: KindDefinition[] = [
       // the function's name or the sink's URL.
       { name: 'Function/Sink', type: 'string', jsonPath: ".spec['function','sink']['name','url']" },
       ...readyColumns,
+      { name: 'Suspended', type: 'boolean', jsonPath: '.spec.suspend', description: 'While true, matching changes wait in the backlog instead of being delivered.' },
       { name: 'Schema', type: 'string', jsonPath: '.spec.table.schema', priority: 1 },
       { name: 'Operations', type: 'string', jsonPath: '.spec.operations', priority: 1 },
       ageColumn,

@@ -5,15 +5,19 @@ import { DISPATCH_USAGE, SettingsError, parseDispatchSettings } from './settings
 import { SourceProblemError } from './source/sourceSetup.js';
 import { UnresolvedTargetError } from './targets.js';
 import { runDeadLettersCommand, DEADLETTERS_USAGE } from './deadletters/command.js';
+import { EVENTS_USAGE, runEventsCommand, runInvokeCommand } from './backlog/command.js';
 
 const USAGE = `eventide: functions triggered by database events
 
 Commands:
   dispatch      stream a database's changes to functions
   deadletters   list or replay events that could not be delivered
+  events        list the events waiting in trigger backlogs, or redeliver them with fresh retries
+  invoke        send a row's current state through a trigger (op "manual")
 
 ${DISPATCH_USAGE}
-${DEADLETTERS_USAGE}`;
+${DEADLETTERS_USAGE}
+${EVENTS_USAGE}`;
 
 /** Errors whose message is the whole story for the user: printed without a stack. */
 function isUserError(error: unknown): error is Error {
@@ -52,6 +56,10 @@ export async function main(argv: string[]): Promise<number> {
         return await dispatch(rest);
       case 'deadletters':
         return await runDeadLettersCommand(rest);
+      case 'events':
+        return await runEventsCommand(rest);
+      case 'invoke':
+        return await runInvokeCommand(rest);
       case undefined:
       case '--help':
       case 'help':

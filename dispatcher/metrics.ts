@@ -16,6 +16,12 @@ export interface DispatcherMetrics {
   replicationLagBytes: Gauge;
   confirmedLsn: Gauge;
   connected: Gauge;
+  eventsParked: Counter<'trigger' | 'reason'>;
+  eventsDrained: Counter<'trigger'>;
+  backlogEvents: Gauge<'trigger'>;
+  backlogOldestAge: Gauge<'trigger'>;
+  triggerParking: Gauge<'trigger'>;
+  triggerSuspended: Gauge<'trigger'>;
 }
 
 /** Creates the dispatcher's metrics under the `eventide_dispatcher_` prefix. */
@@ -47,5 +53,21 @@ export function createDispatcherMetrics(): DispatcherMetrics {
     replicationLagBytes: new Gauge({ name: 'eventide_dispatcher_replication_lag_bytes', help: 'Server WAL end minus the confirmed LSN.', registers }),
     confirmedLsn: new Gauge({ name: 'eventide_dispatcher_confirmed_lsn', help: 'Last LSN confirmed to the server, as a number.', registers }),
     connected: new Gauge({ name: 'eventide_dispatcher_replication_connected', help: '1 while the replication stream is connected.', registers }),
+    eventsParked: new Counter({
+      name: 'eventide_dispatcher_events_parked_total',
+      help: 'Events written to the trigger backlog, by reason: share-full, retrying, suspended, backlog-ahead.',
+      labelNames: ['trigger', 'reason'],
+      registers,
+    }),
+    eventsDrained: new Counter({ name: 'eventide_dispatcher_events_drained_total', help: 'Backlog events delivered or dead-lettered.', labelNames: ['trigger'], registers }),
+    backlogEvents: new Gauge({ name: 'eventide_dispatcher_backlog_events', help: 'Events waiting in the trigger backlog.', labelNames: ['trigger'], registers }),
+    backlogOldestAge: new Gauge({
+      name: 'eventide_dispatcher_backlog_oldest_age_seconds',
+      help: 'Age (since commit) of the oldest event waiting in the trigger backlog.',
+      labelNames: ['trigger'],
+      registers,
+    }),
+    triggerParking: new Gauge({ name: 'eventide_dispatcher_trigger_parking', help: '1 while new events of the trigger go to its backlog.', labelNames: ['trigger'], registers }),
+    triggerSuspended: new Gauge({ name: 'eventide_dispatcher_trigger_suspended', help: '1 while the trigger is suspended (spec.suspend).', labelNames: ['trigger'], registers }),
   };
 }

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { DATABASE_URL_ENV } from '../common/secretEnv.js';
+import { DURATION_PATTERN, parseDuration } from '../api/v1alpha1/duration.js';
 
 /** Typed settings of `eventide dispatch`, parsed once at start-up. */
 export interface DispatchSettings {
@@ -17,6 +18,8 @@ export interface DispatchSettings {
   maxInflightEvents: number;
   maxInflightBytes: number;
   drainTimeoutMs: number;
+  /** How long a failing event retries in memory before it moves to its trigger's backlog. */
+  retryInMemoryMs: number;
   watchConfig: boolean;
   /** Database for the dead-letter table; the source database when absent. */
   deadLetterDatabaseUrl?: string;
@@ -41,9 +44,17 @@ export const DISPATCH_USAGE = `Usage: eventide dispatch --database-url <url> -f 
   --max-inflight-events <n>     events held in memory before reading pauses (default 4000)
   --max-inflight-bytes <n>      payload bytes held in memory before reading pauses (default 16 MiB)
   --drain-timeout <ms>          on SIGTERM, how long in-flight deliveries may finish (default 10000)
+  --retry-in-memory <duration>  how long a failing event retries in memory before it waits in its
+                                trigger's backlog (table eventide.backlog) instead (default 5s)
   --watch-config                reload the manifests when the files change
   --dead-letter-database-url    database for the eventide.dead_letters table (default: the source)
 `;
+
+function durationFlag(flag: string, text: string | undefined, fallbackMs: number): number {
+  if (text === undefined) return fallbackMs;
+  if (!new RegExp(DURATION_PATTERN).test(text)) throw new SettingsError(`${flag} must be a duration such as 500ms, 5s or 1m, got "${text}"`);
+  return parseDuration(text);
+}
 
 function positiveInt(flag: string, text: string | undefined, fallback: number): number {
   if (text === undefined) return fallback;
@@ -97,6 +108,7 @@ export function parseDispatchSettings(argv: string[], env: NodeJS.ProcessEnv = p
         'max-inflight-events': { type: 'string' },
         'max-inflight-bytes': { type: 'string' },
         'drain-timeout': { type: 'string' },
+        'retry-in-memory': { type: 'string' },
         'watch-config': { type: 'boolean' },
         'dead-letter-database-url': { type: 'string' },
       },
@@ -129,6 +141,7 @@ export function parseDispatchSettings(argv: string[], env: NodeJS.ProcessEnv = p
     maxInflightEvents: positiveInt('--max-inflight-events', values['max-inflight-events'], 4_000),
     maxInflightBytes: positiveInt('--max-inflight-bytes', values['max-inflight-bytes'], 16 * 1024 * 1024),
     drainTimeoutMs: positiveInt('--drain-timeout', values['drain-timeout'], 10_000),
+    retryInMemoryMs: durationFlag('--retry-in-memory', values['retry-in-memory'], 5_000),
     watchConfig: values['watch-config'] ?? false,
     ...(values['dead-letter-database-url'] ? { deadLetterDatabaseUrl: values['dead-letter-database-url'] } : {}),
   };

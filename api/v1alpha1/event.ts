@@ -12,7 +12,8 @@ export type JsonValue = null | boolean | number | string | JsonValue[] | { [key:
 /** A row as a JSON object keyed by column name. */
 export type Row = Record<string, JsonValue>;
 
-export type RowOperation = 'insert' | 'update' | 'delete' | 'truncate';
+/** What happened to the row; `manual` is a row sent on request (`eventide invoke`), as it is now. */
+export type RowOperation = 'insert' | 'update' | 'delete' | 'truncate' | 'manual';
 
 /** The body of one event (`data` in CloudEvents terms). */
 export interface RowChange {

@@ -55,6 +55,12 @@ describe('loading manifests: errors name the file', () => {
     expect(error.message).toBe('triggers.yaml: EventTrigger shop/a is invalid: spec.delivery.retries: Expected integer, got "three"');
   });
 
+  it('a suspend that is not a boolean (YAML 1.2 reads `yes` as a string)', () => {
+    const error = errorOf(() => parseManifestText(triggerYaml('a').replace('table: { name: orders }', 'table: { name: orders }\n  suspend: yes'), 'triggers.yaml'));
+    expect(error).toBeInstanceOf(InvalidResourceError);
+    expect(error.message).toBe('triggers.yaml: EventTrigger shop/a is invalid: spec.suspend: Expected boolean, got "yes"');
+  });
+
   it('a path that does not exist', () => {
     const dir = dirWith({});
     const error = errorOf(() => loadManifests([join(dir, 'missing.yaml')]));
@@ -79,5 +85,15 @@ describe('loading manifests: errors name the file', () => {
   it('the same name in two namespaces is two triggers', () => {
     const dir = dirWith({ 'a.yaml': `${triggerYaml('x')}---\n${triggerYaml('x').replace('namespace: shop', 'namespace: other')}` });
     expect(loadManifests([dir]).triggers.map((t) => `${t.metadata.namespace}/${t.metadata.name}`)).toEqual(['shop/x', 'other/x']);
+  });
+});
+
+describe('loading manifests: defaults', () => {
+  it('spec.suspend is false when the manifest omits it, and kept when it sets it', () => {
+    const text = `${triggerYaml('a')}---\n${triggerYaml('b').replace('table: { name: orders }', 'table: { name: orders }\n  suspend: true')}`;
+    expect(parseManifestText(text, 'triggers.yaml').triggers.map((t) => [t.metadata.name, t.spec.suspend])).toEqual([
+      ['a', false],
+      ['b', true],
+    ]);
   });
 });

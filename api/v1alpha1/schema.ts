@@ -131,6 +131,13 @@ export const EventTriggerSpec = Type.Object(
       default: 'cloudevents',
       description: 'cloudevents: CloudEvents 1.0 binary mode; cloudevents-structured: one JSON envelope; hasura: Hasura event-trigger payload.',
     }),
+    suspend: Type.Boolean({
+      default: false,
+      description:
+        "While true, this trigger's matching row changes are kept in its durable backlog in the source database (table eventide.backlog) " +
+        'instead of being delivered: nothing is sent, nothing is lost, and the replication slot does not hold WAL back for them. ' +
+        'Setting it back to false delivers them, in commit order per row.',
+    }),
   },
   { description: 'Which row changes to deliver, where, and how.' },
 );

@@ -41,6 +41,12 @@ describe('EventTrigger validation names each bad field and what it got', () => {
     expect(problemsOf(trigger({ delivery: { timeout: '5 minutes' } }))).toEqual(['spec.delivery.timeout: must be a duration such as 500ms, 30s, 5m or 1h30m, got "5 minutes"']);
   });
 
+  it('a suspend that is not a boolean (a quoted "true", or YAML 1.1 "yes")', () => {
+    expect(problemsOf(trigger({ suspend: 'true' }))).toEqual(['spec.suspend: Expected boolean, got "true"']);
+    expect(problemsOf(trigger({ suspend: 'yes' }))).toEqual(['spec.suspend: Expected boolean, got "yes"']);
+    expect(problemsOf(trigger({ suspend: 1 }))).toEqual(['spec.suspend: Expected boolean, got 1']);
+  });
+
   it('both function and sink', () => {
     expect(problemsOf(trigger({ function: { name: 'foo' } }))).toEqual(['exactly one of spec.function or spec.sink must be set']);
   });
@@ -80,6 +86,8 @@ describe('EventTrigger validation names each bad field and what it got', () => {
 
   it('a valid trigger passes with defaults, and open Kubernetes objects in a Function keep their fields', () => {
     expect(parseEventTrigger(trigger({ filter: 'new.total > 5' })).spec.delivery.retries).toBe(8);
+    expect(parseEventTrigger(trigger({})).spec.suspend).toBe(false);
+    expect(parseEventTrigger(trigger({ suspend: true })).spec.suspend).toBe(true);
     const fn = parseFunction({
       apiVersion: 'eventide.dev/v1alpha1',
       kind: 'Function',

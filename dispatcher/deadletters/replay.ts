@@ -1,9 +1,9 @@
-import type { EventAttributes, RowOperation } from '../../api/v1alpha1/index.js';
 import { batchItemFailedError, buildRequest, failedBatchItems } from '../delivery/requestBody.js';
 import type { HttpSender } from '../delivery/httpSender.js';
 import { signPayload } from '../delivery/signing.js';
 import type { TriggerDelivery } from '../pipeline/deliveryAttempt.js';
 import type { PendingEvent } from '../pipeline/pendingEvent.js';
+import { eventFromStored } from '../pipeline/storedEvent.js';
 import type { DeadLetterStore, StoredDeadLetter } from './store.js';
 
 /** What a replay did, item by item. */
@@ -12,25 +12,9 @@ export interface ReplayReport {
   failed: { id: number; eventId: string; trigger: string; reason: string }[];
 }
 
-/** Rebuilds the event from its stored form, so it is sent exactly as the trigger sends events today. */
+/** A dead letter as the event it was: the letter's id is its own, so ordering by key does not apply to replays. */
 function storedEvent(letter: StoredDeadLetter): PendingEvent {
-  const attributes = JSON.parse(letter.attributesJson) as EventAttributes;
-  const table = (JSON.parse(letter.dataJson) as { table?: { schema: string; name: string } } | null)?.table ?? { schema: '', name: '' };
-  return {
-    id: attributes.id,
-    orderingKey: attributes.subject,
-    triggerKey: letter.trigger,
-    attributes,
-    dataJson: letter.dataJson,
-    oldJson: letter.oldJson,
-    newJson: letter.newJson,
-    op: attributes.type.replace('dev.eventide.row.', '') as RowOperation,
-    table,
-    commitTimeMs: Date.parse(attributes.time),
-    // Replays are one-off deliveries outside any transaction the slot tracks.
-    txn: { commitLsn: 0n, endLsn: 0n, pending: 0, sealed: true },
-    bytes: letter.dataJson.length,
-  };
+  return eventFromStored({ trigger: letter.trigger, attributesJson: letter.attributesJson, dataJson: letter.dataJson, oldJson: letter.oldJson, newJson: letter.newJson });
 }
 
 /**

@@ -1,5 +1,6 @@
 import type pg from 'pg';
-import { privilegeAdvice, withPrivilegeAdvice } from '../source/sourceSetup.js';
+import { ensureEventideTables } from '../source/eventideSchema.js';
+import { privilegeAdvice } from '../source/sourceSetup.js';
 
 /** One event that could not be delivered. */
 export interface DeadLetter {
@@ -65,29 +66,7 @@ export class DeadLetterStore {
   constructor(private readonly pool: pg.Pool) {}
 
   async ensureSchema(): Promise<void> {
-    // Two dispatchers creating the schema at once can race on the catalog; the lock serialises them.
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
-      await client.query("SELECT pg_advisory_xact_lock(hashtext('eventide.dead_letters'))");
-      // CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists: a role
-      // given its own schema by an administrator (least privilege) must not be asked for more.
-      await withPrivilegeAdvice(
-        client,
-        async () => {
-          const schema = await client.query("SELECT 1 FROM pg_namespace WHERE nspname = 'eventide'");
-          if (schema.rowCount === 0) await client.query('CREATE SCHEMA eventide');
-          await client.query(SCHEMA_SQL);
-        },
-        privilegeAdvice.deadLetters,
-      );
-      await client.query('COMMIT');
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      client.release();
-    }
+    await ensureEventideTables(this.pool, SCHEMA_SQL, privilegeAdvice.deadLetters);
   }
 
   async record(letters: DeadLetter[]): Promise<void> {

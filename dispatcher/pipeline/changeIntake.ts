@@ -4,12 +4,11 @@ import { formatLsn, type Lsn } from '../lsn.js';
 import { matchRoutes, type Route } from '../routing/triggerMatcher.js';
 import type { StreamConsumer, StreamItem } from '../source/replicationStream.js';
 import { AckWatermark, type TrackedTransaction } from './ackWatermark.js';
-import type { InflightWindow } from './inflightWindow.js';
 import { rowChangeJson, type PendingEvent } from './pendingEvent.js';
 
 /** A decoded row change as intake needs it. */
 export interface DecodedRowChange {
-  op: RowOperation;
+  op: Exclude<RowOperation, 'manual'>;
   schema: string;
   table: string;
   /** Rows as JSON text (exact to_jsonb form) and as JS values (for filters). */
@@ -45,10 +44,12 @@ export type EventIdFactory = (input: { triggerKey: string; commitLsn: Lsn; chang
 export interface IntakeOptions<M extends IntakeMessage> {
   decoder: ChangeDecoder<M>;
   routes(): readonly Route[];
-  window: InflightWindow;
   eventId: EventIdFactory;
-  /** Hands an event to its trigger's lane. */
-  dispatch(event: PendingEvent): void;
+  /**
+   * Hands an event on (to its trigger's lane or backlog); a returned promise makes the reader wait
+   * for it before the next event (the only back-pressure on the stream).
+   */
+  dispatch(event: PendingEvent): void | Promise<void>;
   startLsn: Lsn;
   logger: Logger;
   onChange?(change: DecodedRowChange): void;
@@ -102,10 +103,19 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
     }
   }
 
-  /** Settles an event: called by the lanes when it was delivered or dead-lettered. */
+  /** Settles an event from the stream: delivered, dead-lettered or durably parked. */
   settle(event: PendingEvent): void {
-    this.options.window.release(event.bytes);
     this.watermark.settle(event.txn);
+  }
+
+  /**
+   * How far the stream has been handed on: every event of a transaction committed before this point
+   * has been dispatched (after a restart, again), so the backlog may be read up to here without an
+   * earlier event of the same key still on its way, nor a replayed copy parked after its original was drained.
+   */
+  progress(): Lsn {
+    const confirmed = this.watermark.confirmable();
+    return confirmed > this.lastReceivedEnd ? confirmed : this.lastReceivedEnd;
   }
 
   async handle(item: StreamItem<M>): Promise<void> {
@@ -180,7 +190,6 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
     const subject = `${change.schema}.${change.table}/${change.rowKey}`;
     const previousSubject = change.previousRowKey === undefined ? undefined : `${change.schema}.${change.table}/${change.previousRowKey}`;
     for (const { route, filterError } of matches) {
-      if (!this.options.window.hasRoom()) await this.options.window.waitForRoom();
       const namespace = route.trigger.metadata.namespace ?? 'default';
       const id = this.options.eventId({ triggerKey: route.key, commitLsn: txn.tracked.commitLsn, changeLsn, ordinal: txn.ordinal });
       const event: PendingEvent = {
@@ -206,12 +215,14 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
         commitTimeMs: txn.commitTime.getTime(),
         filterError,
         txn: txn.tracked,
+        changeLsn,
+        ordinal: txn.ordinal,
         bytes: dataJson.length,
       };
-      this.options.window.admit(event.bytes);
       this.watermark.add(txn.tracked);
       this.options.onMatch?.(event);
-      this.options.dispatch(event);
+      const handedOn = this.options.dispatch(event);
+      if (handedOn) await handedOn;
     }
   }
 }

@@ -8,6 +8,7 @@ import type { HttpSender, SendResult } from '../delivery/httpSender.js';
 import { signPayload, webhookMessageId } from '../delivery/signing.js';
 import type { AttemptOutcome, LaneEntry } from './triggerLane.js';
 import type { PendingEvent } from './pendingEvent.js';
+import type { FailureSummary } from '../delivery/failureSummary.js';
 
 /** Everything one trigger's deliveries need, resolved at (re)load. */
 export interface TriggerDelivery {
@@ -24,6 +25,8 @@ export interface DeliveryDeps {
   deadLetters: DeadLetterStore;
   metrics: DispatcherMetrics;
   logger: Logger;
+  /** Turns failures into a few log lines per trigger; without it nothing is logged per failed attempt. */
+  failures?: FailureSummary;
   now?: () => number;
   /** Aborted when the dispatcher stops: dead-letter sink notifications still running give up. */
   notifySignal?: AbortSignal;
@@ -43,7 +46,9 @@ export async function attemptDelivery(
 ): Promise<Map<string, AttemptOutcome>> {
   const now = deps.now ?? Date.now;
   const outcomes = new Map<string, AttemptOutcome>();
-  // A child logger costs more than a delivery; only failures log, so it is made for them.
+  // Per-attempt detail is a debug line (an outage at info level is a few summary lines, see FailureSummary);
+  // a child logger costs more than a delivery, so it is made only when such a line is written.
+  const detail = deps.logger.isLevelEnabled('debug');
   let log: Logger | undefined;
 
   // Events whose filter could not be evaluated are never sent: they go to the dead letters with the reason.
@@ -89,20 +94,30 @@ export async function attemptDelivery(
       commitTimeMs: entry.event.commitTimeMs,
       now: now(),
     });
-    log ??= deps.logger.child({ trigger: target.key });
-    log.warn(
-      { eventId: entry.event.id, attempt: attempts, status: itemResult.status, reason: itemResult.error, next: decision.action === 'retry' ? `retry in ${decision.delayMs}ms` : decision.reason },
-      'delivery attempt failed',
-    );
+    if (detail) {
+      log ??= deps.logger.child({ trigger: target.key });
+      log.debug(
+        { eventId: entry.event.id, attempt: attempts, status: itemResult.status, reason: itemResult.error, next: decision.action === 'retry' ? `retry in ${decision.delayMs}ms` : decision.reason },
+        'delivery attempt failed',
+      );
+    }
     if (decision.action === 'retry') {
       deps.metrics.deliveries.inc({ trigger: target.key, outcome: 'retry' });
       deps.metrics.retries.inc({ trigger: target.key });
-      outcomes.set(entry.event.id, { kind: 'retry', delayMs: decision.delayMs });
+      outcomes.set(entry.event.id, {
+        kind: 'retry',
+        delayMs: decision.delayMs,
+        reason: itemResult.error ?? 'unknown error',
+        ...(itemResult.status !== undefined ? { status: itemResult.status } : {}),
+      });
     } else {
       toDeadLetter.push({ entry, result: itemResult, reason: decision.reason });
     }
   }
-  if (delivered) deps.metrics.deliveries.inc({ trigger: target.key, outcome: 'success' }, delivered);
+  if (delivered) {
+    deps.metrics.deliveries.inc({ trigger: target.key, outcome: 'success' }, delivered);
+    deps.failures?.succeeded(target.key);
+  }
   if (toDeadLetter.length) {
     await deadLetter(target, toDeadLetter, deps);
     for (const { entry } of toDeadLetter) outcomes.set(entry.event.id, SETTLED);
@@ -130,7 +145,8 @@ async function deadLetter(
   for (const letter of letters) {
     deps.metrics.deliveries.inc({ trigger: target.key, outcome: 'dead_letter' });
     deps.metrics.deadLetters.inc({ trigger: target.key, reason: letter.reason });
-    deps.logger.error({ trigger: target.key, eventId: letter.eventId, attempts: letter.attempts, reason: letter.reason, lastError: letter.lastError }, 'event dead-lettered');
+    deps.failures?.failed({ trigger: target.key, reason: `${letter.reason}: ${letter.lastError}`, ...(letter.lastStatus !== null ? { status: letter.lastStatus } : {}), outcome: 'dead_letter' });
+    deps.logger.debug({ trigger: target.key, eventId: letter.eventId, attempts: letter.attempts, reason: letter.reason, lastError: letter.lastError }, 'event dead-lettered');
   }
   if (target.deadLetterSinkUrl) notifyInBackground(target.deadLetterSinkUrl, letters, deps, target.signingSecret);
 }

@@ -1,6 +1,7 @@
 import type { EventAttributes, RowOperation } from '../../api/v1alpha1/index.js';
 import type { LaneEvent } from './triggerLane.js';
 import type { TrackedTransaction } from './ackWatermark.js';
+import type { Lsn } from '../lsn.js';
 
 /** An event between the stream and its settlement: what the lane schedules and the deliverer sends. */
 export interface PendingEvent extends LaneEvent {
@@ -18,7 +19,12 @@ export interface PendingEvent extends LaneEvent {
   /** Set when the trigger's filter could not be evaluated: the event goes straight to the dead letters. */
   readonly filterError?: string;
   readonly txn: TrackedTransaction;
+  /** With txn.commitLsn, the event's place in the stream: the order the backlog keeps. */
+  readonly changeLsn: Lsn;
+  readonly ordinal: number;
   readonly bytes: number;
+  /** Set on an event loaded from the backlog: its row, removed once the event settles. */
+  readonly backlogId?: number;
 }
 
 /** Schema → table → the body's "table" JSON, serialised once per table. */

@@ -12,8 +12,11 @@ export interface LaneEvent {
   readonly barrier?: boolean;
 }
 
-/** How one attempt went for one event. */
-export type AttemptOutcome = { kind: 'settled' } | { kind: 'retry'; delayMs: number };
+/** How one attempt went for one event; a retry says why the attempt failed. */
+export type AttemptOutcome = { kind: 'settled' } | { kind: 'retry'; delayMs: number; status?: number; reason?: string };
+
+/** What the lane does with an event whose attempt failed and may be retried. */
+export type RetryChoice = 'retry' | 'evict';
 
 /** An event on its way, with how often it has been tried. */
 export interface LaneEntry<E extends LaneEvent> {
@@ -40,6 +43,14 @@ export interface LaneOptions<E extends LaneEvent> {
   onSettled(event: E): void;
   /** Called when attempt() itself failed (a bug or an outage of the dead-letter table). */
   onAttemptError?(error: unknown): void;
+  /**
+   * Asked when an attempt failed and may be retried: 'evict' takes the event out of the lane, with
+   * every later event of its keys (the closure, so no later event of those keys overtakes it), and
+   * hands them to onEvicted. Without it, every failed event is retried in the lane.
+   */
+  onRetry?(entry: LaneEntry<E>, outcome: Extract<AttemptOutcome, { kind: 'retry' }>): RetryChoice;
+  /** Receives evicted entries, in the order they were enqueued. */
+  onEvicted?(entries: LaneEntry<E>[]): void;
 }
 
 const RETRY_AFTER_ATTEMPT_ERROR_MS = 1000;
@@ -47,6 +58,10 @@ const RETRY_AFTER_ATTEMPT_ERROR_MS = 1000;
 /** An entry as the lane queues it: in the queue of each of its keys; the first key schedules it. */
 interface QueuedEntry<E extends LaneEvent> extends LaneEntry<E> {
   readonly keys: readonly string[];
+  /** Enqueue order, so evicted entries are handed over in the order they came. */
+  readonly seq: number;
+  inFlight: boolean;
+  retryTimer?: NodeJS.Timeout;
 }
 
 /**
@@ -61,14 +76,16 @@ export class TriggerLane<E extends LaneEvent> {
   private ready: string[] = [];
   private readyHead = 0;
   private readonly readySet = new Set<string>();
-  private readonly timers = new Set<NodeJS.Timeout>();
   private inFlight = 0;
+  /** Entries waiting for a retry timer. */
+  private waitingRetry = 0;
+  private seq = 0;
   /** Entries in the queues, each counted once. */
   private queued = 0;
   /** A barrier event, from its enqueue until it settled; it is queued once the `waitsFor` entries before it settled. */
   private barrier: { entry: QueuedEntry<E>; waitsFor: number } | undefined;
-  /** Events enqueued after a barrier that has not settled yet, in order. */
-  private held: E[] = [];
+  /** Events enqueued after a barrier that has not settled yet, in order, with their progress. */
+  private held: LaneEntry<E>[] = [];
   private batchTimer: NodeJS.Timeout | undefined;
   private flushPartialBatch = false;
   private stopped = false;
@@ -83,16 +100,23 @@ export class TriggerLane<E extends LaneEvent> {
     this.pump();
   }
 
-  /** Adds an event behind any earlier event with the same key. */
-  enqueue(event: E): void {
+  /** Adds an event behind any earlier event with the same key; `progress` carries attempts it made elsewhere (the backlog). */
+  enqueue(event: E, progress?: { attempts: number; firstAttemptAt?: number }): void {
     if (this.barrier) {
-      this.held.push(event);
+      this.held.push({ event, attempts: progress?.attempts ?? 0, ...(progress?.firstAttemptAt !== undefined ? { firstAttemptAt: progress.firstAttemptAt } : {}) });
       return;
     }
     const byKey = this.options.ordering === 'key';
     const key = byKey ? event.orderingKey : event.id;
     const previous = byKey ? event.previousOrderingKey : undefined;
-    const entry: QueuedEntry<E> = { event, attempts: 0, keys: previous !== undefined && previous !== key ? [key, previous] : [key] };
+    const entry: QueuedEntry<E> = {
+      event,
+      attempts: progress?.attempts ?? 0,
+      ...(progress?.firstAttemptAt !== undefined ? { firstAttemptAt: progress.firstAttemptAt } : {}),
+      keys: previous !== undefined && previous !== key ? [key, previous] : [key],
+      seq: this.seq++,
+      inFlight: false,
+    };
     if (byKey && event.barrier) {
       this.barrier = { entry, waitsFor: this.queued };
       if (this.queued > 0) return;
@@ -126,14 +150,18 @@ export class TriggerLane<E extends LaneEvent> {
     return this.inFlight;
   }
 
+  /** Events whose last attempt failed and that wait for their retry. */
+  get retrying(): number {
+    return this.waitingRetry;
+  }
+
   /**
    * Starts no new attempts; resolves when the attempts in flight have finished. At the deadline the
    * attempts are aborted (they count as failed and are retried after the restart).
    */
   async stop(deadlineMs: number): Promise<void> {
     this.stopped = true;
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
+    for (const queue of this.queues.values()) for (const entry of queue) this.cancelRetry(entry);
     if (this.batchTimer) clearTimeout(this.batchTimer);
     if (this.inFlight === 0) return;
     const abortTimer = setTimeout(() => this.abort.abort(new Error('dispatcher shutting down')), deadlineMs);
@@ -141,10 +169,80 @@ export class TriggerLane<E extends LaneEvent> {
     clearTimeout(abortTimer);
   }
 
+  /**
+   * Takes every event not in flight out of the lane (a suspended trigger, a function gone), with the
+   * barrier and what waits behind it, and returns them. Attempts in flight finish; the caller decides
+   * through onRetry what happens to those that fail.
+   */
+  evictAll(): LaneEntry<E>[] {
+    const taken = new Set<QueuedEntry<E>>();
+    for (const queue of this.queues.values()) for (const entry of queue) if (!entry.inFlight) taken.add(entry);
+    const evicted = this.removeEntries(taken);
+    if (this.barrier) {
+      const barrier = this.barrier.entry;
+      // A barrier still waiting for earlier events is in no queue: it goes with the rest.
+      if (!barrier.inFlight && !taken.has(barrier)) evicted.push(barrier);
+      if (!barrier.inFlight) this.barrier = undefined;
+      evicted.push(...this.held);
+      this.held = [];
+    }
+    this.pump();
+    return evicted;
+  }
+
+  /**
+   * Takes the events of `key` out of the lane, from its head on, with every later event of the keys
+   * they share with other rows (a key change links two keys), so none of them overtakes an evicted one.
+   * The head of `key` must not be in flight. With a barrier pending everything goes: order across keys matters then.
+   */
+  private evictKey(key: string): LaneEntry<E>[] {
+    if (this.barrier) return this.evictAll();
+    const taken = new Set<QueuedEntry<E>>();
+    const pending = [...(this.queues.get(key) ?? [])];
+    while (pending.length > 0) {
+      const entry = pending.pop()!;
+      if (taken.has(entry)) continue;
+      taken.add(entry);
+      for (const k of entry.keys) {
+        const queue = this.queues.get(k)!;
+        for (let i = queue.indexOf(entry) + 1; i < queue.length; i++) if (!taken.has(queue[i]!)) pending.push(queue[i]!);
+      }
+    }
+    const evicted = this.removeEntries(taken);
+    this.pump();
+    return evicted;
+  }
+
+  /** Removes queued entries (none in flight) from every queue they are in; returns them in enqueue order. */
+  private removeEntries(taken: Set<QueuedEntry<E>>): LaneEntry<E>[] {
+    const touched = new Set<string>();
+    for (const entry of taken) {
+      this.cancelRetry(entry);
+      for (const k of entry.keys) touched.add(k);
+    }
+    for (const k of touched) {
+      const queue = this.queues.get(k);
+      if (!queue) continue;
+      const kept = queue.filter((e) => !taken.has(e));
+      if (kept.length === 0) this.queues.delete(k);
+      else this.queues.set(k, kept);
+    }
+    this.queued -= taken.size;
+    for (const k of touched) this.offerHead(k);
+    return [...taken].sort((a, b) => a.seq - b.seq);
+  }
+
+  private cancelRetry(entry: QueuedEntry<E>): void {
+    if (entry.retryTimer === undefined) return;
+    clearTimeout(entry.retryTimer);
+    entry.retryTimer = undefined;
+    this.waitingRetry -= 1;
+  }
+
   /** After the head of `key`'s queue changed: schedules the new head once it heads the queue of each of its keys. */
   private offerHead(key: string): void {
     const head = this.queues.get(key)?.[0];
-    if (head && head.keys.every((k) => this.queues.get(k)![0] === head)) this.markReady(head.keys[0]!);
+    if (head && !head.inFlight && head.retryTimer === undefined && head.keys.every((k) => this.queues.get(k)?.[0] === head)) this.markReady(head.keys[0]!);
   }
 
   private markReady(key: string): void {
@@ -183,19 +281,24 @@ export class TriggerLane<E extends LaneEvent> {
         return;
       }
       this.flushPartialBatch = false;
-      const keys = this.takeReady(batchMaxSize);
-      const batch = keys.map((key) => {
+      const batch: { key: string; entry: QueuedEntry<E> }[] = [];
+      for (const key of this.takeReady(batchMaxSize)) {
         this.readySet.delete(key);
-        return { key, entry: this.queues.get(key)![0]! };
-      });
-      void this.run(batch);
+        // A key marked ready may have lost its events to an eviction since.
+        const entry = this.queues.get(key)?.[0];
+        if (entry && !entry.inFlight && entry.keys[0] === key) batch.push({ key, entry });
+      }
+      if (batch.length > 0) void this.run(batch);
     }
   }
 
   private async run(batch: { key: string; entry: QueuedEntry<E> }[]): Promise<void> {
     this.inFlight += 1;
     const now = Date.now();
-    for (const { entry } of batch) entry.firstAttemptAt ??= now;
+    for (const { entry } of batch) {
+      entry.firstAttemptAt ??= now;
+      entry.inFlight = true;
+    }
     let outcomes: Map<string, AttemptOutcome>;
     try {
       outcomes = await this.options.attempt(
@@ -206,7 +309,10 @@ export class TriggerLane<E extends LaneEvent> {
       this.options.onAttemptError?.(error);
       outcomes = new Map();
     }
+    for (const { entry } of batch) entry.inFlight = false;
+    const evicted = new Set<LaneEntry<E>>();
     for (const { key, entry } of batch) {
+      if (evicted.has(entry)) continue;
       entry.attempts += 1;
       const outcome = outcomes.get(entry.event.id) ?? { kind: 'retry', delayMs: RETRY_AFTER_ATTEMPT_ERROR_MS };
       if (outcome.kind === 'settled') {
@@ -223,12 +329,16 @@ export class TriggerLane<E extends LaneEvent> {
           this.barrier = undefined;
           const held = this.held;
           this.held = [];
-          for (const event of held) this.enqueue(event);
+          for (const h of held) this.enqueue(h.event, h);
         } else if (this.barrier && --this.barrier.waitsFor === 0) {
           this.queue(this.barrier.entry);
         }
+      } else if (!this.stopped && this.options.onRetry?.(entry, outcome) === 'evict') {
+        const out = this.evictKey(key);
+        for (const e of out) evicted.add(e);
+        this.options.onEvicted?.(out);
       } else {
-        this.retryLater(key, outcome.delayMs);
+        this.retryLater(entry, outcome.delayMs);
       }
     }
     this.inFlight -= 1;
@@ -236,13 +346,14 @@ export class TriggerLane<E extends LaneEvent> {
     this.pump();
   }
 
-  private retryLater(key: string, delayMs: number): void {
+  private retryLater(entry: QueuedEntry<E>, delayMs: number): void {
     if (this.stopped) return;
-    const timer = setTimeout(() => {
-      this.timers.delete(timer);
-      this.markReady(key);
+    this.waitingRetry += 1;
+    entry.retryTimer = setTimeout(() => {
+      entry.retryTimer = undefined;
+      this.waitingRetry -= 1;
+      this.offerHead(entry.keys[0]!);
       this.pump();
     }, delayMs);
-    this.timers.add(timer);
   }
 }

@@ -53,6 +53,10 @@ export const privilegeAdvice = {
   deadLetters: (role: string, reason: string) =>
     `the database role "${role}" may not create the dead-letter table eventide.dead_letters (${reason}): grant it CREATE on the database, ` +
     `or create the schema for it (CREATE SCHEMA eventide AUTHORIZATION ${quoteIdent(role)}), or keep dead letters elsewhere with --dead-letter-database-url`,
+  backlog: (role: string, reason: string) =>
+    `the database role "${role}" may not use the backlog table eventide.backlog (${reason}): grant it CREATE on the database, ` +
+    `or create the schema for it (CREATE SCHEMA eventide AUTHORIZATION ${quoteIdent(role)}), or, where the table exists, ` +
+    `GRANT SELECT, INSERT, UPDATE, DELETE ON eventide.backlog TO ${quoteIdent(role)}; GRANT USAGE ON SEQUENCE eventide.backlog_id_seq TO ${quoteIdent(role)}`,
 };
 
 /** Quotes an identifier for SQL. */

@@ -60,7 +60,7 @@ describe('generated CRD files', () => {
 describe('CRD shape', () => {
   const cases = [
     { kind: 'Function', plural: 'functions', shortName: 'fn', columns: ['Image', 'Ready', 'Reason', 'URL', 'Age'] },
-    { kind: 'EventTrigger', plural: 'eventtriggers', shortName: 'et', columns: ['Table', 'Function/Sink', 'Ready', 'Reason', 'Age'] },
+    { kind: 'EventTrigger', plural: 'eventtriggers', shortName: 'et', columns: ['Table', 'Function/Sink', 'Ready', 'Reason', 'Suspended', 'Age'] },
   ];
 
   it.each(cases)('$kind is namespaced, $plural.$shortName, one served+storage version with a status subresource', ({ kind, plural, shortName, columns }) => {
@@ -103,6 +103,17 @@ describe('CRD shape', () => {
   it('puts every EventTrigger cross-field rule on spec as a CEL validation with its message', () => {
     const spec = rootSchema('EventTrigger').properties!.spec!;
     expect(spec['x-kubernetes-validations']).toEqual(eventTriggerRules.map(({ rule, message }) => ({ rule, message })));
+  });
+
+  it('shows EventTrigger spec.suspend in kubectl get (a boolean column) and documents it, defaulted to false and not required', () => {
+    const column = crd('EventTrigger').spec.versions[0]!.additionalPrinterColumns.find((col) => col.name === 'Suspended');
+    expect(column).toMatchObject({ type: 'boolean', jsonPath: '.spec.suspend' });
+    expect(column?.priority).toBeUndefined();
+    const spec = rootSchema('EventTrigger').properties!.spec!;
+    expect(spec.properties!.suspend).toMatchObject({ type: 'boolean', default: false });
+    expect(spec.properties!.suspend!.description).toMatch(/eventide\.backlog/);
+    expect(spec.properties!.suspend!.description).toMatch(/ Default: false\.$/);
+    expect(spec.required).not.toContain('suspend');
   });
 
   it('keeps embedded Kubernetes objects (env, resources) as preserve-unknown-fields', () => {

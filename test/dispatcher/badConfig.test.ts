@@ -156,7 +156,7 @@ describe('bad config gets a clear error naming what is wrong, and loses nothing'
     ['an unknown operation', { operations: ['insert', 'upsert'] }, 'spec.operations[1]: must be one of insert, update, delete, truncate, got "upsert"'],
     ['both function and sink', { sink: { url: 'http://127.0.0.1:1/' } }, 'exactly one of spec.function or spec.sink must be set'],
     ['no table', { table: undefined }, 'spec.table: required field is missing'],
-    ['a misspelt field', { filtr: 'new.total > 10' }, 'spec.filtr: unknown field (known here: source, table, operations, columns, filter, function, sink, delivery, ordering, concurrency, batch, format)'],
+    ['a misspelt field', { filtr: 'new.total > 10' }, 'spec.filtr: unknown field (known here: source, table, operations, columns, filter, function, sink, delivery, ordering, concurrency, batch, format, suspend)'],
     ['a bad duration', { delivery: { timeout: '30 seconds' } }, 'spec.delivery.timeout: must be a duration such as 500ms, 30s, 5m or 1h30m, got "30 seconds"'],
   ])('an invalid manifest field (%s): names the file, the trigger and the field path', async (_case, spec, problem) => {
     const file = writeManifests([goodTrigger(spec)]);

@@ -1,6 +1,6 @@
 /**
  * Retries as a user relies on them: which answers are retried, how often, how long apart, and what
- * the dispatcher logs for each failed attempt. One real Postgres, the real `eventide dispatch`
+ * the dispatcher logs: a summary per trigger at info level, and each failed attempt at debug level. One real Postgres, the real `eventide dispatch`
  * command, and one small HTTP sink per trigger answering from a script.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -95,7 +95,7 @@ describe('retries', () => {
       manifest('fractional', { retries: 5, backoff: FAST }),
       manifest('trickle', { retries: 1, backoff: FAST, timeout: '300ms' }),
     ]);
-    proc = await startDispatcherProcess(['--database-url', db.url, '-f', file]);
+    proc = await startDispatcherProcess(['--database-url', db.url, '-f', file], { LOG_LEVEL: 'debug' });
     await proc.ready(60_000);
   }, 120_000);
 
@@ -114,7 +114,7 @@ describe('retries', () => {
   const failedAttemptLogs = (eventId: string): LogLine[] =>
     logLines(proc.output()).filter((l) => l.msg === 'delivery attempt failed' && l.eventId === eventId);
 
-  it('500, 500, 200: three attempts numbered 1, 2, 3 with the same event id, one success, nothing dead-lettered, one log line per failure', async () => {
+  it('500, 500, 200: three attempts numbered 1, 2, 3 with the same event id, one success, nothing dead-lettered, one debug line per failure and a summary', async () => {
     const sink = sinks.flaky!;
     await db.sql("INSERT INTO flaky VALUES (1, 'a')");
     await sink.waitFor(3, 10_000);
@@ -129,9 +129,16 @@ describe('retries', () => {
     const eventId = String(sink.requests[0]!.headers['ce-id']);
     const logs = failedAttemptLogs(eventId);
     expect(logs.map((l) => [l.level, l.trigger, l.attempt, l.status, l.reason])).toEqual([
-      [40, 'test/flaky', 1, 500, 'HTTP 500: database is down'],
-      [40, 'test/flaky', 2, 500, 'HTTP 500: database is down'],
+      [20, 'test/flaky', 1, 500, 'HTTP 500: database is down'],
+      [20, 'test/flaky', 2, 500, 'HTTP 500: database is down'],
     ]);
+    // At info level: the first failure with its reason, then the recovery with what happened in between.
+    const summary = logLines(proc.output()).filter((l) => l.trigger === 'test/flaky' && l.level >= 30);
+    expect(summary.map((l) => [l.level, l.msg, l.reason ?? null, l.status ?? null])).toEqual([
+      [40, 'delivery failing', 'HTTP 500: database is down', 500],
+      [30, 'delivery recovered', null, null],
+    ]);
+    expect(summary[1]).toMatchObject({ failures: 1, retries: 1 });
     for (const l of logs) expect(String(l.next)).toMatch(/^retry in \d+ms$/);
     const samples = parsePrometheusText(await proc.metrics());
     const deliveries = (outcome: string) => metricSum(samples, 'eventide_dispatcher_deliveries_total', { trigger: 'test/flaky', outcome }) ?? 0;
@@ -157,7 +164,9 @@ describe('retries', () => {
     const logs = failedAttemptLogs(letter!.event_id);
     expect(logs.map((l) => [l.attempt, l.status, l.next])).toEqual([[1, 400, 'not-retryable']]);
     const deadLettered = logLines(proc.output()).filter((l) => l.msg === 'event dead-lettered' && l.eventId === letter!.event_id);
-    expect(deadLettered.map((l) => [l.level, l.reason, l.lastError])).toEqual([[50, 'not-retryable', 'HTTP 400: {"error":"missing field customer"}']]);
+    expect(deadLettered.map((l) => [l.level, l.reason, l.lastError])).toEqual([[20, 'not-retryable', 'HTTP 400: {"error":"missing field customer"}']]);
+    const summary = logLines(proc.output()).filter((l) => l.trigger === 'test/bad' && l.level >= 30);
+    expect(summary.map((l) => [l.level, l.msg, l.reason, l.outcome])).toEqual([[40, 'delivery failing', 'not-retryable: HTTP 400: {"error":"missing field customer"}', 'dead_letter']]);
   });
 
   it('408 and 429 are retried', async () => {

@@ -79,4 +79,22 @@ describe('a database role with least privilege', () => {
     const { rows } = await db.sql("SELECT rolname FROM pg_roles WHERE rolname = 'app' AND (rolsuper OR rolcreatedb OR rolcreaterole)");
     expect(rows).toEqual([]); // still no superuser or creation powers
   });
+
+  it('with a backlog table it may not use (made by another role): names the grants it needs, and runs once they are given', async () => {
+    await running?.kill('SIGKILL');
+    running = undefined;
+    await db.sql('ALTER TABLE eventide.backlog OWNER TO eventide; ALTER SEQUENCE eventide.backlog_id_seq OWNER TO eventide');
+    expect(await refusal()).toEqual({
+      code: 1,
+      message:
+        'eventide: the database role "app" may not use the backlog table eventide.backlog (permission denied for table backlog): grant it CREATE on the database, ' +
+        'or create the schema for it (CREATE SCHEMA eventide AUTHORIZATION "app"), or, where the table exists, ' +
+        'GRANT SELECT, INSERT, UPDATE, DELETE ON eventide.backlog TO "app"; GRANT USAGE ON SEQUENCE eventide.backlog_id_seq TO "app"',
+    });
+    await db.sql('GRANT SELECT, INSERT, UPDATE, DELETE ON eventide.backlog TO app; GRANT USAGE ON SEQUENCE eventide.backlog_id_seq TO app');
+    running = await startDispatcherProcess(['--database-url', appUrl, '-f', file]);
+    await running.ready(30_000);
+    await db.sql("INSERT INTO orders VALUES (2, 'granted')");
+    await sink.waitFor(2);
+  });
 });

@@ -82,3 +82,10 @@ export function runEventide(args: string[], env: NodeJS.ProcessEnv = {}, timeout
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Event ids waiting in the trigger backlog (none before the table exists). */
+export async function backlogEventIds(db: SourceDatabase): Promise<Set<string>> {
+  const { rows } = await db.sql("SELECT to_regclass('eventide.backlog') IS NOT NULL AS ok");
+  if (!(rows[0] as { ok: boolean }).ok) return new Set();
+  return new Set((await db.sql('SELECT event_id FROM eventide.backlog')).rows.map((r) => String(r.event_id)));
+}

@@ -1,0 +1,417 @@
+import type { Logger } from '../../common/logger.js';
+import type { BacklogWriter } from '../backlog/backlogWriter.js';
+import type { BacklogPosition, BacklogStore, ParkReason } from '../backlog/store.js';
+import type { Lsn } from '../lsn.js';
+import { describeError } from '../source/replicationStream.js';
+import type { PendingEvent } from './pendingEvent.js';
+import { TriggerLane, type AttemptOutcome, type LaneEntry, type LaneOptions, type RetryChoice } from './triggerLane.js';
+import type { WindowShares } from './windowShares.js';
+
+/** Lane settings a reload may change. */
+export type LaneSettings = Pick<LaneOptions<PendingEvent>, 'concurrency' | 'ordering' | 'batchMaxSize' | 'batchMaxWaitMs'>;
+
+/** Where one trigger's events go: straight to the function, or through its backlog. */
+export type FlowMode = 'direct' | 'parking';
+
+/** What a trigger flow hears about its events, for metrics and the failure summary. */
+export interface FlowObserver {
+  parked(trigger: string, reason: ParkReason, count: number): void;
+  drained(trigger: string): void;
+  attemptFailed(trigger: string, outcome: Extract<AttemptOutcome, { kind: 'retry' }>, next: 'retry' | 'parked'): void;
+}
+
+export interface TriggerFlowOptions {
+  key: string;
+  lane: LaneSettings;
+  shares: WindowShares;
+  writer: BacklogWriter;
+  store: BacklogStore;
+  logger: Logger;
+  observer: FlowObserver;
+  /** Makes one delivery attempt with the trigger's current delivery settings. */
+  attempt(entries: LaneEntry<PendingEvent>[], signal: AbortSignal): Promise<Map<string, AttemptOutcome>>;
+  /** A live event is done with (delivered, dead-lettered or durably parked): the watermark may pass it. */
+  settleLive(event: PendingEvent): void;
+  /** The stream's progress: the drainer loads no event committed after it (it may still be parked out of order). */
+  streamProgress(): Lsn;
+  /** How long a live event may keep retrying in memory before it is parked. */
+  retryInMemoryMs: number;
+  suspended: boolean;
+  now?: () => number;
+}
+
+const LOAD_BATCH = 500;
+/**
+ * How long the reader waits for room in a full share before it parks the event. A function that keeps
+ * up frees slots within milliseconds, so a burst does not push a healthy trigger onto the slower
+ * backlog path; a stuck one does not free any, and the reader, shared with every sibling, moves on.
+ */
+const SHARE_FULL_WAIT_MS = 100;
+const IDLE_RECHECK_MS = 1000;
+const LOAD_ERROR_RETRY_MS = 1000;
+
+/**
+ * One trigger's path from the stream to its function. The fast path is the lane: events the trigger's
+ * share of the window can hold go straight to it. Any event that cannot be delivered now — the share
+ * is used up, it has been retrying longer than the in-memory budget, the trigger is suspended — goes
+ * to the trigger's durable backlog, and once it is committed there the slot no longer waits for it.
+ *
+ * Order per key: while the trigger has anything in the backlog ("parking"), every new event goes
+ * behind it, and the drainer starts only once no live event is left in the lane, so the lane holds
+ * either live events or drained ones, never both; the drainer reads in stream order. When the backlog
+ * is empty again the trigger returns to the fast path.
+ */
+export class TriggerFlow {
+  readonly lane: TriggerLane<PendingEvent>;
+  private modeValue: FlowMode = 'direct';
+  private suspendedValue: boolean;
+  /** Live events in the lane (admitted from the stream, not yet settled or evicted). */
+  private live = 0;
+  /** Backlog rows loaded into the lane, and settled rows whose removal is not yet written. */
+  private readonly loaded = new Set<number>();
+  private readonly removing = new Set<number>();
+  /**
+   * Rows whose removal committed while a load was running: that load's snapshot may still hold them,
+   * and they are no longer in `removing` by the time its rows arrive.
+   */
+  private readonly removedDuringLoad = new Set<number>();
+  private loading = false;
+  private parksPending = 0;
+  /** Counts parks, so the drainer can tell that one happened while it asked whether the backlog is empty. */
+  private parkSeq = 0;
+  private cursor: BacklogPosition | undefined;
+  /** The failure that made an event leave the lane, written with it. */
+  private readonly lastFailure = new Map<string, Extract<AttemptOutcome, { kind: 'retry' }>>();
+  private rescan = false;
+  private wake: (() => void) | undefined;
+  /** Resolved when a live event of this trigger settles: room in its share. */
+  private roomWaiter: (() => void) | undefined;
+  private closed = false;
+  private drainerDone: Promise<void> = Promise.resolve();
+  private readonly now: () => number;
+
+  constructor(private readonly options: TriggerFlowOptions) {
+    this.suspendedValue = options.suspended;
+    this.now = options.now ?? Date.now;
+    this.lane = new TriggerLane<PendingEvent>({
+      ...options.lane,
+      attempt: (entries, signal) => options.attempt(entries, signal),
+      onSettled: (event) => this.onSettled(event),
+      onRetry: (entry, outcome) => this.onRetry(entry, outcome),
+      onEvicted: (entries) => this.onEvicted(entries),
+      onAttemptError: (error) => options.logger.error({ trigger: options.key, err: describeError(error) }, 'delivery attempt failed to complete; retrying'),
+    });
+  }
+
+  /** Starts the drainer; `backlogEvents` is what the backlog held at start (the trigger parks until it is drained). */
+  start(backlogEvents: number): void {
+    if (backlogEvents > 0 || this.suspendedValue) this.modeValue = 'parking';
+    this.drainerDone = this.drainLoop();
+  }
+
+  get mode(): FlowMode {
+    return this.modeValue;
+  }
+
+  get suspended(): boolean {
+    return this.suspendedValue;
+  }
+
+  /** Events of this trigger in memory (live and loaded from the backlog). */
+  get inMemory(): number {
+    return this.live + this.loaded.size;
+  }
+
+  /**
+   * Takes a live event from the stream: into the lane when the trigger is on the fast path and its share
+   * has room, else into the backlog. Resolves at once unless the backlog writer's buffer is full.
+   */
+  accept(event: PendingEvent): void | Promise<void> {
+    const { key, shares } = this.options;
+    if (this.modeValue === 'direct' && !this.suspendedValue) {
+      if (shares.tryAdmit(key, event.bytes)) {
+        this.live += 1;
+        this.lane.enqueue(event);
+        return;
+      }
+      // A lane whose events fail frees no room soon: no point in holding the reader for it.
+      if (this.lane.retrying === 0) return this.admitOrParkAfterWait(event);
+    }
+    return this.parkFromStream(event);
+  }
+
+  private parkFromStream(event: PendingEvent): void | Promise<void> {
+    const reason: ParkReason = this.suspendedValue ? 'suspended' : this.modeValue === 'parking' ? 'backlog-ahead' : 'share-full';
+    this.modeValue = 'parking';
+    this.park([{ event, attempts: 0 }], reason);
+    const { writer } = this.options;
+    return writer.hasRoom() ? undefined : writer.waitForRoom();
+  }
+
+  private async admitOrParkAfterWait(event: PendingEvent): Promise<void> {
+    const deadline = this.now() + SHARE_FULL_WAIT_MS;
+    const { key, shares } = this.options;
+    while (this.modeValue === 'direct' && !this.suspendedValue && !this.closed) {
+      const left = deadline - this.now();
+      if (left <= 0) break;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.roomWaiter = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.roomWaiter = undefined;
+      if (this.modeValue === 'direct' && !this.suspendedValue && shares.tryAdmit(key, event.bytes)) {
+        this.live += 1;
+        this.lane.enqueue(event);
+        return;
+      }
+    }
+    await this.parkFromStream(event);
+  }
+
+  /** Applies a reload: lane settings, and suspension (a suspended trigger's events in memory go to the backlog). */
+  reconfigure(lane: LaneSettings, suspended: boolean): void {
+    Object.assign(this.options.lane, lane);
+    this.lane.reconfigure(lane);
+    if (suspended === this.suspendedValue) return;
+    this.suspendedValue = suspended;
+    if (suspended) {
+      this.modeValue = 'parking';
+      this.onEvicted(this.lane.evictAll());
+    }
+    this.kick();
+  }
+
+  /** Another writer (the CLI) added events to this trigger's backlog: park behind them and read them. */
+  backlogAdded(): void {
+    this.modeValue = 'parking';
+    this.rescan = true;
+    this.kick();
+  }
+
+  /** Stops the drainer and the lane (attempts in flight get until the deadline). */
+  async stop(deadlineMs: number): Promise<void> {
+    this.closed = true;
+    this.kick();
+    await Promise.all([this.lane.stop(deadlineMs), this.drainerDone]);
+  }
+
+  private park(entries: { event: PendingEvent; attempts: number; firstAttemptAt?: number; lastStatus?: number; lastError?: string }[], reason: ParkReason): void {
+    const { writer, observer, key } = this.options;
+    for (const entry of entries) {
+      this.parksPending += 1;
+      this.parkSeq += 1;
+      const { event } = entry;
+      writer.park(
+        {
+          event,
+          attempts: entry.attempts,
+          ...(entry.firstAttemptAt !== undefined ? { firstAttemptAt: entry.firstAttemptAt } : {}),
+          ...(entry.lastStatus !== undefined ? { lastStatus: entry.lastStatus } : {}),
+          ...(entry.lastError !== undefined ? { lastError: entry.lastError } : {}),
+          reason,
+        },
+        () => {
+          this.parksPending -= 1;
+          // Parks commit in stream order, so this never happens; if it did, the cursor would skip the row.
+          if (this.cursor && comparePositions(positionOf(event), this.cursor) < 0) this.rescan = true;
+          this.options.settleLive(event);
+          this.kick();
+        },
+      );
+    }
+    observer.parked(key, reason, entries.length);
+  }
+
+  private onSettled(event: PendingEvent): void {
+    const { shares, key, observer, writer } = this.options;
+    shares.release(key, event.bytes);
+    const id = event.backlogId;
+    if (id === undefined) {
+      this.live -= 1;
+      this.options.settleLive(event);
+      this.roomWaiter?.();
+    } else {
+      this.loaded.delete(id);
+      this.removing.add(id);
+      writer.remove(id, () => {
+        this.removing.delete(id);
+        if (this.loading) this.removedDuringLoad.add(id);
+      });
+      observer.drained(key);
+    }
+    this.kick();
+  }
+
+  private onRetry(entry: LaneEntry<PendingEvent>, outcome: Extract<AttemptOutcome, { kind: 'retry' }>): RetryChoice {
+    const { observer, key, writer } = this.options;
+    const id = entry.event.backlogId;
+    if (id !== undefined) {
+      // Already durable: it retries in memory, and its progress is written back for `events list` and restarts.
+      writer.recordProgress({
+        id,
+        attempts: entry.attempts,
+        firstAttemptAt: entry.firstAttemptAt ?? this.now(),
+        ...(outcome.status !== undefined ? { lastStatus: outcome.status } : {}),
+        ...(outcome.reason !== undefined ? { lastError: outcome.reason } : {}),
+      });
+      observer.attemptFailed(key, outcome, 'retry');
+      return 'retry';
+    }
+    const overBudget = this.now() - (entry.firstAttemptAt ?? this.now()) >= this.options.retryInMemoryMs;
+    const choice: RetryChoice = this.modeValue === 'parking' || overBudget ? 'evict' : 'retry';
+    if (choice === 'evict') {
+      this.modeValue = 'parking';
+      this.lastFailure.set(entry.event.id, outcome);
+    }
+    observer.attemptFailed(key, outcome, choice === 'evict' ? 'parked' : 'retry');
+    return choice;
+  }
+
+  private onEvicted(entries: LaneEntry<PendingEvent>[]): void {
+    const { shares, key } = this.options;
+    const toPark: Parameters<TriggerFlow['park']>[0] = [];
+    for (const entry of entries) {
+      shares.release(key, entry.event.bytes);
+      const id = entry.event.backlogId;
+      if (id !== undefined) {
+        // Its row is still there; read it again when the trigger drains.
+        this.loaded.delete(id);
+        this.rescan = true;
+        continue;
+      }
+      this.live -= 1;
+      const failure = this.lastFailure.get(entry.event.id);
+      this.lastFailure.delete(entry.event.id);
+      toPark.push({
+        event: entry.event,
+        attempts: entry.attempts,
+        ...(entry.firstAttemptAt !== undefined ? { firstAttemptAt: entry.firstAttemptAt } : {}),
+        ...(failure?.status !== undefined ? { lastStatus: failure.status } : {}),
+        ...(failure?.reason !== undefined ? { lastError: failure.reason } : {}),
+      });
+    }
+    if (toPark.length > 0) this.park(toPark, this.suspendedValue ? 'suspended' : 'retrying');
+    this.kick();
+  }
+
+  private kick(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.wake = undefined;
+        resolve();
+      }, ms);
+      this.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  private mayDrain(): boolean {
+    return !this.closed && this.modeValue === 'parking' && !this.suspendedValue && this.live === 0;
+  }
+
+  /** Loads the backlog into the lane as the trigger's share allows, and returns the trigger to the fast path once it is empty. */
+  private async drainLoop(): Promise<void> {
+    const { store, key, shares, logger } = this.options;
+    while (!this.closed) {
+      if (!this.mayDrain()) {
+        await this.sleep(IDLE_RECHECK_MS);
+        continue;
+      }
+      if (this.rescan) {
+        this.rescan = false;
+        this.cursor = undefined;
+      }
+      const room = Math.min(shares.roomFor(key), LOAD_BATCH, this.roomWhileFailing());
+      if (room <= 0) {
+        await this.sleep(IDLE_RECHECK_MS);
+        continue;
+      }
+      const progress = this.options.streamProgress();
+      let rows;
+      this.loading = true;
+      this.removedDuringLoad.clear();
+      try {
+        rows = await store.load(key, this.cursor, room, progress);
+      } catch (error) {
+        logger.warn({ trigger: key, err: describeError(error) }, 'could not read the backlog; retrying');
+        await this.sleep(LOAD_ERROR_RETRY_MS);
+        continue;
+      } finally {
+        this.loading = false;
+      }
+      // Suspended, evicted or closed while reading: what was read is read again later.
+      if (this.rescan || !this.mayDrain()) continue;
+      let loadedNow = 0;
+      let windowFull = false;
+      for (const row of rows) {
+        if (this.loaded.has(row.id) || this.removing.has(row.id) || this.removedDuringLoad.has(row.id)) {
+          this.cursor = row.position;
+          continue;
+        }
+        if (!shares.tryAdmit(key, row.event.bytes)) {
+          windowFull = true;
+          break;
+        }
+        this.cursor = row.position;
+        this.loaded.add(row.id);
+        loadedNow += 1;
+        this.lane.enqueue({ ...row.event, backlogId: row.id }, { attempts: row.attempts, ...(row.firstAttemptAt !== undefined ? { firstAttemptAt: row.firstAttemptAt } : {}) });
+      }
+      if (!windowFull && (loadedNow > 0 || rows.length === room)) continue;
+      if (!windowFull && this.loaded.size === 0 && this.parksPending === 0 && (await this.returnToFastPathIfEmpty())) continue;
+      await this.sleep(IDLE_RECHECK_MS);
+    }
+  }
+
+  /**
+   * While loaded events are failing (the function is down, or a poison event retries), the drainer
+   * keeps only what the concurrency keeps busy in memory: events still in the backlog are not
+   * attempted, so an outage burns the retries of a few events, not of the whole backlog.
+   */
+  private roomWhileFailing(): number {
+    if (this.lane.retrying === 0) return Number.POSITIVE_INFINITY;
+    const { concurrency, batchMaxSize } = this.options.lane;
+    return Math.max(0, 2 * concurrency * batchMaxSize - this.loaded.size);
+  }
+
+  /**
+   * Returns the trigger to the fast path when its backlog holds nothing but rows being removed and
+   * nothing was parked meanwhile; decided and switched in one step, so no event can slip in between.
+   */
+  private async returnToFastPathIfEmpty(): Promise<boolean> {
+    const seq = this.parkSeq;
+    try {
+      const any = await this.options.store.hasEvents(this.options.key, [...this.removing]);
+      if (any || seq !== this.parkSeq || this.parksPending > 0 || this.loaded.size > 0 || !this.mayDrain() || this.rescan) return false;
+      this.modeValue = 'direct';
+      this.cursor = undefined;
+      this.options.logger.info({ trigger: this.options.key }, 'backlog drained; delivering directly again');
+      return true;
+    } catch (error) {
+      this.options.logger.warn({ trigger: this.options.key, err: describeError(error) }, 'could not read the backlog; retrying');
+      return false;
+    }
+  }
+}
+
+function positionOf(event: PendingEvent): BacklogPosition {
+  return { commitLsn: event.txn.commitLsn, changeLsn: event.changeLsn, ordinal: event.ordinal };
+}
+
+/** Orders stream positions: commit, then place in the WAL, then ordinal within one record. */
+export function comparePositions(a: BacklogPosition, b: BacklogPosition): number {
+  if (a.commitLsn !== b.commitLsn) return a.commitLsn < b.commitLsn ? -1 : 1;
+  if (a.changeLsn !== b.changeLsn) return a.changeLsn < b.changeLsn ? -1 : 1;
+  return a.ordinal - b.ordinal;
+}
