@@ -1,14 +1,16 @@
 /**
  * Dispatcher throughput, latency and memory, each printed next to a baseline measured in the same run
- * on the same data: `npm run bench [-- --quick] [--only decode,e2e,latency,rss] [--decode-rows 200000] [--decode-rounds 3]
+ * on the same data: `npm run bench [-- --quick] [--only decode,e2e,latency,rss,backlog] [--decode-rows 200000] [--decode-rounds 3]
  * [--e2e-rows 100000] [--concurrency 64,256] [--batch-size 100] [--latency-rate 5000]
- * [--latency-seconds 10] [--rss-rows 1000000] [--rss-batch-size 100] [--profile-dir DIR]
+ * [--latency-seconds 10] [--rss-rows 1000000] [--rss-batch-size 100] [--backlog-rows 100000]
+ * [--sibling-seconds 20] [--sibling-load 0.25] [--profile-dir DIR]
  * [--dispatcher-args="--max-inflight-events 2000"]`. Every flag can also be given
  * as an environment variable: BENCH_QUICK=1, BENCH_E2E_ROWS=50000, ...
  *
  * One throwaway Postgres (wal_level=logical) and one table `orders` (bigserial key, int, numeric,
- * text, boolean, timestamptz, jsonb) under one publication. The sink is a minimal node:http server
- * answering 200 in a child process of its own, so it never shares an event loop with what it measures.
+ * text, boolean, timestamptz, jsonb) under one publication. The sink (bench/sink.ts) is a minimal node:http
+ * server answering 200 in a child process of its own, so it never shares an event loop with what it measures.
+ * Shared helpers are in bench/harness.ts, the report in bench/report.ts.
  *
  * 1. Decode: N inserts are written first (transactions of 10k) to a slot created before them and
  *    never confirmed, so every reader reads the same N changes from the same point; every reader runs
@@ -30,19 +32,18 @@
  * 4. Memory: a dispatcher child is started on an empty slot and its idle VmRSS read; it is then frozen
  *    (SIGSTOP) while R rows are written (transactions of 10k), woken, and sampled every 100 ms until
  *    the sink has every event. Peak = VmHWM. Baseline: the same process's idle RSS.
+ * 5. Backlog (bench/backlogPhases.ts): events/s through park + drain (trigger suspended, then resumed)
+ *    vs direct delivery of the same --backlog-rows rows; and a healthy trigger's commit→delivery
+ *    latency beside a sibling whose function answers 503 vs beside a healthy one, both tables at
+ *    --sibling-load times that direct rate.
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { cpus } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
 import { Agent, request } from 'undici';
-import { ATTEMPT_HEADER, loadManifests } from '../api/v1alpha1/index.js';
+import { loadManifests } from '../api/v1alpha1/index.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../common/embeddedPostgres.js';
-import { freePort } from '../common/loopback.js';
 import { DEFAULT_DISPATCHER_RESOURCES } from '../operator/eventtrigger/dispatcher.js';
 import { dispatcherNodeOptions } from '../operator/eventtrigger/nodeHeap.js';
 import { silentLogger } from '../common/logger.js';
@@ -54,151 +55,26 @@ import { ChangeIntake } from '../dispatcher/pipeline/changeIntake.js';
 import { buildRoutes } from '../dispatcher/routing/triggerMatcher.js';
 import { ReplicationStream, type StreamConsumer } from '../dispatcher/source/replicationStream.js';
 import { removeDir, writeManifests } from '../test/harness/dispatcherFixture.js';
-
-// ---------------------------------------------------------------------------------------------
-// The sink (child process)
-// ---------------------------------------------------------------------------------------------
-
-type SinkCommand = { cmd: 'reset'; recordLatency: boolean } | { cmd: 'stats' };
-
-interface LatencySummary {
-  count: number;
-  p50: number;
-  p99: number;
-  max: number;
-}
-
-interface SinkStats {
-  events: number;
-  requests: number;
-  /** Date.now() of the first and last receipt since the last reset. */
-  firstAt: number;
-  lastAt: number;
-  latency: LatencySummary | null;
-  /** The first request since the reset, to replay from the bare client. */
-  sample: { headers: Record<string, string>; body: string } | null;
-}
-
-type SinkMessage = { id: number; reply: SinkStats | null } | { ready: number };
-
-function summarize(values: number[]): LatencySummary | null {
-  if (values.length === 0) return null;
-  const sorted = Float64Array.from(values).sort();
-  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
-  return { count: sorted.length, p50: at(0.5), p99: at(0.99), max: sorted[sorted.length - 1]! };
-}
-
-function countOccurrences(text: string, needle: string): number {
-  let n = 0;
-  for (let i = text.indexOf(needle); i !== -1; i = text.indexOf(needle, i + needle.length)) n++;
-  return n;
-}
-
-/** Runs in the child: answers 200 to everything, counts events, measures latency. */
-function runSink(): void {
-  let events = 0;
-  let requests = 0;
-  let firstAt = 0;
-  let lastAt = 0;
-  let recordLatency = false;
-  let latencies: number[] = [];
-  let sample: SinkStats['sample'] = null;
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const now = Date.now();
-      const body = chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8');
-      const contentType = req.headers['content-type'] ?? '';
-      let n = 1;
-      if (contentType.startsWith('application/cloudevents-batch+json')) {
-        if (recordLatency) {
-          const items = JSON.parse(body) as { time: string }[];
-          for (const item of items) latencies.push(now - Date.parse(item.time));
-          n = items.length;
-        } else {
-          n = countOccurrences(body, '"specversion"');
-        }
-      } else if (recordLatency) {
-        const sentAt = req.headers['x-bench-sent-at'];
-        const time = req.headers['ce-time'];
-        if (typeof sentAt === 'string') latencies.push(now - Number(sentAt));
-        else if (typeof time === 'string') latencies.push(now - Date.parse(time));
-      }
-      if (!sample) {
-        const headers: Record<string, string> = {};
-        for (const [k, v] of Object.entries(req.headers)) {
-          if (typeof v === 'string' && (k === 'content-type' || k === ATTEMPT_HEADER || k.startsWith('ce-'))) headers[k] = v;
-        }
-        sample = { headers, body };
-      }
-      events += n;
-      requests += 1;
-      if (firstAt === 0) firstAt = now;
-      lastAt = now;
-      res.writeHead(200, { 'content-length': '0' });
-      res.end();
-    });
-  });
-  server.keepAliveTimeout = 60_000;
-  process.on('message', (message: { id: number } & SinkCommand) => {
-    let reply: SinkStats | null = null;
-    switch (message.cmd) {
-      case 'reset':
-        events = requests = firstAt = lastAt = 0;
-        latencies = [];
-        sample = null;
-        recordLatency = message.recordLatency;
-        break;
-      case 'stats':
-        reply = { events, requests, firstAt, lastAt, latency: summarize(latencies), sample };
-        break;
-    }
-    process.send!({ id: message.id, reply } satisfies SinkMessage);
-  });
-  process.on('disconnect', () => process.exit(0));
-  server.listen(0, '127.0.0.1', () => {
-    const address = server.address();
-    process.send!({ ready: typeof address === 'object' && address ? address.port : 0 } satisfies SinkMessage);
-  });
-}
-
-interface Sink {
-  url: string;
-  child: ChildProcess;
-  reset(recordLatency?: boolean): Promise<void>;
-  stats(): Promise<SinkStats>;
-  stop(): void;
-}
-
-async function startSink(): Promise<Sink> {
-  const child = fork(fileURLToPath(import.meta.url), ['--sink-child'], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const pending = new Map<number, (reply: SinkStats | null) => void>();
-  let nextId = 1;
-  const port = await new Promise<number>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`sink exited with ${code}`)));
-    child.on('message', (message: SinkMessage) => {
-      if ('ready' in message) resolve(message.ready);
-      else pending.get(message.id)?.(message.reply);
-    });
-  });
-  const call = (command: SinkCommand) =>
-    new Promise<SinkStats | null>((resolve) => {
-      const id = nextId++;
-      pending.set(id, (reply) => {
-        pending.delete(id);
-        resolve(reply);
-      });
-      child.send({ id, ...command });
-    });
-  return {
-    url: `http://127.0.0.1:${port}/`,
-    child,
-    reset: async (recordLatency = false) => void (await call({ cmd: 'reset', recordLatency })),
-    stats: async () => (await call({ cmd: 'stats' }))!,
-    stop: () => void child.kill('SIGTERM'),
-  };
-}
+import { benchBacklog } from './backlogPhases.js';
+import {
+  createSlots,
+  cpuSecondsOf,
+  dispatcherDefaults,
+  dropSlot,
+  memoryOf,
+  PUBLICATION,
+  SCHEMA,
+  sleep,
+  startBenchDispatcher,
+  stopBenchDispatcher,
+  triggerManifest,
+  TXN_ROWS,
+  waitFor,
+  writeAtRate,
+  writeRows,
+} from './harness.js';
+import { fmtMs, fmtRate, notes, printTable, record } from './report.js';
+import { startSink, summarize, type Sink, type SinkStats } from './sink.js';
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -219,7 +95,12 @@ interface BenchOptions {
   profileDir: string | undefined;
   /** Extra `eventide dispatch` arguments for every dispatcher child, e.g. "--max-inflight-events 2000". */
   dispatcherArgs: string[];
+  backlogRows: number;
+  siblingSeconds: number;
+  siblingLoad: number;
 }
+
+const PHASES = 'decode,e2e,latency,rss,backlog';
 
 function benchOptions(): BenchOptions {
   const { values } = parseArgs({
@@ -237,6 +118,9 @@ function benchOptions(): BenchOptions {
       'rss-batch-size': { type: 'string' },
       'profile-dir': { type: 'string' },
       'dispatcher-args': { type: 'string' },
+      'backlog-rows': { type: 'string' },
+      'sibling-seconds': { type: 'string' },
+      'sibling-load': { type: 'string' },
     },
     strict: true,
   });
@@ -252,8 +136,10 @@ function benchOptions(): BenchOptions {
     if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} must be a positive number, got "${raw}"`);
     return value;
   };
+  const phases = new Set(text('only', PHASES, PHASES).split(','));
+  for (const phase of phases) if (!PHASES.split(',').includes(phase)) throw new Error(`--only: unknown phase "${phase}" (phases: ${PHASES})`);
   return {
-    phases: new Set(text('only', 'decode,e2e,latency,rss', 'decode,e2e,latency,rss').split(',')),
+    phases,
     decodeRows: number('decode-rows', 200_000, 50_000),
     decodeRounds: number('decode-rounds', 3, 2),
     e2eRows: number('e2e-rows', 100_000, 20_000),
@@ -265,125 +151,10 @@ function benchOptions(): BenchOptions {
     rssBatchSize: number('rss-batch-size', 100, 100),
     profileDir: values['profile-dir'] ?? env('profile-dir'),
     dispatcherArgs: (values['dispatcher-args'] ?? env('dispatcher-args') ?? '').split(' ').filter(Boolean),
+    backlogRows: number('backlog-rows', 100_000, 20_000),
+    siblingSeconds: number('sibling-seconds', 20, 10),
+    siblingLoad: number('sibling-load', 0.25, 0.25),
   };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Helpers
-// ---------------------------------------------------------------------------------------------
-
-const PUBLICATION = 'bench';
-const TXN_ROWS = 10_000;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-const SCHEMA = `
-  CREATE TABLE orders (
-    id bigserial PRIMARY KEY,
-    customer_id int NOT NULL,
-    amount numeric(12,2) NOT NULL,
-    status text NOT NULL,
-    is_paid boolean NOT NULL DEFAULT false,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    items jsonb NOT NULL
-  );
-  CREATE PUBLICATION ${PUBLICATION} FOR TABLE orders;`;
-
-const INSERT_ROWS = `
-  INSERT INTO orders (customer_id, amount, status, items)
-  SELECT g % 5000, (g % 100000) / 100.0, 'placed', jsonb_build_array(jsonb_build_object('sku', 'SKU-' || (g % 97), 'qty', 1 + g % 3))
-    FROM generate_series(1, $1::int) g`;
-
-/** Writes `total` rows in transactions of `perTxn` (one big transaction would be a different case). */
-async function writeRows(db: pg.Client, total: number, perTxn = TXN_ROWS): Promise<number> {
-  const started = performance.now();
-  for (let written = 0; written < total; written += perTxn) await db.query(INSERT_ROWS, [Math.min(perTxn, total - written)]);
-  return (performance.now() - started) / 1000;
-}
-
-async function createSlots(db: pg.Client, names: string[]): Promise<void> {
-  for (const name of names) await db.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [name]);
-}
-
-async function dropSlot(db: pg.Client, name: string): Promise<void> {
-  await db.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1', [name]);
-}
-
-async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs: number, describeFailure?: () => string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${describeFailure ? `\n${describeFailure()}` : ''}`);
-    await sleep(100);
-  }
-}
-
-/** VmRSS and VmHWM of a process, in MiB. */
-function memoryOf(pid: number): { rss: number; hwm: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-  return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
-}
-
-/** CPU seconds (user + system) a process has used. */
-function cpuSecondsOf(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  // utime and stime are fields 14 and 15 of the line, 12 and 13 after "pid (comm) ", in clock ticks (100 Hz on Linux).
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
-function triggerManifest(sinkUrl: string, spec: { concurrency: number; batchSize: number }): Record<string, unknown> {
-  return {
-    apiVersion: 'eventide.dev/v1alpha1',
-    kind: 'EventTrigger',
-    metadata: { name: 'bench-orders', namespace: 'bench' },
-    spec: {
-      source: { connectionSecretRef: { name: 'db' } },
-      table: { name: 'orders' },
-      operations: ['insert'],
-      sink: { url: sinkUrl },
-      concurrency: spec.concurrency,
-      batch: { maxSize: spec.batchSize },
-    },
-  };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Results
-// ---------------------------------------------------------------------------------------------
-
-interface Row {
-  figure: string;
-  value: string;
-  baseline: string;
-  ratio: string;
-  target: string;
-  verdict: string;
-}
-
-const rows: Row[] = [];
-const notes: string[] = [];
-
-const fmtRate = (perSecond: number, unit = '/s') => `${Math.round(perSecond).toLocaleString('en-US')} ${unit}`;
-/** Latencies are whole milliseconds (ce-time and Date.now() have no finer resolution). */
-const fmtMs = (ms: number) => (ms < 1 ? '< 1 ms' : `${ms.toFixed(0)} ms`);
-
-function record(row: Omit<Row, 'verdict' | 'ratio'> & { ratio: number; check?: boolean }): void {
-  const verdict = row.check === undefined ? '' : row.check ? 'met' : 'MISSED';
-  rows.push({ figure: row.figure, value: row.value, baseline: row.baseline, ratio: Number.isFinite(row.ratio) ? `${row.ratio.toFixed(2)}×` : '-', target: row.target, verdict });
-  console.log(`  ${row.figure}: ${row.value} (baseline ${row.baseline}; ratio ${Number.isFinite(row.ratio) ? row.ratio.toFixed(2) : '-'})`);
-}
-
-function printTable(): void {
-  const headers: Row = { figure: 'figure', value: 'measured', baseline: 'baseline', ratio: 'ratio', target: 'target', verdict: '' };
-  const keys = Object.keys(headers) as (keyof Row)[];
-  const widths = keys.map((k) => Math.max(...[headers, ...rows].map((r) => r[k].length)));
-  const line = (r: Row) => keys.map((k, i) => r[k].padEnd(widths[i]!)).join(' | ').trimEnd();
-  console.log('');
-  console.log(line(headers));
-  console.log(widths.map((w) => '-'.repeat(w)).join('-|-'));
-  for (const r of rows) console.log(line(r));
-  if (notes.length) console.log(`\n${notes.map((n) => `* ${n}`).join('\n')}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -547,60 +318,6 @@ async function benchDecode(pgServer: EmbeddedPostgres, db: pg.Client, options: B
 // 2. End to end
 // ---------------------------------------------------------------------------------------------
 
-let profileDir: string | undefined;
-let extraDispatcherArgs: string[] = [];
-const BIN = fileURLToPath(new URL('../bin/eventide.mjs', import.meta.url));
-const children = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
-});
-
-/** `eventide dispatch` (bin/eventide.mjs) as a child process, ready when /readyz answers 200. */
-interface DispatcherRun {
-  child: ChildProcess;
-  pid: number;
-  output(): string;
-  manifestDir: string;
-}
-
-async function startBenchDispatcher(url: string, slot: string, sinkUrl: string, spec: { concurrency: number; batchSize: number }, v8Flags: readonly string[] = []): Promise<DispatcherRun> {
-  const manifest = writeManifests([triggerManifest(sinkUrl, spec)]);
-  const manifestDir = manifest.replace(/\/[^/]+$/, '');
-  const port = await freePort();
-  const nodeArgs = [...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), ...v8Flags];
-  const args = ['dispatch', '--database-url', url, '-f', manifest, '--slot', slot, '--publication', PUBLICATION, '--port', String(port), '--host', '127.0.0.1', ...extraDispatcherArgs];
-  const child = spawn(process.execPath, [...nodeArgs, BIN, ...args], { env: { ...process.env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  let log = '';
-  const keep = (d: Buffer) => (log = (log + d.toString()).slice(-16_000));
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  await waitFor(
-    'the dispatcher to be ready',
-    async () => {
-      if (child.exitCode !== null) throw new Error(`dispatcher exited with ${child.exitCode}:\n${log}`);
-      return fetch(`http://127.0.0.1:${port}/readyz`).then(
-        (res) => res.status === 200,
-        () => false,
-      );
-    },
-    60_000,
-    () => log,
-  );
-  return { child, pid: child.pid!, output: () => log, manifestDir };
-}
-
-/** SIGTERM (the dispatcher drains and exits; a CPU profile is written then). */
-async function stopBenchDispatcher(run: DispatcherRun): Promise<void> {
-  if (run.child.exitCode === null && run.child.signalCode === null) {
-    const exited = new Promise((resolve) => run.child.once('exit', resolve));
-    run.child.kill('SIGTERM');
-    await exited;
-  }
-  removeDir(run.manifestDir);
-}
-
 /** Delivers the slot's backlog of `n` events; the rate is taken at the sink, first to last receipt. */
 async function drainBacklog(
   url: string,
@@ -610,7 +327,7 @@ async function drainBacklog(
   spec: { concurrency: number; batchSize: number },
 ): Promise<{ rate: number; cpuPerK: number; sample: SinkStats['sample'] }> {
   await sink.reset();
-  const run = await startBenchDispatcher(url, slot, sink.url, spec);
+  const run = await startBenchDispatcher(url, slot, [triggerManifest(sink.url, spec)]);
   const pid = run.pid;
   const cpuBefore = cpuSecondsOf(pid);
   try {
@@ -695,27 +412,6 @@ async function benchEndToEnd(pgServer: EmbeddedPostgres, db: pg.Client, sink: Si
 // 3. Latency
 // ---------------------------------------------------------------------------------------------
 
-/** Commits small transactions so that `rate` rows/s are written; returns rows written and commit latencies. */
-async function writeAtRate(db: pg.Client, rate: number, seconds: number): Promise<{ written: number; commitMs: number[] }> {
-  const started = performance.now();
-  let written = 0;
-  const commitMs: number[] = [];
-  for (;;) {
-    const elapsed = performance.now() - started;
-    if (elapsed >= seconds * 1000) break;
-    const due = Math.floor((rate * elapsed) / 1000) - written;
-    if (due <= 0) {
-      await sleep(1);
-      continue;
-    }
-    const t0 = performance.now();
-    await db.query(INSERT_ROWS, [Math.min(due, 500)]);
-    commitMs.push(performance.now() - t0);
-    written += Math.min(due, 500);
-  }
-  return { written, commitMs };
-}
-
 /** Open-loop bare client: POSTs at `rate`/s for `seconds`, each stamped with its send time. */
 async function bareAtRate(sink: Sink, rate: number, seconds: number, outgoing: { headers: Record<string, string>; body: string }): Promise<number> {
   const agent = new Agent({ connections: 128, keepAliveTimeout: 30_000, pipelining: 1 });
@@ -746,7 +442,7 @@ async function benchLatency(pgServer: EmbeddedPostgres, db: pg.Client, sink: Sin
   console.log(`\n[3] latency: ${rate} rows/s in small transactions for ${seconds} s (after a 1 s warm-up), unbatched, c=64`);
   const slot = 'latency';
   await createSlots(db, [slot]);
-  const run = await startBenchDispatcher(pgServer.url, slot, sink.url, { concurrency: 64, batchSize: 1 });
+  const run = await startBenchDispatcher(pgServer.url, slot, [triggerManifest(sink.url, { concurrency: 64, batchSize: 1 })]);
   let dispatcherStats: SinkStats;
   let commits: number[];
   try {
@@ -818,7 +514,7 @@ async function benchMemoryWith(pgServer: EmbeddedPostgres, db: pg.Client, sink: 
   const slot = 'rss';
   await createSlots(db, [slot]);
   await sink.reset();
-  const run = await startBenchDispatcher(pgServer.url, slot, sink.url, { concurrency: 64, batchSize }, v8Flags);
+  const run = await startBenchDispatcher(pgServer.url, slot, [triggerManifest(sink.url, { concurrency: 64, batchSize })], { v8Flags });
   const pid = run.pid;
   try {
     await sleep(2000);
@@ -868,8 +564,8 @@ async function benchMemoryWith(pgServer: EmbeddedPostgres, db: pg.Client, sink: 
 
 async function main(): Promise<void> {
   const options = benchOptions();
-  profileDir = options.profileDir;
-  extraDispatcherArgs = options.dispatcherArgs;
+  dispatcherDefaults.profileDir = options.profileDir;
+  dispatcherDefaults.extraArgs = options.dispatcherArgs;
   console.log(
     `eventide dispatcher bench: ${cpus().length} CPUs (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}; ` +
       `phases ${[...options.phases].join(',')}`,
@@ -891,6 +587,7 @@ async function main(): Promise<void> {
     if (options.phases.has('e2e')) await benchEndToEnd(pgServer, db, sink, options, rawDecodeRate);
     if (options.phases.has('latency')) await benchLatency(pgServer, db, sink, options);
     if (options.phases.has('rss')) await benchMemory(pgServer, db, sink, options);
+    if (options.phases.has('backlog')) await benchBacklog(pgServer, db, sink, options);
   } finally {
     await db.end().catch(() => undefined);
     sink.stop();
@@ -900,14 +597,10 @@ async function main(): Promise<void> {
   console.log(`\ntotal ${((Date.now() - started) / 1000).toFixed(0)} s`);
 }
 
-if (process.argv[2] === '--sink-child') {
-  runSink();
-} else {
-  main().then(
-    () => process.exit(0),
-    (error: unknown) => {
-      console.error(error);
-      process.exit(1);
-    },
-  );
-}
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  },
+);

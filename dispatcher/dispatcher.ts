@@ -6,7 +6,7 @@ import type { Logger } from '../common/logger.js';
 import { redactUrl } from '../common/logger.js';
 import { BacklogNotifications } from './backlog/backlogNotifications.js';
 import { BacklogWriter } from './backlog/backlogWriter.js';
-import { BacklogStore } from './backlog/store.js';
+import { BACKLOG_CONNECTION_OPTIONS, BacklogStore } from './backlog/store.js';
 import { DeadLetterStore } from './deadletters/store.js';
 import { RowDecoder } from './decode/rowDecoder.js';
 import { createTextPgoutputPlugin, type PgoutputMessage } from './decode/textPgoutputPlugin.js';
@@ -32,6 +32,8 @@ export type DispatcherState = 'streaming' | 'stopping' | 'stopped';
 /** Everything a running dispatcher opened; made in start(), closed in stop(), each with an error listener. */
 interface Resources {
   pool: pg.Pool;
+  /** The backlog's own connections (planner settings of their own, see BACKLOG_CONNECTION_OPTIONS). */
+  backlogPool: pg.Pool;
   /** The same pool as `pool` unless dead letters live in another database. */
   deadLetterPool: pg.Pool;
   deadLetters: DeadLetterStore;
@@ -140,12 +142,21 @@ export class Dispatcher {
         opened.push({ close: () => dlq.end() });
         deadLetterPool = dlq;
       }
+      const backlogPool = new pg.Pool({
+        connectionString: settings.databaseUrl,
+        max: 2,
+        application_name: 'eventide-dispatcher-backlog',
+        connectionTimeoutMillis: 10_000,
+        options: BACKLOG_CONNECTION_OPTIONS,
+      });
+      backlogPool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle backlog connection failed'));
+      opened.push({ close: () => backlogPool.end() });
       const sender = new HttpSender();
       opened.push({ close: () => sender.close() });
       const startLsn = await Dispatcher.setUpSource(pool, settings, names, config.routes, logger);
       const deadLetters = new DeadLetterStore(deadLetterPool);
       await deadLetters.ensureSchema();
-      const backlog = new BacklogStore(pool);
+      const backlog = new BacklogStore(backlogPool);
       await backlog.ensureSchema();
       const waiting = new Map((await backlog.summary()).map((s) => [s.trigger, s.events]));
       const writer = new BacklogWriter(backlog, logger);
@@ -158,7 +169,7 @@ export class Dispatcher {
           for (const s of await backlog.summary()) if (s.events > 0) dispatcher?.backlogAdded(s.trigger);
         },
       );
-      const resources: Resources = { pool, deadLetterPool, deadLetters, backlog, writer, sender, notifications, sinkNotifications: new AbortController() };
+      const resources: Resources = { pool, backlogPool, deadLetterPool, deadLetters, backlog, writer, sender, notifications, sinkNotifications: new AbortController() };
       dispatcher = new Dispatcher(settings, logger, env, resources, config, names, startLsn);
       await dispatcher.run(waiting);
       return dispatcher;
@@ -369,7 +380,7 @@ export class Dispatcher {
     for (const timer of this.timers) clearInterval(timer);
     this.stream.pauseReading();
     await this.reloading;
-    const { writer, notifications, sinkNotifications, sender, pool, deadLetterPool } = this.resources;
+    const { writer, notifications, sinkNotifications, sender, pool, backlogPool, deadLetterPool } = this.resources;
     await Promise.all([...this.flows.values()].map((flow) => flow.stop(this.settings.drainTimeoutMs)));
     await writer.close(this.settings.drainTimeoutMs);
     await this.stream.stop();
@@ -381,6 +392,7 @@ export class Dispatcher {
     this.server?.closeAllConnections();
     this.failures.flush();
     await pool.end().catch(() => undefined);
+    await backlogPool.end().catch(() => undefined);
     if (deadLetterPool !== pool) await deadLetterPool.end().catch(() => undefined);
     this.stateValue = 'stopped';
     this.logger.info({ confirmed: this.intake.confirmable().toString(16) }, 'dispatcher stopped');

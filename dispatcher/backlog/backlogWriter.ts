@@ -31,6 +31,7 @@ export class BacklogWriter {
   private parks: PendingPark[] = [];
   private parkBytes = 0;
   private removals: { id: number; removed(): void }[] = [];
+  private eventRemovals: { trigger: string; eventId: string; removed(): void }[] = [];
   private progress = new Map<number, AttemptProgress>();
   private writing = false;
   private timer: NodeJS.Timeout | undefined;
@@ -58,6 +59,12 @@ export class BacklogWriter {
   /** Queues the removal of a settled event's row; `removed` runs once it is gone. */
   remove(id: number, removed: () => void): void {
     this.removals.push({ id, removed });
+    this.schedule(this.options.removeDelayMs);
+  }
+
+  /** Queues the removal of an event's row by its id (a copy whose event was delivered from memory). */
+  removeEvent(trigger: string, eventId: string, removed: () => void): void {
+    this.eventRemovals.push({ trigger, eventId, removed });
     this.schedule(this.options.removeDelayMs);
   }
 
@@ -101,7 +108,7 @@ export class BacklogWriter {
   }
 
   private hasWork(): boolean {
-    return this.parks.length > 0 || this.removals.length > 0 || this.progress.size > 0;
+    return this.parks.length > 0 || this.removals.length > 0 || this.eventRemovals.length > 0 || this.progress.size > 0;
   }
 
   private schedule(delayMs: number): void {
@@ -136,6 +143,18 @@ export class BacklogWriter {
             await this.store.remove(batch.map((r) => r.id));
           } catch (error) {
             this.removals.unshift(...batch);
+            throw error;
+          }
+          for (const r of batch) r.removed();
+        }
+        if (this.eventRemovals.length > 0) {
+          const batch = this.eventRemovals.splice(0, 5000);
+          try {
+            const byTrigger = new Map<string, string[]>();
+            for (const r of batch) (byTrigger.get(r.trigger) ?? byTrigger.set(r.trigger, []).get(r.trigger)!).push(r.eventId);
+            for (const [trigger, ids] of byTrigger) await this.store.removeEvents(trigger, ids);
+          } catch (error) {
+            this.eventRemovals.unshift(...batch);
             throw error;
           }
           for (const r of batch) r.removed();

@@ -6,7 +6,7 @@ import { ensureEventideTables } from '../source/eventideSchema.js';
 import { privilegeAdvice, withPrivilegeAdvice } from '../source/sourceSetup.js';
 
 /** Why an event went to the backlog instead of straight to its function. */
-export type ParkReason = 'share-full' | 'retrying' | 'suspended' | 'backlog-ahead' | 'manual' | 'redeliver';
+export type ParkReason = 'share-full' | 'retrying' | 'suspended' | 'backlog-ahead' | 'in-memory' | 'manual' | 'redeliver';
 
 /** An event's place in the stream; the backlog delivers a trigger's events in this order (per key). */
 export interface BacklogPosition {
@@ -85,12 +85,12 @@ CREATE TABLE IF NOT EXISTS eventide.backlog (
   reason text NOT NULL,
   parked_at timestamptz NOT NULL DEFAULT now(),
   UNIQUE (trigger, event_id)
-);
+) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
 CREATE INDEX IF NOT EXISTS backlog_stream_order ON eventide.backlog (trigger, commit_lsn, change_lsn, ordinal);
 `;
 
 // json, not jsonb: json keeps the text as written, so a drained event sends the bytes the live one would have.
-const LOAD_COLUMNS = `id, trigger, event_id, commit_lsn::text AS commit_lsn, change_lsn::text AS change_lsn, ordinal, ordering_key, previous_ordering_key, barrier,
+const LOAD_COLUMNS = `id, trigger, event_id, commit_lsn::text AS commit_text, change_lsn::text AS change_text, ordinal, ordering_key, previous_ordering_key, barrier,
   attributes::text AS attributes, data::text AS data, coalesce(data->'old', 'null')::text AS old, coalesce(data->'new', 'null')::text AS new,
   filter_error, attempts, first_attempt_at`;
 
@@ -98,8 +98,8 @@ interface LoadedRow {
   id: string;
   trigger: string;
   event_id: string;
-  commit_lsn: string;
-  change_lsn: string;
+  commit_text: string;
+  change_text: string;
   ordinal: number;
   ordering_key: string;
   previous_ordering_key: string | null;
@@ -114,7 +114,8 @@ interface LoadedRow {
 }
 
 function rowToBacklogRow(r: LoadedRow): BacklogRow {
-  const position = { commitLsn: BigInt(r.commit_lsn), changeLsn: BigInt(r.change_lsn), ordinal: r.ordinal };
+    // Aliased apart from the columns: ORDER BY commit_lsn must sort by the bigint (the index), not by text.
+  const position = { commitLsn: BigInt(r.commit_text), changeLsn: BigInt(r.change_text), ordinal: r.ordinal };
   const event = eventFromStored({
     trigger: r.trigger,
     attributesJson: r.attributes,
@@ -131,6 +132,14 @@ function rowToBacklogRow(r: LoadedRow): BacklogRow {
 }
 
 /**
+ * Settings for the connections the dispatcher reads the backlog with. The drainer's query must walk
+ * the stream-order index: a queue table filled in a burst has no statistics yet, and the planner then
+ * guesses a few rows and prefers a bitmap scan and a sort of every waiting row (measured: 400 ms per
+ * load of 500 rows from 20k, against 25 ms through the index).
+ */
+export const BACKLOG_CONNECTION_OPTIONS = '-c enable_bitmapscan=off -c enable_sort=off';
+
+/**
  * The durable per-trigger backlog: eventide.backlog in the source database. Events wait here when
  * they cannot be delivered now; once a parked event is committed here the slot no longer holds its
  * WAL. Parking is idempotent on (trigger, event id): after a crash the same change parks once.
@@ -140,7 +149,10 @@ export class BacklogStore {
 
   /** Creates the table when absent, and checks the role may use it (a one-line error with the grant otherwise). */
   async ensureSchema(): Promise<void> {
-    await ensureEventideTables(this.pool, SCHEMA_SQL, privilegeAdvice.backlog);
+    // Only when absent: CREATE INDEX IF NOT EXISTS demands ownership even of a table whose index exists,
+    // and an administrator may have made the table for this role with grants alone.
+    const { rows: existing } = await this.pool.query<{ present: boolean }>("SELECT to_regclass('eventide.backlog') IS NOT NULL AS present");
+    if (!existing[0]?.present) await ensureEventideTables(this.pool, SCHEMA_SQL, privilegeAdvice.backlog);
     const client = await this.pool.connect();
     try {
       await withPrivilegeAdvice(
@@ -218,6 +230,12 @@ export class BacklogStore {
   async remove(ids: readonly number[]): Promise<void> {
     if (ids.length === 0) return;
     await this.pool.query('DELETE FROM eventide.backlog WHERE id = ANY($1::bigint[])', [ids]);
+  }
+
+  /** Removes events by id (copies parked while the same event was being delivered from memory). */
+  async removeEvents(trigger: string, eventIds: readonly string[]): Promise<void> {
+    if (eventIds.length === 0) return;
+    await this.pool.query('DELETE FROM eventide.backlog WHERE trigger = $1 AND event_id = ANY($2::text[])', [trigger, eventIds]);
   }
 
   /** Writes back attempts made on loaded events. */

@@ -32,7 +32,8 @@ export interface DeliveryDeps {
   notifySignal?: AbortSignal;
 }
 
-const SETTLED: AttemptOutcome = { kind: 'settled' };
+const DELIVERED: AttemptOutcome = { kind: 'settled' };
+const DEAD_LETTERED: AttemptOutcome = { kind: 'settled', deadLettered: true };
 
 /**
  * Makes one attempt at a batch for a trigger and turns the answer into per-event outcomes: settled
@@ -55,7 +56,7 @@ export async function attemptDelivery(
   const unfiltered = entries.filter((e) => e.event.filterError);
   if (unfiltered.length) {
     await deadLetter(target, unfiltered.map((entry) => ({ entry, result: { error: entry.event.filterError!, durationMs: 0 }, reason: 'filter-error' })), deps);
-    for (const e of unfiltered) outcomes.set(e.event.id, SETTLED);
+    for (const e of unfiltered) outcomes.set(e.event.id, DEAD_LETTERED);
   }
   const sendable = entries.filter((e) => !e.event.filterError);
   if (sendable.length === 0) return outcomes;
@@ -80,7 +81,7 @@ export async function attemptDelivery(
   for (const entry of sendable) {
     const attempts = entry.attempts + 1;
     if (ok && !failedIds.has(entry.event.id)) {
-      outcomes.set(entry.event.id, SETTLED);
+      outcomes.set(entry.event.id, DELIVERED);
       delivered += 1;
       latency.observe(Math.max(0, deliveredAt - entry.event.commitTimeMs) / 1000);
       continue;
@@ -120,7 +121,7 @@ export async function attemptDelivery(
   }
   if (toDeadLetter.length) {
     await deadLetter(target, toDeadLetter, deps);
-    for (const { entry } of toDeadLetter) outcomes.set(entry.event.id, SETTLED);
+    for (const { entry } of toDeadLetter) outcomes.set(entry.event.id, DEAD_LETTERED);
   }
   return outcomes;
 }

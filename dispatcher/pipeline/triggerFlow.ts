@@ -77,9 +77,26 @@ export class TriggerFlow {
   private readonly removedDuringLoad = new Set<number>();
   private loading = false;
   private parksPending = 0;
+  /** The last attempt that finished failed (a dead letter does not end it: only a delivery does). */
+  private failing = false;
+  /**
+   * Evicted events not yet committed to the backlog. They are older than events parked after them, so
+   * the drainer, which reads in stream order behind a cursor, waits for them before it reads at all.
+   */
+  private evictionsPending = 0;
   /** Counts parks, so the drainer can tell that one happened while it asked whether the backlog is empty. */
   private parkSeq = 0;
   private cursor: BacklogPosition | undefined;
+  /**
+   * Live events copied to the backlog when the trigger started parking, so the slot need not wait for
+   * them (a hung function would otherwise hold the WAL until its timeout): the copy settles the event
+   * for the watermark once durable, and is removed once the event is delivered from memory after all.
+   * pending: copy not yet durable; committed: copy durable; settled: delivered before the copy was
+   * durable (remove it then); evicted: left the lane before the copy was durable (the copy stays).
+   */
+  private readonly copies = new Map<string, 'pending' | 'committed' | 'settled' | 'evicted'>();
+  /** Copies whose removal is not written yet: the drainer waits for them, or it could send a delivered event again. */
+  private copyRemovals = 0;
   /** The failure that made an event leave the lane, written with it. */
   private readonly lastFailure = new Map<string, Extract<AttemptOutcome, { kind: 'retry' }>>();
   private rescan = false;
@@ -96,7 +113,7 @@ export class TriggerFlow {
     this.lane = new TriggerLane<PendingEvent>({
       ...options.lane,
       attempt: (entries, signal) => options.attempt(entries, signal),
-      onSettled: (event) => this.onSettled(event),
+      onSettled: (event, outcome) => this.onSettled(event, outcome.deadLettered !== true),
       onRetry: (entry, outcome) => this.onRetry(entry, outcome),
       onEvicted: (entries) => this.onEvicted(entries),
       onAttemptError: (error) => options.logger.error({ trigger: options.key, err: describeError(error) }, 'delivery attempt failed to complete; retrying'),
@@ -142,7 +159,7 @@ export class TriggerFlow {
 
   private parkFromStream(event: PendingEvent): void | Promise<void> {
     const reason: ParkReason = this.suspendedValue ? 'suspended' : this.modeValue === 'parking' ? 'backlog-ahead' : 'share-full';
-    this.modeValue = 'parking';
+    this.enterParking();
     this.park([{ event, attempts: 0 }], reason);
     const { writer } = this.options;
     return writer.hasRoom() ? undefined : writer.waitForRoom();
@@ -178,7 +195,7 @@ export class TriggerFlow {
     if (suspended === this.suspendedValue) return;
     this.suspendedValue = suspended;
     if (suspended) {
-      this.modeValue = 'parking';
+      this.enterParking();
       this.onEvicted(this.lane.evictAll());
     }
     this.kick();
@@ -186,7 +203,7 @@ export class TriggerFlow {
 
   /** Another writer (the CLI) added events to this trigger's backlog: park behind them and read them. */
   backlogAdded(): void {
-    this.modeValue = 'parking';
+    this.enterParking();
     this.rescan = true;
     this.kick();
   }
@@ -198,10 +215,67 @@ export class TriggerFlow {
     await Promise.all([this.lane.stop(deadlineMs), this.drainerDone]);
   }
 
-  private park(entries: { event: PendingEvent; attempts: number; firstAttemptAt?: number; lastStatus?: number; lastError?: string }[], reason: ParkReason): void {
+  /** Switches to the backlog; the live events still in the lane are copied there at once (see `copies`). */
+  private enterParking(): void {
+    if (this.modeValue === 'parking') return;
+    this.modeValue = 'parking';
+    const { writer, observer, key } = this.options;
+    let copied = 0;
+    for (const entry of this.lane.entries()) {
+      const { event } = entry;
+      if (event.backlogId !== undefined || this.copies.has(event.id)) continue;
+      this.copies.set(event.id, 'pending');
+      this.parksPending += 1;
+      this.evictionsPending += 1;
+      copied += 1;
+      const failure = this.lastFailure.get(event.id);
+      writer.park(
+        {
+          event,
+          attempts: entry.attempts,
+          ...(entry.firstAttemptAt !== undefined ? { firstAttemptAt: entry.firstAttemptAt } : {}),
+          ...(failure?.status !== undefined ? { lastStatus: failure.status } : {}),
+          ...(failure?.reason !== undefined ? { lastError: failure.reason } : {}),
+          reason: failure ? 'retrying' : 'in-memory',
+        },
+        () => {
+          this.parksPending -= 1;
+          this.evictionsPending -= 1;
+          this.copyCommitted(event);
+          this.kick();
+        },
+      );
+    }
+    if (copied > 0) observer.parked(key, 'in-memory', copied);
+  }
+
+  private copyCommitted(event: PendingEvent): void {
+    const state = this.copies.get(event.id);
+    if (state === 'pending') {
+      this.copies.set(event.id, 'committed');
+      this.options.settleLive(event);
+    } else if (state === 'settled') {
+      this.removeCopy(event);
+    } else if (state === 'evicted') {
+      this.copies.delete(event.id);
+      this.options.settleLive(event);
+    }
+  }
+
+  private removeCopy(event: PendingEvent): void {
+    this.copies.delete(event.id);
+    this.copyRemovals += 1;
+    this.options.writer.removeEvent(this.options.key, event.id, () => {
+      this.copyRemovals -= 1;
+      this.kick();
+    });
+  }
+
+  private park(entries: { event: PendingEvent; attempts: number; firstAttemptAt?: number; lastStatus?: number; lastError?: string }[], reason: ParkReason, evicted = false): void {
     const { writer, observer, key } = this.options;
     for (const entry of entries) {
       this.parksPending += 1;
+      if (evicted) this.evictionsPending += 1;
       this.parkSeq += 1;
       const { event } = entry;
       writer.park(
@@ -215,6 +289,7 @@ export class TriggerFlow {
         },
         () => {
           this.parksPending -= 1;
+          if (evicted) this.evictionsPending -= 1;
           // Parks commit in stream order, so this never happens; if it did, the cursor would skip the row.
           if (this.cursor && comparePositions(positionOf(event), this.cursor) < 0) this.rescan = true;
           this.options.settleLive(event);
@@ -225,13 +300,19 @@ export class TriggerFlow {
     observer.parked(key, reason, entries.length);
   }
 
-  private onSettled(event: PendingEvent): void {
+  private onSettled(event: PendingEvent, delivered: boolean): void {
+    if (delivered) this.failing = false;
     const { shares, key, observer, writer } = this.options;
     shares.release(key, event.bytes);
     const id = event.backlogId;
     if (id === undefined) {
       this.live -= 1;
-      this.options.settleLive(event);
+      const copy = this.copies.get(event.id);
+      if (copy === undefined) this.options.settleLive(event);
+      else if (copy === 'pending') {
+        this.options.settleLive(event);
+        this.copies.set(event.id, 'settled');
+      } else this.removeCopy(event);
       this.roomWaiter?.();
     } else {
       this.loaded.delete(id);
@@ -246,6 +327,7 @@ export class TriggerFlow {
   }
 
   private onRetry(entry: LaneEntry<PendingEvent>, outcome: Extract<AttemptOutcome, { kind: 'retry' }>): RetryChoice {
+    this.failing = true;
     const { observer, key, writer } = this.options;
     const id = entry.event.backlogId;
     if (id !== undefined) {
@@ -263,8 +345,8 @@ export class TriggerFlow {
     const overBudget = this.now() - (entry.firstAttemptAt ?? this.now()) >= this.options.retryInMemoryMs;
     const choice: RetryChoice = this.modeValue === 'parking' || overBudget ? 'evict' : 'retry';
     if (choice === 'evict') {
-      this.modeValue = 'parking';
       this.lastFailure.set(entry.event.id, outcome);
+      this.enterParking();
     }
     observer.attemptFailed(key, outcome, choice === 'evict' ? 'parked' : 'retry');
     return choice;
@@ -285,6 +367,16 @@ export class TriggerFlow {
       this.live -= 1;
       const failure = this.lastFailure.get(entry.event.id);
       this.lastFailure.delete(entry.event.id);
+      // Already copied to the backlog: the copy is its row from now on.
+      const copy = this.copies.get(entry.event.id);
+      if (copy === 'committed') {
+        this.copies.delete(entry.event.id);
+        continue;
+      }
+      if (copy === 'pending') {
+        this.copies.set(entry.event.id, 'evicted');
+        continue;
+      }
       toPark.push({
         event: entry.event,
         attempts: entry.attempts,
@@ -293,7 +385,7 @@ export class TriggerFlow {
         ...(failure?.reason !== undefined ? { lastError: failure.reason } : {}),
       });
     }
-    if (toPark.length > 0) this.park(toPark, this.suspendedValue ? 'suspended' : 'retrying');
+    if (toPark.length > 0) this.park(toPark, this.suspendedValue ? 'suspended' : 'retrying', true);
     this.kick();
   }
 
@@ -317,7 +409,7 @@ export class TriggerFlow {
   }
 
   private mayDrain(): boolean {
-    return !this.closed && this.modeValue === 'parking' && !this.suspendedValue && this.live === 0;
+    return !this.closed && this.modeValue === 'parking' && !this.suspendedValue && this.live === 0 && this.evictionsPending === 0 && this.copyRemovals === 0;
   }
 
   /** Loads the backlog into the lane as the trigger's share allows, and returns the trigger to the fast path once it is empty. */
@@ -333,7 +425,11 @@ export class TriggerFlow {
         this.cursor = undefined;
       }
       const room = Math.min(shares.roomFor(key), LOAD_BATCH, this.roomWhileFailing());
-      if (room <= 0) {
+      // While the lane still has a concurrency's worth to send, wait for room for a whole batch of
+      // rows: one query per settled event would cost more than the delivery.
+      const { concurrency, batchMaxSize } = this.options.lane;
+      const worthALoad = Math.min(LOAD_BATCH, concurrency * batchMaxSize);
+      if (room <= 0 || (room < worthALoad && this.loaded.size >= worthALoad)) {
         await this.sleep(IDLE_RECHECK_MS);
         continue;
       }
@@ -380,7 +476,7 @@ export class TriggerFlow {
    * attempted, so an outage burns the retries of a few events, not of the whole backlog.
    */
   private roomWhileFailing(): number {
-    if (this.lane.retrying === 0) return Number.POSITIVE_INFINITY;
+    if (!this.failing && this.lane.retrying === 0) return Number.POSITIVE_INFINITY;
     const { concurrency, batchMaxSize } = this.options.lane;
     return Math.max(0, 2 * concurrency * batchMaxSize - this.loaded.size);
   }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TriggerLane, type AttemptOutcome, type LaneEntry } from './triggerLane.js';
+import { TriggerLane, type AttemptOutcome, type LaneEntry, type LaneOptions } from './triggerLane.js';
 
 interface Ev {
   id: string;
@@ -36,6 +36,11 @@ function lane(options: {
       done();
     });
   return { l, settled, waitFor };
+}
+
+/** A lane of one attempt at a time, one event per attempt, ordered by key, with the given callbacks. */
+function serialLane(options: Pick<LaneOptions<Ev>, 'attempt'> & Partial<LaneOptions<Ev>>): TriggerLane<Ev> {
+  return new TriggerLane<Ev>({ concurrency: 1, ordering: 'key', batchMaxSize: 1, batchMaxWaitMs: 0, onSettled: () => undefined, ...options });
 }
 
 const ok = (entries: LaneEntry<Ev>[]) => new Map(entries.map((e) => [e.event.id, { kind: 'settled' } as AttemptOutcome]));
@@ -193,4 +198,77 @@ describe('TriggerLane', () => {
     expect(peak).toBeGreaterThanOrEqual(2);
     expect(l.size).toBe(0);
   });
+
+  it('evicts a failing key with every later event of it, and of a key it is linked to by a key change; other keys go on', async () => {
+    const evicted: string[] = [];
+    const attempted: string[] = [];
+    const l = serialLane({
+      attempt: async (entries) => {
+        attempted.push(...entries.map((e) => e.event.id));
+        const id = entries[0]!.event.id;
+        return new Map([[id, id === 'a1' ? ({ kind: 'retry', delayMs: 1, reason: 'HTTP 503', status: 503 } as AttemptOutcome) : ({ kind: 'settled' } as AttemptOutcome)]]);
+      },
+      onRetry: (entry, outcome) => {
+        expect(outcome).toMatchObject({ reason: 'HTTP 503', status: 503 });
+        return entry.event.id === 'a1' ? 'evict' : 'retry';
+      },
+      onEvicted: (entries) => evicted.push(...entries.map((e) => `${e.event.id}:${e.attempts}`)),
+    });
+    l.enqueue({ id: 'a1', orderingKey: 'a' });
+    l.enqueue({ id: 'b1', orderingKey: 'b' });
+    l.enqueue({ id: 'a2', orderingKey: 'a' });
+    l.enqueue({ id: 'c1', orderingKey: 'c', previousOrderingKey: 'a' }); // a's row moved to key c
+    l.enqueue({ id: 'c2', orderingKey: 'c' });
+    l.enqueue({ id: 'd1', orderingKey: 'd' });
+    await sleep(30);
+    expect(evicted).toEqual(['a1:1', 'a2:0', 'c1:0', 'c2:0']);
+    expect(attempted).toEqual(['a1', 'b1', 'd1']);
+    expect(l.size).toBe(0);
+  });
+
+  it('evictAll takes every event not in flight, a waiting barrier and what it holds, and keeps their progress', async () => {
+    let release: () => void = () => undefined;
+    const l = serialLane({
+      attempt: async (entries) => {
+        await new Promise<void>((r) => (release = r));
+        return ok(entries);
+      },
+    });
+    l.enqueue({ id: 'a1', orderingKey: 'a' }); // in flight
+    l.enqueue({ id: 'b1', orderingKey: 'b' }, { attempts: 3, firstAttemptAt: 42 });
+    l.enqueue({ id: 't', orderingKey: '*', barrier: true });
+    l.enqueue({ id: 'a2', orderingKey: 'a' });
+    await sleep(5);
+    const out = l.evictAll();
+    expect(out.map((e) => [e.event.id, e.attempts, e.firstAttemptAt ?? null])).toEqual([
+      ['b1', 3, 42],
+      ['t', 0, null],
+      ['a2', 0, null],
+    ]);
+    expect(l.size).toBe(1);
+    release();
+    await sleep(5);
+    expect(l.size).toBe(0);
+  });
+
+  it('counts the events waiting for a retry', async () => {
+    let fail = true;
+    const l = new TriggerLane<Ev>({
+      concurrency: 4,
+      ordering: 'none',
+      batchMaxSize: 1,
+      batchMaxWaitMs: 0,
+      attempt: async (entries) => new Map(entries.map((e) => [e.event.id, fail ? ({ kind: 'retry', delayMs: 20 } as AttemptOutcome) : ({ kind: 'settled' } as AttemptOutcome)])),
+      onSettled: () => undefined,
+    });
+    l.enqueue({ id: 'x', orderingKey: 'x' });
+    l.enqueue({ id: 'y', orderingKey: 'y' });
+    await sleep(5);
+    expect(l.retrying).toBe(2);
+    fail = false;
+    await sleep(40);
+    expect(l.retrying).toBe(0);
+    expect(l.size).toBe(0);
+  });
 });
+

@@ -13,7 +13,7 @@ export interface LaneEvent {
 }
 
 /** How one attempt went for one event; a retry says why the attempt failed. */
-export type AttemptOutcome = { kind: 'settled' } | { kind: 'retry'; delayMs: number; status?: number; reason?: string };
+export type AttemptOutcome = { kind: 'settled'; deadLettered?: boolean } | { kind: 'retry'; delayMs: number; status?: number; reason?: string };
 
 /** What the lane does with an event whose attempt failed and may be retried. */
 export type RetryChoice = 'retry' | 'evict';
@@ -40,7 +40,7 @@ export interface LaneOptions<E extends LaneEvent> {
    */
   attempt(entries: LaneEntry<E>[], signal: AbortSignal): Promise<Map<string, AttemptOutcome>>;
   /** Called once per event when it is delivered or dead-lettered. */
-  onSettled(event: E): void;
+  onSettled(event: E, outcome: Extract<AttemptOutcome, { kind: 'settled' }>): void;
   /** Called when attempt() itself failed (a bug or an outage of the dead-letter table). */
   onAttemptError?(error: unknown): void;
   /**
@@ -167,6 +167,15 @@ export class TriggerLane<E extends LaneEvent> {
     const abortTimer = setTimeout(() => this.abort.abort(new Error('dispatcher shutting down')), deadlineMs);
     await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     clearTimeout(abortTimer);
+  }
+
+  /** Every event in the lane (queued, in flight, or waiting behind a barrier), once each. */
+  entries(): LaneEntry<E>[] {
+    const all = new Set<LaneEntry<E>>();
+    for (const queue of this.queues.values()) for (const entry of queue) all.add(entry);
+    if (this.barrier) all.add(this.barrier.entry);
+    for (const entry of this.held) all.add(entry);
+    return [...all];
   }
 
   /**
@@ -318,7 +327,7 @@ export class TriggerLane<E extends LaneEvent> {
       if (outcome.kind === 'settled') {
         // The entry heads the queue of each of its keys.
         for (const k of entry.keys) this.queues.get(k)!.shift();
-        this.options.onSettled(entry.event);
+        this.options.onSettled(entry.event, outcome);
         for (const k of entry.keys) {
           if (this.queues.get(k)!.length === 0) this.queues.delete(k);
           else this.offerHead(k);

@@ -96,14 +96,18 @@ describe('bounded memory while a function hangs', () => {
     expect(growth).toBeLessThan(32 * MiB);
     // What the window cannot hold waits in the trigger backlog, and once parked it no longer holds the
     // slot: the stream was read to the end and the slot confirmed past the last write.
-    const parked = Number((await db.sql("SELECT count(*) AS n FROM eventide.backlog WHERE trigger = 'test/items'")).rows[0].n);
-    expect(parked).toBe(total - window);
+    // Every event ends up durable there: those the window holds too, copied when the trigger began to
+    // park, so the hung requests hold neither memory beyond the window nor the slot.
+    const parked = await eventually(async () => {
+      const n = Number((await db.sql("SELECT count(*) AS n FROM eventide.backlog WHERE trigger = 'test/items'")).rows[0].n);
+      return n === total ? n : undefined;
+    }, 60_000, `all ${total} events in the backlog`);
     const { rows } = await db.sql("SELECT (pg_current_wal_lsn() - sent_lsn)::bigint AS behind FROM pg_stat_replication WHERE application_name = 'eventide-dispatcher'");
     expect(rows.length).toBe(1); // still connected
     expect(Number(rows[0].behind)).toBeLessThan(4 * MiB);
-    expect(await db.confirmedLsn()).toBeGreaterThanOrEqual(lsnAfterWrites);
+    await eventually(async () => (await db.confirmedLsn()) >= lsnAfterWrites, 10_000, 'the slot confirmed past the last write');
     console.log(`lag metric with the function hung: ${samples.slice(-5).map((s) => (s.lag / MiB).toFixed(1)).join(', ')} MiB; ${parked} events parked`);
-    expect(samples.at(-1)!.lag).toBeLessThan(4 * MiB);
+    await eventually(async () => (metricSum(parsePrometheusText(await proc.metrics()), 'eventide_dispatcher_replication_lag_bytes') ?? MiB * 100) < 4 * MiB, 15_000, 'the lag metric down to a few MiB');
     // The connection stayed up and the dispatcher ready.
     expect(proc.output()).not.toContain('replication stream failed');
     expect(samples.every((s) => s.ready === 200)).toBe(true);

@@ -100,7 +100,9 @@ describe('kill -9 while concurrent writers commit', () => {
 
     const change = (d: SinkDelivery) => `${d.subject}@${(d.data.new as { version: number }).version}`;
     const delivered200 = () => new Set(sink.deliveries.filter((d) => d.status === 200).map(change));
-    await eventually(() => delivered200().size >= wanted, 60_000, `all ${wanted} changes`);
+    // After a restart with events in the backlog every change goes through it until it is empty: slower
+    // than the fast path while the writers keep up their pace (see the README's benchmark figures).
+    await eventually(() => delivered200().size >= wanted, 120_000, `all ${wanted} changes`);
 
     // Every committed change (versions 1..final of every row) arrived, and nothing else.
     const got = delivered200();
@@ -144,5 +146,5 @@ describe('kill -9 while concurrent writers commit', () => {
       expect(unanswered.slice(0, 20)).toEqual([]);
       expect(runs[i + 1]!.filter((d) => lsnToBigInt(String(d.data.lsn)) < confirmed && !parked.has(d.id)).map(change).slice(0, 20)).toEqual([]);
     }
-  }, 120_000);
+  }, 240_000);
 });

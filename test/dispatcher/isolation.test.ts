@@ -93,8 +93,9 @@ describe('no trigger holds up another', () => {
     expect(latencies.length).toBeGreaterThan(200);
     expect(percentile(latencies, 50)).toBeLessThan(500);
     expect(Math.max(...latencies)).toBeLessThan(2_000);
-    // The slot is confirmed past parked events within moments, whatever the outage: never more than a few transactions behind.
-    expect(Math.max(...retention.map((r) => r.confirmed))).toBeLessThan(8 * MiB);
+    // The slot is confirmed past parked events within moments, whatever the outage: never more than a
+    // few transactions behind (a 1000-row transaction is 1.8 MB, and parking it writes as much WAL again).
+    expect(Math.max(...retention.map((r) => r.confirmed))).toBeLessThan(16 * MiB);
     // restart_lsn follows confirmed at the server's next running-transactions record (every 15 s at most),
     // so it holds at most that much WAL, never the outage's: here far less than was written, and after a quiet moment a few MiB.
     expect(Math.max(...retention.map((r) => r.restart))).toBeLessThan(walWritten / 2);

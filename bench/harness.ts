@@ -1,0 +1,219 @@
+/**
+ * What the bench phases share: the schema and its writers, replication slots, `eventide dispatch` as a
+ * child process (with its metrics), and a few /proc readings.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type pg from 'pg';
+import { freePort } from '../common/loopback.js';
+import { metricSum, parsePrometheusText } from '../test/harness/controlledSink.js';
+import { removeDir, writeManifests } from '../test/harness/dispatcherFixture.js';
+
+// ---------------------------------------------------------------------------------------------
+// Database
+// ---------------------------------------------------------------------------------------------
+
+export const PUBLICATION = 'bench';
+export const TXN_ROWS = 10_000;
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The bench's table (bigserial key, int, numeric, text, boolean, timestamptz, jsonb), in schema public:
+ * the bench's role is called eventide, so once the dispatcher has created its schema eventide, an
+ * unqualified name would be created in that schema ("$user" comes first in the search_path).
+ */
+export function tableSql(name: string): string {
+  return `
+  CREATE TABLE public.${name} (
+    id bigserial PRIMARY KEY,
+    customer_id int NOT NULL,
+    amount numeric(12,2) NOT NULL,
+    status text NOT NULL,
+    is_paid boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    items jsonb NOT NULL
+  );`;
+}
+
+export const SCHEMA = `${tableSql('orders')}
+  CREATE PUBLICATION ${PUBLICATION} FOR TABLE public.orders;`;
+
+function insertRows(table: string): string {
+  return `
+  INSERT INTO public.${table} (customer_id, amount, status, items)
+  SELECT g % 5000, (g % 100000) / 100.0, 'placed', jsonb_build_array(jsonb_build_object('sku', 'SKU-' || (g % 97), 'qty', 1 + g % 3))
+    FROM generate_series(1, $1::int) g`;
+}
+
+/** Writes `total` rows in transactions of `perTxn` (one big transaction would be a different case). */
+export async function writeRows(db: pg.Client, total: number, perTxn = TXN_ROWS, table = 'orders'): Promise<number> {
+  const sql = insertRows(table);
+  const started = performance.now();
+  for (let written = 0; written < total; written += perTxn) await db.query(sql, [Math.min(perTxn, total - written)]);
+  return (performance.now() - started) / 1000;
+}
+
+/** Commits small transactions so that `rate` rows/s are written; returns rows written and commit latencies. */
+export async function writeAtRate(db: pg.Client, rate: number, seconds: number, table = 'orders'): Promise<{ written: number; commitMs: number[] }> {
+  const sql = insertRows(table);
+  const started = performance.now();
+  let written = 0;
+  const commitMs: number[] = [];
+  for (;;) {
+    const elapsed = performance.now() - started;
+    if (elapsed >= seconds * 1000) break;
+    const due = Math.floor((rate * elapsed) / 1000) - written;
+    if (due <= 0) {
+      await sleep(1);
+      continue;
+    }
+    const t0 = performance.now();
+    await db.query(sql, [Math.min(due, 500)]);
+    commitMs.push(performance.now() - t0);
+    written += Math.min(due, 500);
+  }
+  return { written, commitMs };
+}
+
+export async function createSlots(db: pg.Client, names: string[]): Promise<void> {
+  for (const name of names) await db.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [name]);
+}
+
+export async function dropSlot(db: pg.Client, name: string): Promise<void> {
+  await db.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1', [name]);
+}
+
+/** Asks `check` every `intervalMs` until it returns something truthy. */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs: number, describeFailure?: () => string, intervalMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${describeFailure ? `\n${describeFailure()}` : ''}`);
+    await sleep(intervalMs);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------------
+
+/** VmRSS and VmHWM of a process, in MiB. */
+export function memoryOf(pid: number): { rss: number; hwm: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+  return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
+}
+
+/** CPU seconds (user + system) a process has used. */
+export function cpuSecondsOf(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  // utime and stime are fields 14 and 15 of the line, 12 and 13 after "pid (comm) ", in clock ticks (100 Hz on Linux).
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/**
+ * An EventTrigger for the bench (namespace "bench", so its key is "bench/<name>"): inserts of `orders`
+ * unless `extra` names another table; `extra` may add any spec field (suspend, delivery, ...).
+ */
+export function triggerManifest(
+  sinkUrl: string,
+  spec: { concurrency: number; batchSize: number },
+  extra: { name?: string; table?: string; spec?: Record<string, unknown> } = {},
+): Record<string, unknown> {
+  return {
+    apiVersion: 'eventide.dev/v1alpha1',
+    kind: 'EventTrigger',
+    metadata: { name: extra.name ?? 'bench-orders', namespace: 'bench' },
+    spec: {
+      source: { connectionSecretRef: { name: 'db' } },
+      table: { name: extra.table ?? 'orders' },
+      operations: ['insert'],
+      sink: { url: sinkUrl },
+      concurrency: spec.concurrency,
+      batch: { maxSize: spec.batchSize },
+      ...extra.spec,
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// `eventide dispatch` as a child process
+// ---------------------------------------------------------------------------------------------
+
+/** Set once from the command line: a CPU profile directory, and extra `eventide dispatch` arguments for every run. */
+export const dispatcherDefaults: { profileDir: string | undefined; extraArgs: string[] } = { profileDir: undefined, extraArgs: [] };
+
+const BIN = fileURLToPath(new URL('../bin/eventide.mjs', import.meta.url));
+const children = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of children) child.kill('SIGKILL');
+});
+
+/** `eventide dispatch` (bin/eventide.mjs) as a child process, ready when /readyz answers 200. */
+export interface DispatcherRun {
+  child: ChildProcess;
+  pid: number;
+  /** Its ops port (/metrics, /readyz). */
+  port: number;
+  output(): string;
+  /** The manifest file it serves (rewrite it to reconfigure a run started with --watch-config). */
+  manifestFile: string;
+  manifestDir: string;
+  /** The sum of a metric's samples whose labels include `labels` (0 when there is none). */
+  metric(name: string, labels?: Record<string, string>): Promise<number>;
+}
+
+export async function startBenchDispatcher(
+  url: string,
+  slot: string,
+  manifests: Record<string, unknown>[],
+  options: { v8Flags?: readonly string[]; args?: readonly string[] } = {},
+): Promise<DispatcherRun> {
+  const manifestFile = writeManifests(manifests);
+  const manifestDir = manifestFile.replace(/\/[^/]+$/, '');
+  const port = await freePort();
+  const { profileDir, extraArgs } = dispatcherDefaults;
+  const nodeArgs = [...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), ...(options.v8Flags ?? [])];
+  const args = [
+    'dispatch',
+    ...['--database-url', url, '-f', manifestFile, '--slot', slot, '--publication', PUBLICATION, '--port', String(port), '--host', '127.0.0.1'],
+    ...(options.args ?? []),
+    ...extraArgs,
+  ];
+  const child = spawn(process.execPath, [...nodeArgs, BIN, ...args], { env: { ...process.env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  let log = '';
+  const keep = (d: Buffer) => (log = (log + d.toString()).slice(-16_000));
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  await waitFor(
+    'the dispatcher to be ready',
+    async () => {
+      if (child.exitCode !== null) throw new Error(`dispatcher exited with ${child.exitCode}:\n${log}`);
+      return fetch(`http://127.0.0.1:${port}/readyz`).then(
+        (res) => res.status === 200,
+        () => false,
+      );
+    },
+    60_000,
+    () => log,
+  );
+  const metric = async (name: string, labels: Record<string, string> = {}) => {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    return metricSum(parsePrometheusText(text), name, labels) ?? 0;
+  };
+  return { child, pid: child.pid!, port, output: () => log, manifestFile, manifestDir, metric };
+}
+
+/** SIGTERM (the dispatcher drains and exits; a CPU profile is written then). */
+export async function stopBenchDispatcher(run: DispatcherRun): Promise<void> {
+  if (run.child.exitCode === null && run.child.signalCode === null) {
+    const exited = new Promise((resolve) => run.child.once('exit', resolve));
+    run.child.kill('SIGTERM');
+    await exited;
+  }
+  removeDir(run.manifestDir);
+}

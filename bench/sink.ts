@@ -1,0 +1,162 @@
+/**
+ * The bench's function: a minimal node:http server in a child process of its own (so it never shares
+ * an event loop with what it measures) that answers every request at once, 200 unless told otherwise,
+ * counts events (binary and batched CloudEvents) and, when asked, records each event's latency: receipt
+ * time minus its ce-time (the commit time), or minus x-bench-sent-at for the bare clients.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:http';
+import { fileURLToPath } from 'node:url';
+import { ATTEMPT_HEADER } from '../api/v1alpha1/index.js';
+
+const SELF = fileURLToPath(import.meta.url);
+
+type SinkCommand = { cmd: 'reset'; recordLatency: boolean } | { cmd: 'stats' } | { cmd: 'answer'; status: number };
+
+export interface LatencySummary {
+  count: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+export interface SinkStats {
+  events: number;
+  requests: number;
+  /** Date.now() of the first and last receipt since the last reset. */
+  firstAt: number;
+  lastAt: number;
+  latency: LatencySummary | null;
+  /** The first request since the reset, to replay from the bare client. */
+  sample: { headers: Record<string, string>; body: string } | null;
+}
+
+type SinkMessage = { id: number; reply: SinkStats | null } | { ready: number };
+
+export function summarize(values: number[]): LatencySummary | null {
+  if (values.length === 0) return null;
+  const sorted = Float64Array.from(values).sort();
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
+  return { count: sorted.length, p50: at(0.5), p99: at(0.99), max: sorted[sorted.length - 1]! };
+}
+
+function countOccurrences(text: string, needle: string): number {
+  let n = 0;
+  for (let i = text.indexOf(needle); i !== -1; i = text.indexOf(needle, i + needle.length)) n++;
+  return n;
+}
+
+/** Runs in the child: answers 200 to everything (or the status set by `answer`), counts events, measures latency. */
+function runSink(): void {
+  let events = 0;
+  let requests = 0;
+  let firstAt = 0;
+  let lastAt = 0;
+  let recordLatency = false;
+  let latencies: number[] = [];
+  let sample: SinkStats['sample'] = null;
+  let status = 200;
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const now = Date.now();
+      const body = chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8');
+      const contentType = req.headers['content-type'] ?? '';
+      let n = 1;
+      if (contentType.startsWith('application/cloudevents-batch+json')) {
+        if (recordLatency) {
+          const items = JSON.parse(body) as { time: string }[];
+          for (const item of items) latencies.push(now - Date.parse(item.time));
+          n = items.length;
+        } else {
+          n = countOccurrences(body, '"specversion"');
+        }
+      } else if (recordLatency) {
+        const sentAt = req.headers['x-bench-sent-at'];
+        const time = req.headers['ce-time'];
+        if (typeof sentAt === 'string') latencies.push(now - Number(sentAt));
+        else if (typeof time === 'string') latencies.push(now - Date.parse(time));
+      }
+      if (!sample) {
+        const headers: Record<string, string> = {};
+        for (const [k, v] of Object.entries(req.headers)) {
+          if (typeof v === 'string' && (k === 'content-type' || k === ATTEMPT_HEADER || k.startsWith('ce-'))) headers[k] = v;
+        }
+        sample = { headers, body };
+      }
+      events += n;
+      requests += 1;
+      if (firstAt === 0) firstAt = now;
+      lastAt = now;
+      res.writeHead(status, { 'content-length': '0' });
+      res.end();
+    });
+  });
+  server.keepAliveTimeout = 60_000;
+  process.on('message', (message: { id: number } & SinkCommand) => {
+    let reply: SinkStats | null = null;
+    switch (message.cmd) {
+      case 'reset':
+        events = requests = firstAt = lastAt = 0;
+        latencies = [];
+        sample = null;
+        recordLatency = message.recordLatency;
+        break;
+      case 'stats':
+        reply = { events, requests, firstAt, lastAt, latency: summarize(latencies), sample };
+        break;
+      case 'answer':
+        status = message.status;
+        break;
+    }
+    process.send!({ id: message.id, reply } satisfies SinkMessage);
+  });
+  process.on('disconnect', () => process.exit(0));
+  server.listen(0, '127.0.0.1', () => {
+    const address = server.address();
+    process.send!({ ready: typeof address === 'object' && address ? address.port : 0 } satisfies SinkMessage);
+  });
+}
+
+export interface Sink {
+  url: string;
+  child: ChildProcess;
+  reset(recordLatency?: boolean): Promise<void>;
+  stats(): Promise<SinkStats>;
+  /** The status every request is answered with from now on (200 at start). */
+  answer(status: number): Promise<void>;
+  stop(): void;
+}
+
+export async function startSink(): Promise<Sink> {
+  const child = fork(SELF, ['--sink-child'], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const pending = new Map<number, (reply: SinkStats | null) => void>();
+  let nextId = 1;
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`sink exited with ${code}`)));
+    child.on('message', (message: SinkMessage) => {
+      if ('ready' in message) resolve(message.ready);
+      else pending.get(message.id)?.(message.reply);
+    });
+  });
+  const call = (command: SinkCommand) =>
+    new Promise<SinkStats | null>((resolve) => {
+      const id = nextId++;
+      pending.set(id, (reply) => {
+        pending.delete(id);
+        resolve(reply);
+      });
+      child.send({ id, ...command });
+    });
+  return {
+    url: `http://127.0.0.1:${port}/`,
+    child,
+    reset: async (recordLatency = false) => void (await call({ cmd: 'reset', recordLatency })),
+    stats: async () => (await call({ cmd: 'stats' }))!,
+    answer: async (status) => void (await call({ cmd: 'answer', status })),
+    stop: () => void child.kill('SIGTERM'),
+  };
+}
+
+if (process.argv[1] === SELF && process.argv[2] === '--sink-child') runSink();
