@@ -145,7 +145,10 @@ export class TriggerFlow {
    */
   accept(event: PendingEvent): void | Promise<void> {
     const { key, shares } = this.options;
-    if (this.modeValue === 'direct' && !this.suspendedValue) {
+    // While the function fails, more live events would only burn their retries in memory (and the
+    // CPU siblings need): past what the concurrency keeps busy, they wait in the backlog.
+    const failingAndBusy = this.failing && this.live >= this.workingSet();
+    if (this.modeValue === 'direct' && !this.suspendedValue && !failingAndBusy) {
       if (shares.tryAdmit(key, event.bytes)) {
         this.live += 1;
         this.lane.enqueue(event);
@@ -477,8 +480,13 @@ export class TriggerFlow {
    */
   private roomWhileFailing(): number {
     if (!this.failing && this.lane.retrying === 0) return Number.POSITIVE_INFINITY;
+    return Math.max(0, this.workingSet() - this.loaded.size);
+  }
+
+  /** The events the trigger's concurrency keeps busy, twice over. */
+  private workingSet(): number {
     const { concurrency, batchMaxSize } = this.options.lane;
-    return Math.max(0, 2 * concurrency * batchMaxSize - this.loaded.size);
+    return 2 * concurrency * batchMaxSize;
   }
 
   /**

@@ -43,14 +43,23 @@ const RECONNECT_MAX_MS = 30_000;
 export class ReplicationStream<M> {
   private service: LogicalReplicationService | undefined;
   private readonly queue: StreamItem<M>[] = [];
-  private draining = false;
-  private paused = false;
-  private stopped = false;
+  /**
+   * Where the stream is in its life: reading; reading stopped before a drain (nothing more reaches the
+   * consumer); stopped. One value, so no combination of flags can contradict another.
+   */
+  private lifecycle: 'reading' | 'reading-stopped' | 'stopped' = 'reading';
+  /** A method, not a field read: the checks sit across awaits, where stop() may have run meanwhile. */
+  private isStopped(): boolean {
+    return this.lifecycle === 'stopped';
+  }
+  /** Flow control, apart from the lifecycle: the socket is paused while the consumer is behind. */
+  private socketPaused = false;
+  /** Re-entrancy guard: the loop handing items to the consumer is running. */
+  private handing = false;
   private walEnd: Lsn = 0n;
   private statusTimer: NodeJS.Timeout | undefined;
   private drained: (() => void)[] = [];
   private failure: ((error: Error) => void) | undefined;
-  private readingPaused = false;
   /** Ends the wait between reconnects early (on stop). */
   private wakeUp: (() => void) | undefined;
 
@@ -66,16 +75,16 @@ export class ReplicationStream<M> {
     // and while reading is paused (window full) the client never sees the server's keepalive requests.
     this.statusTimer = setInterval(() => this.sendStatus(), this.options.statusIntervalMs ?? 1000);
     try {
-      while (!this.stopped) {
+      while (!this.isStopped()) {
         const startedAt = Date.now();
         try {
           await this.streamOnce();
         } catch (error) {
-          if (this.stopped) break;
+          if (this.isStopped()) break;
           this.options.logger.warn({ err: describeError(error), retryInMs: delay }, 'replication stream failed; reconnecting');
         }
         this.options.onConnectionChange?.(false);
-        if (this.stopped) break;
+        if (this.isStopped()) break;
         if (Date.now() - startedAt > 10_000) delay = RECONNECT_MIN_MS;
         await new Promise<void>((resolve) => {
           const timer = setTimeout(() => this.wakeUp?.(), delay);
@@ -94,8 +103,8 @@ export class ReplicationStream<M> {
 
   /** Stops reading; what was handed to the consumer stays its business. Sends a last status first. */
   async stop(): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
+    if (this.isStopped()) return;
+    this.lifecycle = 'stopped';
     this.sendStatus();
     // Not waiting for a reconnect delay, nor for a consumer that waits for room no one will make.
     this.wakeUp?.();
@@ -105,7 +114,7 @@ export class ReplicationStream<M> {
 
   /** Stops reading from the socket (before a drain); nothing more reaches the consumer. */
   pauseReading(): void {
-    this.readingPaused = true;
+    if (this.lifecycle === 'reading') this.lifecycle = 'reading-stopped';
     this.setPaused(true);
   }
 
@@ -116,7 +125,7 @@ export class ReplicationStream<M> {
 
   private async streamOnce(): Promise<void> {
     await this.waitUntilDrained();
-    if (this.stopped) return;
+    if (this.isStopped()) return;
     this.consumer.connecting();
     const service = new LogicalReplicationService(
       { connectionString: this.options.connectionString, application_name: 'eventide-dispatcher' },
@@ -142,7 +151,7 @@ export class ReplicationStream<M> {
     const plugin = this.options.createPlugin();
     try {
       await Promise.race([service.subscribe(plugin, this.options.slotName, formatLsn(start)), failed]);
-      if (!this.stopped) throw new Error('replication stream ended by the server');
+      if (!this.isStopped()) throw new Error('replication stream ended by the server');
     } finally {
       this.failure = undefined;
       this.service = undefined;
@@ -153,17 +162,17 @@ export class ReplicationStream<M> {
 
   private push(item: StreamItem<M>): void {
     this.queue.push(item);
-    if (!this.paused && this.queue.length >= (this.options.highWater ?? 256)) this.setPaused(true);
-    if (!this.draining) void this.drain();
+    if (!this.socketPaused && this.queue.length >= (this.options.highWater ?? 256)) this.setPaused(true);
+    if (!this.handing) void this.drain();
   }
 
   private async drain(): Promise<void> {
-    this.draining = true;
+    this.handing = true;
     try {
-      while (this.queue.length > 0 && !this.readingPaused) {
+      while (this.queue.length > 0 && this.lifecycle === 'reading') {
         const item = this.queue.shift()!;
         await this.consumer.handle(item);
-        if (this.paused && !this.readingPaused && this.queue.length < (this.options.highWater ?? 256) / 4) this.setPaused(false);
+        if (this.socketPaused && this.lifecycle === 'reading' && this.queue.length < (this.options.highWater ?? 256) / 4) this.setPaused(false);
       }
     } catch (error) {
       // A consumer failure is a broken invariant: drop the connection so the stream restarts from a safe point.
@@ -171,19 +180,19 @@ export class ReplicationStream<M> {
       this.failure?.(error as Error);
       this.options.logger.error({ err: describeError(error) }, 'failed to handle replication message');
     } finally {
-      this.draining = false;
-      if (this.paused && !this.readingPaused) this.setPaused(false);
+      this.handing = false;
+      if (this.socketPaused && this.lifecycle === 'reading') this.setPaused(false);
       for (const resolve of this.drained.splice(0)) resolve();
     }
   }
 
   private waitUntilDrained(): Promise<void> {
-    if (!this.draining && this.queue.length === 0) return Promise.resolve();
+    if (!this.handing && this.queue.length === 0) return Promise.resolve();
     return new Promise((resolve) => this.drained.push(resolve));
   }
 
   private setPaused(paused: boolean): void {
-    this.paused = paused;
+    this.socketPaused = paused;
     // The library exposes no pause; its connection's socket is where TCP backpressure starts.
     const connection = (this.service as unknown as { _connection?: { stream?: { pause(): void; resume(): void } } } | undefined)?._connection;
     if (paused) connection?.stream?.pause();
