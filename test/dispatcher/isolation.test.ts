@@ -79,6 +79,8 @@ describe('no trigger holds up another', () => {
     await sleep(10_000);
     trickling = false;
     await trickle;
+    sampling = false;
+    await sampler;
     const outageEnded = Date.now();
     const restartHoldAfterOutage = retention.at(-1)!.restart;
 
