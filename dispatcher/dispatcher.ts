@@ -1,6 +1,6 @@
 import type { Server } from 'node:http';
 import pg from 'pg';
-import { loadManifests, parseDuration, type ManifestSet } from '../api/v1alpha1/index.js';
+import { loadManifests, parseDuration } from '../api/v1alpha1/index.js';
 import { createOpsApp, listen } from '../common/httpServer.js';
 import type { Logger } from '../common/logger.js';
 import { redactUrl } from '../common/logger.js';
