@@ -66,6 +66,8 @@ export class Dispatcher {
   private server: Server | undefined;
   private connected = false;
   private reloading: Promise<void> = Promise.resolve();
+  /** Whether the last look at the backlog table found anything (until then: assume so). */
+  private backlogSeen = true;
   /** Highest server WAL end seen: from keepalives, and asked for directly (a paused reader reads no keepalives). */
   private serverWalEnd: Lsn = 0n;
   private walEndPolledAt = 0;
@@ -314,16 +316,24 @@ export class Dispatcher {
     },
   };
 
-  /** Backlog size and the age of its oldest event, per trigger, from the table (it is the truth after restarts and CLI changes). */
+  /**
+   * Backlog size and the age of its oldest event, per trigger, from the table (it is the truth after
+   * restarts and CLI changes). The table is read only while something waits in it: the query counts rows.
+   */
   private async updateBacklogGauges(): Promise<void> {
+    for (const [key, flow] of this.flows) {
+      this.metrics.triggerParking.set({ trigger: key }, flow.mode === 'parking' ? 1 : 0);
+      this.metrics.triggerSuspended.set({ trigger: key }, flow.suspended ? 1 : 0);
+    }
+    const parking = [...this.flows.values()].some((flow) => flow.mode === 'parking');
+    if (!parking && !this.backlogSeen) return;
     try {
       const summaries = new Map((await this.resources.backlog.summary()).map((s) => [s.trigger, s]));
-      for (const [key, flow] of this.flows) {
+      this.backlogSeen = summaries.size > 0;
+      for (const key of this.flows.keys()) {
         const s = summaries.get(key);
         this.metrics.backlogEvents.set({ trigger: key }, s?.events ?? 0);
         this.metrics.backlogOldestAge.set({ trigger: key }, s?.oldestCommitTime ? Math.max(0, (Date.now() - s.oldestCommitTime.getTime()) / 1000) : 0);
-        this.metrics.triggerParking.set({ trigger: key }, flow.mode === 'parking' ? 1 : 0);
-        this.metrics.triggerSuspended.set({ trigger: key }, flow.suspended ? 1 : 0);
       }
     } catch (error) {
       this.logger.debug({ err: describeError(error) }, 'could not read the backlog sizes');
