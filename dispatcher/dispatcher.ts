@@ -231,10 +231,6 @@ export class Dispatcher {
     );
   }
 
-  get state(): DispatcherState {
-    return this.stateValue;
-  }
-
   /** The port the ops endpoints listen on. */
   get port(): number {
     const address = this.server?.address();

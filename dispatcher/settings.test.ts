@@ -38,5 +38,12 @@ describe('dispatch flags', () => {
     expect(errorOf([...base, '--function-url', 'foo']).message).toBe('--function-url expects name=http://host:port/path, got "foo"');
     expect(errorOf([...base, '--slot', 'My-Slot']).message).toBe('--slot must be lower-case letters, digits and _ (at most 63), got "My-Slot"');
     expect(errorOf(['--database-url', URL_WITH_PASSWORD]).message).toMatch(/^-f <file-or-dir> is required/);
+    expect(errorOf([...base, '--retry-in-memory', '5 seconds']).message).toBe('--retry-in-memory must be a duration such as 500ms, 5s or 1m, got "5 seconds"');
+  });
+
+  it('--retry-in-memory takes a duration, 5 s when absent', () => {
+    const base = ['--database-url', URL_WITH_PASSWORD, '-f', 'x'];
+    expect(parseDispatchSettings(base, {}).retryInMemoryMs).toBe(5_000);
+    expect(parseDispatchSettings([...base, '--retry-in-memory', '1m30s'], {}).retryInMemoryMs).toBe(90_000);
   });
 });

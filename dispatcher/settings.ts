@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { DATABASE_URL_ENV } from '../common/secretEnv.js';
-import { DURATION_PATTERN, parseDuration } from '../api/v1alpha1/duration.js';
+import { parseDuration } from '../api/v1alpha1/duration.js';
 
 /** Typed settings of `eventide dispatch`, parsed once at start-up. */
 export interface DispatchSettings {
@@ -50,10 +50,14 @@ export const DISPATCH_USAGE = `Usage: eventide dispatch --database-url <url> -f 
   --dead-letter-database-url    database for the eventide.dead_letters table (default: the source)
 `;
 
-function durationFlag(flag: string, text: string | undefined, fallbackMs: number): number {
+/** A duration flag (`500ms`, `5s`, `1m`) in milliseconds; absent, the fallback. */
+export function durationFlag(flag: string, text: string | undefined, fallbackMs: number): number {
   if (text === undefined) return fallbackMs;
-  if (!new RegExp(DURATION_PATTERN).test(text)) throw new SettingsError(`${flag} must be a duration such as 500ms, 5s or 1m, got "${text}"`);
-  return parseDuration(text);
+  try {
+    return parseDuration(text);
+  } catch {
+    throw new SettingsError(`${flag} must be a duration such as 500ms, 5s or 1m, got "${text}"`);
+  }
 }
 
 function positiveInt(flag: string, text: string | undefined, fallback: number): number {

@@ -84,11 +84,6 @@ export class BacklogWriter {
     return new Promise((resolve) => this.roomWaiters.push(resolve));
   }
 
-  /** Events waiting to be parked. */
-  get buffered(): number {
-    return this.parks.length;
-  }
-
   /** Writes what is queued (retrying until it succeeds or the deadline passes), then refuses more work. */
   async close(deadlineMs: number): Promise<void> {
     const deadline = Date.now() + deadlineMs;

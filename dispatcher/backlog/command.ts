@@ -1,8 +1,9 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import pg from 'pg';
-import { loadManifests, parseDuration, resourceKey } from '../../api/v1alpha1/index.js';
+import type pg from 'pg';
+import { loadManifests, resourceKey } from '../../api/v1alpha1/index.js';
 import { DATABASE_URL_ENV } from '../../common/secretEnv.js';
-import { SettingsError } from '../settings.js';
+import { withCommandDatabase } from '../cliDatabase.js';
+import { SettingsError, durationFlag } from '../settings.js';
 import { BACKLOG_CHANNEL } from './backlogNotifications.js';
 import { manualEvent, readInvokedRow } from './manualInvoke.js';
 import { BacklogStore } from './store.js';
@@ -15,23 +16,18 @@ export const EVENTS_USAGE = `Usage: eventide events list      --database-url <ur
 type Out = (line: string) => void;
 const stdout: Out = (l) => process.stdout.write(`${l}\n`);
 
-/** Runs `action` with a pool on the database; the database's refusal or absence is a one-line error. */
-async function withDatabase<T>(databaseUrl: string | undefined, action: (pool: pg.Pool) => Promise<T>): Promise<T> {
+/** Runs `action` on the database named by the flag or the environment. */
+function withDatabase<T>(databaseUrl: string | undefined, action: (pool: pg.Pool) => Promise<T>): Promise<T> {
   const url = databaseUrl ?? process.env[DATABASE_URL_ENV];
   if (!url) throw new SettingsError(`--database-url (or ${DATABASE_URL_ENV}) is required\n\n${EVENTS_USAGE}`);
-  const pool = new pg.Pool({ connectionString: url, max: 2, application_name: 'eventide-cli' });
-  pool.on('error', () => undefined);
-  try {
-    return await action(pool);
-  } catch (error) {
-    if (!(error instanceof SettingsError) && (error instanceof pg.DatabaseError || /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|ECONNRESET)$/.test(String((error as { code?: unknown }).code)))) {
+  return withCommandDatabase(url, 'database error', async (pool) => {
+    try {
+      return await action(pool);
+    } catch (error) {
       if ((error as { code?: string }).code === '42P01') throw new SettingsError('no backlog in this database yet (no dispatcher has run against it)');
-      throw new SettingsError(`database error: ${(error as Error).message}`);
+      throw error;
     }
-    throw error;
-  } finally {
-    await pool.end();
-  }
+  });
 }
 
 function parse(argv: string[], options: NonNullable<ParseArgsConfig["options"]>): Record<string, string | boolean | (string | boolean)[] | undefined> {
@@ -122,12 +118,7 @@ export async function runInvokeCommand(argv: string[], out: Out = stdout): Promi
     if (eq <= 0) throw new SettingsError(`--key expects <column>=<value>, got "${pair}"`);
     match.set(pair.slice(0, eq), pair.slice(eq + 1));
   }
-  let waitMs = 0;
-  try {
-    if (values.wait !== undefined) waitMs = parseDuration(values.wait as string);
-  } catch (error) {
-    throw new SettingsError(`--wait: ${(error as Error).message}`);
-  }
+  const waitMs = durationFlag('--wait', values.wait as string | undefined, 0);
   const trigger = loadManifests(files).triggers.find((t) => resourceKey(t.metadata) === triggerKey);
   if (!trigger) throw new SettingsError(`EventTrigger ${triggerKey} is not in ${files.join(', ')}`);
   return withDatabase(values['database-url'] as string | undefined, async (pool) => {

@@ -258,12 +258,6 @@ export class BacklogStore {
     return rows[0]?.any === true;
   }
 
-  /** The highest row id: cheap (the primary key's last entry), and it tells when others (the CLI) added events. */
-  async maxId(): Promise<number> {
-    const { rows } = await this.pool.query<{ max: string | null }>('SELECT max(id)::text AS max FROM eventide.backlog');
-    return Number(rows[0]?.max ?? 0);
-  }
-
   /** Per trigger: how many events wait, since when, and the last commit among them. */
   async summary(trigger?: string): Promise<BacklogSummary[]> {
     const { rows } = await this.pool.query<{ trigger: string; events: string; oldest_parked: Date | null; oldest_commit: string | null; max_commit: string }>(

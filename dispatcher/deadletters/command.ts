@@ -1,10 +1,10 @@
 import { parseArgs } from 'node:util';
-import pg from 'pg';
 import { loadManifests } from '../../api/v1alpha1/index.js';
 import { DATABASE_URL_ENV } from '../../common/secretEnv.js';
 import { HttpSender } from '../delivery/httpSender.js';
 import { resolveConfig } from '../servedConfig.js';
 import { SettingsError } from '../settings.js';
+import { withCommandDatabase } from '../cliDatabase.js';
 import { replayDeadLetters, type ReplayReport } from './replay.js';
 import { DeadLetterStore, type StoredDeadLetter } from './store.js';
 
@@ -39,20 +39,7 @@ export async function runDeadLettersCommand(argv: string[], out: (line: string) 
   if (action !== 'list' && action !== 'replay') throw new SettingsError(`deadletters needs "list" or "replay"\n\n${DEADLETTERS_USAGE}`);
   const id = values.id !== undefined ? Number(values.id) : undefined;
   if (id !== undefined && !Number.isInteger(id)) throw new SettingsError(`--id must be a number, got "${values.id}"`);
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
-  pool.on('error', () => undefined);
-  const store = new DeadLetterStore(pool);
-  try {
-    return await runAction(action, values, id, store, out);
-  } catch (error) {
-    // The database refused or could not be reached: its message is the story (it never holds the password).
-    if (!(error instanceof SettingsError) && (error instanceof pg.DatabaseError || /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|ECONNRESET)$/.test(String((error as { code?: unknown }).code)))) {
-      throw new SettingsError(`cannot read the dead letters from the database: ${(error as Error).message}`);
-    }
-    throw error;
-  } finally {
-    await pool.end();
-  }
+  return withCommandDatabase(databaseUrl, 'cannot read the dead letters from the database', (pool) => runAction(action, values, id, new DeadLetterStore(pool), out));
 }
 
 async function runAction(

@@ -1,11 +1,14 @@
 import type { Logger } from '../../common/logger.js';
 import type { BacklogWriter } from '../backlog/backlogWriter.js';
-import type { BacklogPosition, BacklogStore, ParkReason } from '../backlog/store.js';
+import type { BacklogPosition, BacklogStore, ParkedEvent, ParkReason } from '../backlog/store.js';
 import type { Lsn } from '../lsn.js';
 import { describeError } from '../source/replicationStream.js';
 import type { PendingEvent } from './pendingEvent.js';
 import { TriggerLane, type AttemptOutcome, type LaneEntry, type LaneOptions, type RetryChoice } from './triggerLane.js';
 import type { WindowShares } from './windowShares.js';
+
+/** An event to park, with its progress; its own reason, if any, wins over the one of the call. */
+type ToPark = Omit<ParkedEvent, 'reason'> & { reason?: ParkReason };
 
 /** Lane settings a reload may change. */
 export type LaneSettings = Pick<LaneOptions<PendingEvent>, 'concurrency' | 'ordering' | 'batchMaxSize' | 'batchMaxWaitMs'>;
@@ -80,10 +83,10 @@ export class TriggerFlow {
   /** The last attempt that finished failed (a dead letter does not end it: only a delivery does). */
   private failing = false;
   /**
-   * Evicted events not yet committed to the backlog. They are older than events parked after them, so
+   * Evicted or copied events not yet committed to the backlog. They are older than events parked after them, so
    * the drainer, which reads in stream order behind a cursor, waits for them before it reads at all.
    */
-  private evictionsPending = 0;
+  private olderParksPending = 0;
   /** Counts parks, so the drainer can tell that one happened while it asked whether the backlog is empty. */
   private parkSeq = 0;
   private cursor: BacklogPosition | undefined;
@@ -132,11 +135,6 @@ export class TriggerFlow {
 
   get suspended(): boolean {
     return this.suspendedValue;
-  }
-
-  /** Events of this trigger in memory (live and loaded from the backlog). */
-  get inMemory(): number {
-    return this.live + this.loaded.size;
   }
 
   /**
@@ -222,34 +220,15 @@ export class TriggerFlow {
   private enterParking(): void {
     if (this.modeValue === 'parking') return;
     this.modeValue = 'parking';
-    const { writer, observer, key } = this.options;
-    let copied = 0;
+    const copies: ToPark[] = [];
     for (const entry of this.lane.entries()) {
       const { event } = entry;
       if (event.backlogId !== undefined || this.copies.has(event.id)) continue;
       this.copies.set(event.id, 'pending');
-      this.parksPending += 1;
-      this.evictionsPending += 1;
-      copied += 1;
-      const failure = this.lastFailure.get(event.id);
-      writer.park(
-        {
-          event,
-          attempts: entry.attempts,
-          ...(entry.firstAttemptAt !== undefined ? { firstAttemptAt: entry.firstAttemptAt } : {}),
-          ...(failure?.status !== undefined ? { lastStatus: failure.status } : {}),
-          ...(failure?.reason !== undefined ? { lastError: failure.reason } : {}),
-          reason: failure ? 'retrying' : 'in-memory',
-        },
-        () => {
-          this.parksPending -= 1;
-          this.evictionsPending -= 1;
-          this.copyCommitted(event);
-          this.kick();
-        },
-      );
+      const progress = this.progressOf(entry);
+      copies.push({ ...progress, reason: progress.lastError === undefined ? 'in-memory' : 'retrying' });
     }
-    if (copied > 0) observer.parked(key, 'in-memory', copied);
+    if (copies.length > 0) this.park(copies, 'in-memory', { older: true, committed: (event) => this.copyCommitted(event) });
   }
 
   private copyCommitted(event: PendingEvent): void {
@@ -274,33 +253,40 @@ export class TriggerFlow {
     });
   }
 
-  private park(entries: { event: PendingEvent; attempts: number; firstAttemptAt?: number; lastStatus?: number; lastError?: string }[], reason: ParkReason, evicted = false): void {
+  /**
+   * Writes events to the backlog. `older`: they are older than events parked after them (evicted or
+   * copied from the lane), so the drainer waits until they are durable. `committed` runs once one is
+   * (by default: the watermark may pass it).
+   */
+  private park(entries: ToPark[], reason: ParkReason, options: { older?: boolean; committed?: (event: PendingEvent) => void } = {}): void {
     const { writer, observer, key } = this.options;
+    const committed = options.committed ?? ((event: PendingEvent) => this.options.settleLive(event));
     for (const entry of entries) {
       this.parksPending += 1;
-      if (evicted) this.evictionsPending += 1;
+      if (options.older) this.olderParksPending += 1;
       this.parkSeq += 1;
-      const { event } = entry;
-      writer.park(
-        {
-          event,
-          attempts: entry.attempts,
-          ...(entry.firstAttemptAt !== undefined ? { firstAttemptAt: entry.firstAttemptAt } : {}),
-          ...(entry.lastStatus !== undefined ? { lastStatus: entry.lastStatus } : {}),
-          ...(entry.lastError !== undefined ? { lastError: entry.lastError } : {}),
-          reason,
-        },
-        () => {
-          this.parksPending -= 1;
-          if (evicted) this.evictionsPending -= 1;
-          // Parks commit in stream order, so this never happens; if it did, the cursor would skip the row.
-          if (this.cursor && comparePositions(positionOf(event), this.cursor) < 0) this.rescan = true;
-          this.options.settleLive(event);
-          this.kick();
-        },
-      );
+      writer.park({ ...entry, reason: entry.reason ?? reason }, () => {
+        this.parksPending -= 1;
+        if (options.older) this.olderParksPending -= 1;
+        // Parks commit in stream order, so this never happens; if it did, the cursor would skip the row.
+        if (this.cursor && comparePositions(positionOf(entry.event), this.cursor) < 0) this.rescan = true;
+        committed(entry.event);
+        this.kick();
+      });
     }
     observer.parked(key, reason, entries.length);
+  }
+
+  /** What an event leaving the lane takes with it: its attempts, and the failure that made it leave. */
+  private progressOf(entry: LaneEntry<PendingEvent>): ToPark {
+    const failure = this.lastFailure.get(entry.event.id);
+    return {
+      event: entry.event,
+      attempts: entry.attempts,
+      ...(entry.firstAttemptAt !== undefined ? { firstAttemptAt: entry.firstAttemptAt } : {}),
+      ...(failure?.status !== undefined ? { lastStatus: failure.status } : {}),
+      ...(failure?.reason !== undefined ? { lastError: failure.reason } : {}),
+    };
   }
 
   private onSettled(event: PendingEvent, delivered: boolean): void {
@@ -357,7 +343,7 @@ export class TriggerFlow {
 
   private onEvicted(entries: LaneEntry<PendingEvent>[]): void {
     const { shares, key } = this.options;
-    const toPark: Parameters<TriggerFlow['park']>[0] = [];
+    const toPark: ToPark[] = [];
     for (const entry of entries) {
       shares.release(key, entry.event.bytes);
       const id = entry.event.backlogId;
@@ -368,7 +354,7 @@ export class TriggerFlow {
         continue;
       }
       this.live -= 1;
-      const failure = this.lastFailure.get(entry.event.id);
+      const progress = this.progressOf(entry);
       this.lastFailure.delete(entry.event.id);
       // Already copied to the backlog: the copy is its row from now on.
       const copy = this.copies.get(entry.event.id);
@@ -380,15 +366,9 @@ export class TriggerFlow {
         this.copies.set(entry.event.id, 'evicted');
         continue;
       }
-      toPark.push({
-        event: entry.event,
-        attempts: entry.attempts,
-        ...(entry.firstAttemptAt !== undefined ? { firstAttemptAt: entry.firstAttemptAt } : {}),
-        ...(failure?.status !== undefined ? { lastStatus: failure.status } : {}),
-        ...(failure?.reason !== undefined ? { lastError: failure.reason } : {}),
-      });
+      toPark.push(progress);
     }
-    if (toPark.length > 0) this.park(toPark, this.suspendedValue ? 'suspended' : 'retrying', true);
+    if (toPark.length > 0) this.park(toPark, this.suspendedValue ? 'suspended' : 'retrying', { older: true });
     this.kick();
   }
 
@@ -412,7 +392,7 @@ export class TriggerFlow {
   }
 
   private mayDrain(): boolean {
-    return !this.closed && this.modeValue === 'parking' && !this.suspendedValue && this.live === 0 && this.evictionsPending === 0 && this.copyRemovals === 0;
+    return !this.closed && this.modeValue === 'parking' && !this.suspendedValue && this.live === 0 && this.olderParksPending === 0 && this.copyRemovals === 0;
   }
 
   /** Loads the backlog into the lane as the trigger's share allows, and returns the trigger to the fast path once it is empty. */
@@ -514,7 +494,7 @@ function positionOf(event: PendingEvent): BacklogPosition {
 }
 
 /** Orders stream positions: commit, then place in the WAL, then ordinal within one record. */
-export function comparePositions(a: BacklogPosition, b: BacklogPosition): number {
+function comparePositions(a: BacklogPosition, b: BacklogPosition): number {
   if (a.commitLsn !== b.commitLsn) return a.commitLsn < b.commitLsn ? -1 : 1;
   if (a.changeLsn !== b.changeLsn) return a.changeLsn < b.changeLsn ? -1 : 1;
   return a.ordinal - b.ordinal;

@@ -97,10 +97,6 @@ export class WindowShares {
     this.change(share, -1, -bytes);
   }
 
-  held(trigger: string): number {
-    return this.shares.get(trigger)?.held ?? 0;
-  }
-
   get events(): number {
     return this.heldEvents;
   }
