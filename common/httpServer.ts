@@ -10,8 +10,11 @@ export interface HealthChecks {
   ready(): { ok: boolean; reason?: string };
 }
 
-/** The /metrics, /healthz and /readyz endpoints both programs serve. */
-export function createOpsApp(registry: Registry, health: HealthChecks): Express {
+/**
+ * The /metrics, /healthz and /readyz endpoints both programs serve; `documents` adds JSON endpoints
+ * (the dispatcher's /state), each answering what its function returns at the time of the request.
+ */
+export function createOpsApp(registry: Registry, health: HealthChecks, documents: Record<string, () => unknown> = {}): Express {
   const app = express();
   app.disable('x-powered-by');
   app.get('/metrics', async (_req, res) => {
@@ -25,6 +28,12 @@ export function createOpsApp(registry: Registry, health: HealthChecks): Express 
     const state = health.ready();
     res.status(state.ok ? 200 : 503).send(state.ok ? 'ok' : `not ready: ${state.reason ?? 'unknown'}`);
   });
+  for (const [path, document] of Object.entries(documents)) {
+    app.get(path, (_req, res) => {
+      res.set('Cache-Control', 'no-store');
+      res.json(document());
+    });
+  }
   return app;
 }
 

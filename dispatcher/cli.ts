@@ -1,9 +1,7 @@
-import { InvalidResourceError, ManifestError } from '../api/v1alpha1/index.js';
+import { EventideError } from '../common/errors.js';
 import { createLogger } from '../common/logger.js';
-import { Dispatcher } from './dispatcher.js';
-import { DISPATCH_USAGE, SettingsError, parseDispatchSettings } from './settings.js';
-import { SourceProblemError } from './source/sourceSetup.js';
-import { UnresolvedTargetError } from './targets.js';
+import { Dispatcher, StartAbortedError } from './dispatcher.js';
+import { DISPATCH_USAGE, parseDispatchSettings } from './settings.js';
 import { runDeadLettersCommand, DEADLETTERS_USAGE } from './deadletters/command.js';
 import { EVENTS_USAGE, runEventsCommand, runInvokeCommand } from './backlog/command.js';
 
@@ -19,31 +17,38 @@ ${DISPATCH_USAGE}
 ${DEADLETTERS_USAGE}
 ${EVENTS_USAGE}`;
 
-/** Errors whose message is the whole story for the user: printed without a stack. */
-function isUserError(error: unknown): error is Error {
-  return (
-    error instanceof SettingsError ||
-    error instanceof InvalidResourceError ||
-    error instanceof ManifestError ||
-    error instanceof SourceProblemError ||
-    error instanceof UnresolvedTargetError ||
-    (error instanceof Error && /^EventTrigger |invalid YAML|ENOENT/.test(error.message))
-  );
+/** Errors whose message is the whole story for the user (`common/errors.ts`): printed without a stack. */
+function isUserError(error: unknown): error is EventideError {
+  return error instanceof EventideError;
 }
 
+/**
+ * Runs the dispatcher until SIGTERM or SIGINT. When the manifests come to name another slot or
+ * publication, the running dispatcher drains and a new one starts on them, in the same process.
+ */
 async function dispatch(argv: string[]): Promise<number> {
   const settings = parseDispatchSettings(argv);
   const logger = createLogger('eventide-dispatcher');
-  const dispatcher = await Dispatcher.start(settings, logger);
-  await new Promise<void>((resolve) => {
-    const shutdown = (signal: string) => {
-      logger.info({ signal, drainTimeoutMs: settings.drainTimeoutMs }, 'shutting down: draining deliveries in flight');
-      resolve();
-    };
-    process.once('SIGTERM', () => shutdown('SIGTERM'));
-    process.once('SIGINT', () => shutdown('SIGINT'));
-  });
-  await dispatcher.stop();
+  const shutdown = new AbortController();
+  const onSignal = (signal: string) => {
+    logger.info({ signal, drainTimeoutMs: settings.drainTimeoutMs }, 'shutting down: draining deliveries in flight');
+    shutdown.abort();
+  };
+  process.once('SIGTERM', () => onSignal('SIGTERM'));
+  process.once('SIGINT', () => onSignal('SIGINT'));
+  const stopped = new Promise<'stop'>((resolve) => shutdown.signal.addEventListener('abort', () => resolve('stop'), { once: true }));
+  while (!shutdown.signal.aborted) {
+    let dispatcher: Dispatcher;
+    try {
+      dispatcher = await Dispatcher.start(settings, logger, process.env, shutdown.signal);
+    } catch (error) {
+      if (error instanceof StartAbortedError) return 0;
+      throw error;
+    }
+    const next = await Promise.race([stopped, dispatcher.restartNeeded]);
+    await dispatcher.stop();
+    if (next !== 'stop') logger.info({ slot: next.slot, publication: next.publication }, 'restarting on the new slot and publication');
+  }
   return 0;
 }
 

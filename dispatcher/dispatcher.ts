@@ -1,9 +1,12 @@
 import type { Server } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { loadManifests, parseDuration } from '../api/v1alpha1/index.js';
+import { loadManifests, parseDuration, type ManifestSet } from '../api/v1alpha1/index.js';
+import type { DispatcherStateReport, TriggerServingState, TriggerStateReport } from '../common/dispatcherState.js';
 import { createOpsApp, listen } from '../common/httpServer.js';
-import type { Logger } from '../common/logger.js';
-import { redactUrl } from '../common/logger.js';
+import { redactUrl, type Logger } from '../common/logger.js';
+import { recheckDelayMs, problemsHealByThemselves } from './admission/recheck.js';
+import type { TriggerProblem } from './admission/triggerProblem.js';
 import { BacklogNotifications } from './backlog/backlogNotifications.js';
 import { BacklogWriter } from './backlog/backlogWriter.js';
 import { BACKLOG_CONNECTION_OPTIONS, BacklogStore } from './backlog/store.js';
@@ -17,17 +20,19 @@ import { HttpSender } from './delivery/httpSender.js';
 import { parseLsn, type Lsn } from './lsn.js';
 import { createDispatcherMetrics, type DispatcherMetrics } from './metrics.js';
 import { ChangeIntake } from './pipeline/changeIntake.js';
+import { FunctionGates } from './pipeline/concurrencyGate.js';
 import { attemptDelivery, type TriggerDelivery } from './pipeline/deliveryAttempt.js';
 import { TriggerFlow, type FlowObserver, type LaneSettings } from './pipeline/triggerFlow.js';
 import { WindowShares } from './pipeline/windowShares.js';
-import { routedTables, type Route } from './routing/triggerMatcher.js';
-import { resolveConfig, sourceNames, type ServedConfig } from './servedConfig.js';
+import { columnsRead, routedTables } from './routing/triggerMatcher.js';
+import { functionKeyOf, resolveConfig, withProblems, type ServedConfig, type SourceNames } from './servedConfig.js';
 import type { DispatchSettings } from './settings.js';
 import { ReplicationStream, describeError } from './source/replicationStream.js';
 import { SourceProblemError, checkRoutesAgainstTables, ensurePublication, ensureSlot, inspectTables } from './source/sourceSetup.js';
+import { isUnreachable, unreachableMessage } from './source/unreachable.js';
 
 /** Where a dispatcher is in its life; one value, so no combination of flags can contradict another. */
-export type DispatcherState = 'streaming' | 'stopping' | 'stopped';
+export type DispatcherState = 'connecting' | 'streaming' | 'stopping' | 'stopped';
 
 /** Everything a running dispatcher opened; made in start(), closed in stop(), each with an error listener. */
 interface Resources {
@@ -40,53 +45,197 @@ interface Resources {
   backlog: BacklogStore;
   writer: BacklogWriter;
   sender: HttpSender;
-  notifications: BacklogNotifications;
   /** Aborted at stop(), after the drain: dead-letter sink notifications still running give up. */
   sinkNotifications: AbortController;
 }
 
+/** What only exists once the database has been reached: the stream and what reads it. */
+interface Streaming {
+  intake: ChangeIntake<PgoutputMessage>;
+  stream: ReplicationStream<PgoutputMessage>;
+  done: Promise<void>;
+  notifications: BacklogNotifications;
+}
+
+/** start() was given up on (SIGTERM while the database could not be reached): not an error. */
+export class StartAbortedError extends Error {
+  readonly code = 'EVENTIDE_START_ABORTED';
+  override readonly name = 'StartAbortedError';
+}
+
 const FAILURE_SUMMARY_INTERVAL_MS = 10_000;
 const BACKLOG_GAUGE_INTERVAL_MS = 5_000;
+const TICK_MS = 1_000;
+const CONNECT_RETRY_MAX_MS = 30_000;
 
 /**
  * One dispatcher: owns the source's slot and publication, reads the stream, and delivers every
  * matching change, each trigger on its own path (lane, and backlog when it cannot deliver now).
- * Start with Dispatcher.start(); stop() drains and confirms what finished.
+ * A trigger it cannot serve (missing table or column, invalid filter, ...) is set aside with its
+ * reason and looked at again on a backoff; the others are served. Start with Dispatcher.start();
+ * stop() drains and confirms what finished.
  */
 export class Dispatcher {
   readonly metrics: DispatcherMetrics;
-  private stateValue: DispatcherState = 'streaming';
+  /** Resolves when the manifests name another slot or publication: stop this dispatcher and start a new one (the new slot already exists). */
+  readonly restartNeeded: Promise<SourceNames>;
+  private requestRestart!: (names: SourceNames) => void;
+  private restarting = false;
+  private stateValue: DispatcherState = 'connecting';
+  /** The triggers as the manifests resolve (before the database is consulted). */
+  private desired: ServedConfig;
+  /** What is served: `desired` less the triggers the database showed cannot be served. */
+  private config: ServedConfig;
   private readonly flows = new Map<string, TriggerFlow>();
+  /** Flows of triggers no longer served, kept until no event from the stream is left in them. */
+  private readonly retiring = new Set<string>();
   private readonly shares: WindowShares;
+  private readonly gates = new FunctionGates();
   private readonly failures: FailureSummary;
-  private readonly intake: ChangeIntake<PgoutputMessage>;
-  private readonly stream: ReplicationStream<PgoutputMessage>;
-  private streamDone: Promise<void> = Promise.resolve();
+  private streaming: Streaming | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private server: Server | undefined;
   private connected = false;
   private reloading: Promise<void> = Promise.resolve();
+  private readonly connectAbort = new AbortController();
+  /** The last reason the database could not be reached, while connecting. */
+  private sourceProblem: string | undefined;
   /** Whether the last look at the backlog table found anything (until then: assume so). */
   private backlogSeen = true;
+  private backlogCounts = new Map<string, number>();
+  private readonly triggerStates = new Map<string, { state: TriggerServingState; reason?: string; since: string }>();
+  private readonly lastDelivery = new Map<string, number>();
+  private readonly lastError = new Map<string, { message: string; time: number }>();
+  /** When set-aside triggers are looked at again (and, with none, when tables are checked for drift). */
+  private recheck = { at: 0, attempt: 0, setAside: '' };
   /** Highest server WAL end seen: from keepalives, and asked for directly (a paused reader reads no keepalives). */
   private serverWalEnd: Lsn = 0n;
+  private lagBytes = 0;
   private walEndPolledAt = 0;
+  private lastGaugeUpdate = 0;
 
   private constructor(
     private readonly settings: DispatchSettings,
     private readonly logger: Logger,
     private readonly env: NodeJS.ProcessEnv,
     private readonly resources: Resources,
-    private config: ServedConfig,
-    readonly sourceNames: { slot: string; publication: string },
-    startLsn: Lsn,
+    config: ServedConfig,
   ) {
     this.metrics = createDispatcherMetrics();
+    this.desired = config;
+    this.config = config;
     this.shares = new WindowShares(settings.maxInflightEvents, settings.maxInflightBytes);
     this.failures = new FailureSummary({ intervalMs: FAILURE_SUMMARY_INTERVAL_MS, emit: (line) => this.logFailureSummary(line) });
+    this.restartNeeded = new Promise((resolve) => (this.requestRestart = resolve));
+    this.updateTriggerStates();
+  }
+
+  /** The slot and publication this dispatcher reads. */
+  get sourceNames(): SourceNames {
+    return this.config.names;
+  }
+
+  /**
+   * Loads the manifests, serves the ops endpoints (so /state answers while the database is out of
+   * reach), reaches the database (retried while it refuses connections), sets up slot, publication,
+   * dead-letter and backlog tables, and starts streaming. Fatal only for what stops every trigger.
+   */
+  static async start(settings: DispatchSettings, logger: Logger, env: NodeJS.ProcessEnv = process.env, signal?: AbortSignal): Promise<Dispatcher> {
+    const manifests = loadManifests(settings.manifestPaths, { lenient: true });
+    if (triggerCount(manifests) === 0) throw new SourceProblemError([`no EventTrigger found in ${settings.manifestPaths.join(', ')}`]);
+    const config = resolveConfig(manifests, settings, env);
+    const resources = openResources(settings, logger);
+    const dispatcher = new Dispatcher(settings, logger, env, resources, config);
+    const abort = () => dispatcher.connectAbort.abort();
+    signal?.addEventListener('abort', abort, { once: true });
+    try {
+      await dispatcher.serveOps();
+      await dispatcher.connect();
+      return dispatcher;
+    } catch (error) {
+      await dispatcher.close();
+      throw error;
+    } finally {
+      signal?.removeEventListener('abort', abort);
+    }
+  }
+
+  private async serveOps(): Promise<void> {
+    const app = createOpsApp(
+      this.metrics.registry,
+      {
+        live: () => true,
+        ready: () => (this.connected ? { ok: true } : { ok: false, reason: this.sourceProblem ?? 'replication stream not connected' }),
+      },
+      { '/state': () => this.state() },
+    );
+    this.server = await listen(app, this.settings.port, this.settings.host);
+  }
+
+  /** Sets up the source and starts streaming; while the database refuses connections, retries with backoff. */
+  private async connect(): Promise<void> {
+    let delayMs = 1000;
+    for (;;) {
+      try {
+        await this.setUpAndStream();
+        return;
+      } catch (error) {
+        if (!isUnreachable(error)) throw error;
+        this.sourceProblem = unreachableMessage(this.settings.databaseUrl, error);
+        this.updateTriggerStates();
+        this.logger.warn({ retryInMs: delayMs }, `${this.sourceProblem}; retrying`);
+        try {
+          await sleep(delayMs, undefined, { signal: this.connectAbort.signal });
+        } catch {
+          throw new StartAbortedError('stopped while waiting for the database');
+        }
+        delayMs = Math.min(delayMs * 2, CONNECT_RETRY_MAX_MS);
+      }
+    }
+  }
+
+  private async setUpAndStream(): Promise<void> {
+    const { pool, deadLetters, backlog } = this.resources;
+    const names = this.desired.names;
+    let startLsn: Lsn;
+    let config: ServedConfig;
+    const client = await pool.connect().catch((error: Error) => {
+      if (isUnreachable(error)) throw error;
+      // Refused rather than unreachable (a wrong password, no such database): no retry fixes that.
+      throw new SourceProblemError([`cannot connect to the database at ${redactUrl(this.settings.databaseUrl)}: ${error.message}`]);
+    });
+    try {
+      config = await this.checkAgainstDatabase(client, this.desired);
+      if (config.routes.length === 0 && !this.settings.watchConfig) {
+        // Nothing could ever be served without new manifests: say why, every trigger at once.
+        throw new SourceProblemError([...config.setAside.values()].map((s) => s.problem.message));
+      }
+      await ensurePublication(client, names.publication, routedTables(config.routes));
+      const confirmed = await ensureSlot(client, names.slot);
+      startLsn = confirmed ? parseLsn(confirmed) : 0n;
+    } finally {
+      client.release();
+    }
+    await deadLetters.ensureSchema();
+    await backlog.ensureSchema();
+    const waiting = new Map((await backlog.summary()).map((s) => [s.trigger, s.events]));
+    this.beginStreaming(config, startLsn, waiting);
+  }
+
+  /** The desired config less the triggers whose tables do not fit them; logs what does not. */
+  private async checkAgainstDatabase(client: pg.ClientBase, desired: ServedConfig): Promise<ServedConfig> {
+    const facts = await inspectTables(client, routedTables(desired.routes), desired.names.publication);
+    const { problems, warnings } = checkRoutesAgainstTables(desired.routes, facts);
+    for (const warning of warnings) this.logger.warn(warning);
+    return withProblems(desired, problems);
+  }
+
+  private beginStreaming(config: ServedConfig, startLsn: Lsn, waiting: ReadonlyMap<string, number>): void {
+    const { settings, logger, resources } = this;
+    const names = config.names;
     const catalog = new TypeCatalog((sql, params) => resources.pool.query(sql, params));
     const decoder = new RowDecoder(catalog, (sql, params) => resources.pool.query(sql, params));
-    this.intake = new ChangeIntake<PgoutputMessage>({
+    const intake = new ChangeIntake<PgoutputMessage>({
       decoder,
       routes: () => this.config.routes,
       eventId,
@@ -95,13 +244,13 @@ export class Dispatcher {
       dispatch: (event) => this.flows.get(event.triggerKey)!.accept(event),
       onChange: (change) => this.metrics.eventsReceived.inc({ table: `${change.schema}.${change.table}`, op: change.op }),
       onMatch: (event) => this.metrics.eventsMatched.inc({ trigger: event.triggerKey }),
+      onRelation: (message) => this.checkRelation(message),
     });
-    const intake = this.intake;
-    this.stream = new ReplicationStream<PgoutputMessage>(
+    const stream = new ReplicationStream<PgoutputMessage>(
       {
         connectionString: settings.databaseUrl,
-        slotName: sourceNames.slot,
-        createPlugin: () => createTextPgoutputPlugin([sourceNames.publication]),
+        slotName: names.slot,
+        createPlugin: () => createTextPgoutputPlugin([names.publication]),
         logger,
         onConnectionChange: (connected) => {
           this.connected = connected;
@@ -110,7 +259,8 @@ export class Dispatcher {
         onStatus: ({ confirmed, walEnd }) => {
           if (walEnd > this.serverWalEnd) this.serverWalEnd = walEnd;
           this.metrics.confirmedLsn.set(Number(confirmed));
-          this.metrics.replicationLagBytes.set(Number(this.serverWalEnd > confirmed ? this.serverWalEnd - confirmed : 0n));
+          this.lagBytes = Number(this.serverWalEnd > confirmed ? this.serverWalEnd - confirmed : 0n);
+          this.metrics.replicationLagBytes.set(this.lagBytes);
           this.pollServerWalEnd();
         },
       },
@@ -124,107 +274,30 @@ export class Dispatcher {
         },
       },
     );
-  }
-
-  /** Checks the configuration and the database, sets up the slot, publication, dead-letter and backlog tables, and starts streaming. */
-  static async start(settings: DispatchSettings, logger: Logger, env: NodeJS.ProcessEnv = process.env): Promise<Dispatcher> {
-    const manifests = loadManifests(settings.manifestPaths);
-    if (manifests.triggers.length === 0) throw new SourceProblemError([`no EventTrigger found in ${settings.manifestPaths.join(', ')}`]);
-    const config = resolveConfig(manifests, settings, env);
-    const names = sourceNames(manifests.triggers, settings);
-    const opened: { close(): Promise<unknown> }[] = [];
-    try {
-      const pool = new pg.Pool({ connectionString: settings.databaseUrl, max: 4, application_name: 'eventide-dispatcher', connectionTimeoutMillis: 10_000 });
-      pool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle database connection failed'));
-      opened.push({ close: () => pool.end() });
-      let deadLetterPool = pool;
-      if (settings.deadLetterDatabaseUrl) {
-        const dlq = new pg.Pool({ connectionString: settings.deadLetterDatabaseUrl, max: 4, application_name: 'eventide-dispatcher', connectionTimeoutMillis: 10_000 });
-        dlq.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle dead-letter database connection failed'));
-        opened.push({ close: () => dlq.end() });
-        deadLetterPool = dlq;
-      }
-      const backlogPool = new pg.Pool({
-        connectionString: settings.databaseUrl,
-        max: 2,
-        application_name: 'eventide-dispatcher-backlog',
-        connectionTimeoutMillis: 10_000,
-        options: BACKLOG_CONNECTION_OPTIONS,
-      });
-      backlogPool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle backlog connection failed'));
-      opened.push({ close: () => backlogPool.end() });
-      const sender = new HttpSender();
-      opened.push({ close: () => sender.close() });
-      const startLsn = await Dispatcher.setUpSource(pool, settings, names, config.routes, logger);
-      const deadLetters = new DeadLetterStore(deadLetterPool);
-      await deadLetters.ensureSchema();
-      const backlog = new BacklogStore(backlogPool);
-      await backlog.ensureSchema();
-      const waiting = new Map((await backlog.summary()).map((s) => [s.trigger, s.events]));
-      const writer = new BacklogWriter(backlog, logger);
-      let dispatcher: Dispatcher | undefined;
-      const notifications = new BacklogNotifications(
-        settings.databaseUrl,
-        logger,
-        (trigger) => dispatcher?.backlogAdded(trigger),
-        async () => {
-          for (const s of await backlog.summary()) if (s.events > 0) dispatcher?.backlogAdded(s.trigger);
-        },
-      );
-      const resources: Resources = { pool, backlogPool, deadLetterPool, deadLetters, backlog, writer, sender, notifications, sinkNotifications: new AbortController() };
-      dispatcher = new Dispatcher(settings, logger, env, resources, config, names, startLsn);
-      await dispatcher.run(waiting);
-      return dispatcher;
-    } catch (error) {
-      for (const resource of opened.reverse()) await resource.close().catch(() => undefined);
-      const code = (error as { code?: string }).code;
-      if (code === 'ECONNREFUSED' || (error as Error).message?.includes('ECONNREFUSED')) {
-        throw new SourceProblemError([`cannot connect to the database at ${redactUrl(settings.databaseUrl)}: connection refused`]);
-      }
-      throw error;
-    }
-  }
-
-  /** Checks the tables, makes the publication and slot; returns the slot's confirmed LSN (0 for a new slot). */
-  private static async setUpSource(pool: pg.Pool, settings: DispatchSettings, names: { slot: string; publication: string }, routes: Route[], logger: Logger): Promise<Lsn> {
-    const client = await pool.connect().catch((error: Error) => {
-      throw new SourceProblemError([`cannot connect to the database at ${redactUrl(settings.databaseUrl)}: ${error.message}`]);
-    });
-    try {
-      await checkTables(client, routes, logger);
-      await ensurePublication(client, names.publication, routedTables(routes));
-      const confirmed = await ensureSlot(client, names.slot);
-      return confirmed ? parseLsn(confirmed) : 0n;
-    } finally {
-      client.release();
-    }
-  }
-
-  private async run(waiting: ReadonlyMap<string, number>): Promise<void> {
-    this.applyConfig(this.config, waiting);
-    this.streamDone = this.stream.run();
-    this.resources.notifications.start();
-    this.timers.push(
-      setInterval(() => {
-        this.metrics.inflightEvents.set(this.shares.events);
-        this.metrics.inflightBytes.set(this.shares.bytes);
-      }, 1000),
-      setInterval(() => this.failures.flush(), 1000),
-      setInterval(() => void this.updateBacklogGauges(), BACKLOG_GAUGE_INTERVAL_MS),
+    const notifications = new BacklogNotifications(
+      settings.databaseUrl,
+      logger,
+      (trigger) => this.flows.get(trigger)?.backlogAdded(),
+      async () => {
+        for (const s of await resources.backlog.summary()) if (s.events > 0) this.flows.get(s.trigger)?.backlogAdded();
+      },
     );
-    if (this.settings.watchConfig) this.timers.push(setInterval(() => this.scheduleReload(), 2000));
-    const app = createOpsApp(this.metrics.registry, {
-      live: () => true,
-      ready: () => (this.connected ? { ok: true } : { ok: false, reason: 'replication stream not connected' }),
-    });
-    this.server = await listen(app, this.settings.port, this.settings.host);
-    this.logger.info(
+    this.streaming = { intake, stream, notifications, done: Promise.resolve() };
+    this.sourceProblem = undefined;
+    this.stateValue = 'streaming';
+    this.applyConfig(config, waiting);
+    this.streaming.done = stream.run();
+    notifications.start();
+    this.timers.push(setInterval(() => this.tick(), TICK_MS));
+    this.scheduleRecheck();
+    logger.info(
       {
-        slot: this.sourceNames.slot,
-        publication: this.sourceNames.publication,
-        triggers: [...this.config.deliveries.keys()],
+        slot: names.slot,
+        publication: names.publication,
+        triggers: [...config.deliveries.keys()],
+        setAside: Object.fromEntries([...config.setAside].map(([key, s]) => [key, s.problem.reason])),
         backlog: Object.fromEntries(waiting),
-        startLsn: this.intake.confirmable().toString(16),
+        startLsn: intake.confirmable().toString(16),
         port: this.port,
       },
       'dispatcher started',
@@ -235,6 +308,19 @@ export class Dispatcher {
   get port(): number {
     const address = this.server?.address();
     return typeof address === 'object' && address ? address.port : this.settings.port;
+  }
+
+  /** Once a second: gauges, the failure summary, retiring flows, and (when due) a look at the manifests and tables. */
+  private tick(): void {
+    this.metrics.inflightEvents.set(this.shares.events);
+    this.metrics.inflightBytes.set(this.shares.bytes);
+    this.failures.flush();
+    if (Date.now() - this.lastGaugeUpdate >= BACKLOG_GAUGE_INTERVAL_MS) {
+      this.lastGaugeUpdate = Date.now();
+      void this.updateBacklogGauges();
+    }
+    this.finishRetiring();
+    if (this.settings.watchConfig || Date.now() >= this.recheck.at) this.scheduleReload();
   }
 
   /** Asks the server where its WAL ends, every few seconds, so the lag metric shows a backlog the stream is not reading. */
@@ -253,11 +339,36 @@ export class Dispatcher {
       .catch((error: unknown) => this.logger.debug({ err: describeError(error) }, 'could not read the server WAL position'));
   }
 
-  private backlogAdded(trigger: string): void {
-    this.flows.get(trigger)?.backlogAdded();
+  /**
+   * A table's description arrived (first change after connecting, or after an ALTER): a trigger whose
+   * columns it no longer has is set aside before any row of the new shape is routed, instead of failing
+   * its filter on every row or never matching its columns again.
+   */
+  private checkRelation(message: PgoutputMessage): void {
+    if (message.tag !== 'relation') return;
+    const have = new Set(message.columns.map((c) => c.name));
+    const problems = new Map<string, TriggerProblem>();
+    for (const route of this.config.routes) {
+      const { table } = route.trigger.spec;
+      if (table.schema !== message.schema || table.name !== message.name) continue;
+      const missing = columnsRead(route).filter((c) => !have.has(c));
+      if (missing.length === 0) continue;
+      problems.set(route.key, {
+        reason: 'ColumnNotFound',
+        message: `EventTrigger ${route.key}: ${table.schema}.${table.name} no longer has column ${missing.map((c) => `"${c}"`).join(', ')} (dropped or renamed), which spec.columns or spec.filter reads`,
+      });
+    }
+    if (problems.size === 0) return;
+    for (const [trigger, problem] of problems) this.logger.error({ trigger, reason: problem.reason }, `trigger set aside: ${problem.message}`);
+    this.applyConfig(withProblems(this.config, problems), new Map());
+    this.recheck = { at: Date.now() + 1000, attempt: 0, setAside: '' };
   }
 
-  private applyConfig(config: ServedConfig, waiting: ReadonlyMap<string, number> = new Map()): void {
+  /**
+   * Makes the flows match a config: new triggers get a flow, changed ones are reconfigured, and a
+   * trigger no longer served has its events in memory parked in its backlog, then its flow is freed.
+   */
+  private applyConfig(config: ServedConfig, waiting: ReadonlyMap<string, number>): void {
     this.config = config;
     const needs = new Map<string, number>();
     for (const [key, delivery] of config.deliveries) {
@@ -267,6 +378,7 @@ export class Dispatcher {
       needs.set(key, 2 * spec.concurrency * spec.batch.maxSize);
       const existing = this.flows.get(key);
       if (existing) {
+        this.retiring.delete(key);
         existing.reconfigure(lane, spec.suspend);
         continue;
       }
@@ -274,11 +386,32 @@ export class Dispatcher {
       this.flows.set(key, flow);
       flow.start(waiting.get(key) ?? 0);
     }
+    for (const [key, flow] of this.flows) {
+      if (config.deliveries.has(key) || this.retiring.has(key)) continue;
+      this.retiring.add(key);
+      // Suspending parks what is in memory; the flow goes once nothing of the stream is left in it.
+      flow.reconfigure(flow.laneSettings, true);
+    }
     this.shares.configure(needs);
+    this.gates.configure(config.functionLimits);
+    this.updateTriggerStates();
+  }
+
+  private finishRetiring(): void {
+    for (const key of this.retiring) {
+      const flow = this.flows.get(key);
+      if (flow?.holdsLiveEvents) continue;
+      this.retiring.delete(key);
+      this.flows.delete(key);
+      if (flow) void flow.stop(this.settings.drainTimeoutMs);
+      for (const gauge of [this.metrics.triggerParking, this.metrics.triggerSuspended, this.metrics.backlogEvents, this.metrics.backlogOldestAge]) gauge.remove({ trigger: key });
+      this.logger.info({ trigger: key }, 'trigger no longer served; its events in memory are in its backlog');
+    }
   }
 
   private createFlow(key: string, delivery: TriggerDelivery, lane: LaneSettings, suspended: boolean): TriggerFlow {
     const { sender, deadLetters, backlog, writer, sinkNotifications } = this.resources;
+    const current = () => this.config.deliveries.get(key) ?? delivery;
     return new TriggerFlow({
       key,
       lane,
@@ -289,9 +422,10 @@ export class Dispatcher {
       observer: this.flowObserver,
       suspended,
       retryInMemoryMs: this.settings.retryInMemoryMs,
+      gate: () => this.gates.gateFor(functionKeyOf(current().trigger)),
       // The current delivery settings are looked up per attempt, so a reload changes URLs and retries at once.
       attempt: (entries, signal) =>
-        attemptDelivery(this.config.deliveries.get(key) ?? delivery, entries, signal, {
+        attemptDelivery(current(), entries, signal, {
           sender,
           deadLetters,
           metrics: this.metrics,
@@ -299,16 +433,19 @@ export class Dispatcher {
           failures: this.failures,
           notifySignal: sinkNotifications.signal,
         }),
-      settleLive: (event) => this.intake.settle(event),
-      streamProgress: () => this.intake.progress(),
+      settleLive: (event) => this.streaming!.intake.settle(event),
+      streamProgress: () => this.streaming!.intake.progress(),
     });
   }
 
   private readonly flowObserver: FlowObserver = {
     parked: (trigger, reason, count) => this.metrics.eventsParked.inc({ trigger, reason }, count),
     drained: (trigger) => this.metrics.eventsDrained.inc({ trigger }),
+    delivered: (trigger) => this.lastDelivery.set(trigger, Date.now()),
     attemptFailed: (trigger, outcome, next) => {
-      this.failures.failed({ trigger, reason: outcome.reason ?? 'unknown error', ...(outcome.status !== undefined ? { status: outcome.status } : {}), outcome: next });
+      const reason = outcome.reason ?? 'unknown error';
+      this.lastError.set(trigger, { message: outcome.status !== undefined ? `HTTP ${outcome.status}: ${reason}` : reason, time: Date.now() });
+      this.failures.failed({ trigger, reason, ...(outcome.status !== undefined ? { status: outcome.status } : {}), outcome: next });
     },
   };
 
@@ -326,6 +463,7 @@ export class Dispatcher {
     try {
       const summaries = new Map((await this.resources.backlog.summary()).map((s) => [s.trigger, s]));
       this.backlogSeen = summaries.size > 0;
+      this.backlogCounts = new Map([...summaries].map(([key, s]) => [key, s.events]));
       for (const key of this.flows.keys()) {
         const s = summaries.get(key);
         this.metrics.backlogEvents.set({ trigger: key }, s?.events ?? 0);
@@ -345,35 +483,152 @@ export class Dispatcher {
 
   /** Reloads run one at a time, in order: a slow check of one must not let an older one apply after it. */
   private scheduleReload(): void {
-    this.reloading = this.reloading.then(() => this.reloadIfChanged());
+    this.reloading = this.reloading.then(() => this.reconcile());
   }
 
-  /** Re-reads the manifests; a broken new config is logged and the current one kept. */
-  private async reloadIfChanged(): Promise<void> {
-    if (this.stateValue !== 'streaming') return;
-    let next: ServedConfig;
-    try {
-      const manifests = loadManifests(this.settings.manifestPaths);
-      next = resolveConfig(manifests, this.settings, this.env);
-      if (next.fingerprint === this.config.fingerprint) return;
-      const names = sourceNames(manifests.triggers, this.settings);
-      if (names.slot !== this.sourceNames.slot || names.publication !== this.sourceNames.publication) {
-        throw new SourceProblemError([`changing the slot or publication needs a restart (serving ${this.sourceNames.slot}/${this.sourceNames.publication})`]);
+  /**
+   * Level-based: re-reads the manifests (with --watch-config) and, when they changed or a look is due,
+   * checks the triggers against the tables and serves what can be served. A database that cannot be
+   * reached, or manifests that cannot be read, leave what is served as it is; a look is due again soon.
+   */
+  private async reconcile(): Promise<void> {
+    if (this.stateValue !== 'streaming' || this.restarting) return;
+    let desired = this.desired;
+    if (this.settings.watchConfig) {
+      try {
+        const next = resolveConfig(loadManifests(this.settings.manifestPaths, { lenient: true }), this.settings, this.env);
+        if (next.fingerprint !== desired.fingerprint) desired = next;
+      } catch (error) {
+        this.logger.error({ err: describeError(error) }, 'manifests could not be read; still serving the previous ones');
+        return;
       }
+    }
+    const changed = desired !== this.desired;
+    if (!changed && Date.now() < this.recheck.at) return;
+    let next: ServedConfig;
+    let waiting = new Map<string, number>();
+    try {
       const client = await this.resources.pool.connect();
       try {
-        await checkTables(client, next.routes, this.logger);
-        await ensurePublication(client, this.sourceNames.publication, routedTables(next.routes));
+        next = await this.checkAgainstDatabase(client, desired);
+        if (this.switchesSource(next)) {
+          await this.prepareSourceSwitch(client, next);
+          return;
+        }
+        await ensurePublication(client, next.names.publication, routedTables(next.routes));
       } finally {
         client.release();
       }
+      // A trigger served again (or anew) may have events waiting from before: it starts behind them.
+      if ([...next.deliveries.keys()].some((key) => !this.flows.has(key))) {
+        waiting = new Map((await this.resources.backlog.summary()).map((s) => [s.trigger, s.events]));
+      }
     } catch (error) {
-      this.logger.error({ err: describeError(error) }, 'new configuration rejected; still serving the previous one');
+      this.logger.error({ err: describeError(error) }, 'could not check the triggers against the database; still serving the previous configuration');
+      this.recheck = { ...this.recheck, at: Date.now() + recheckDelayMs(this.recheck.attempt++) };
       return;
     }
     if (this.stateValue !== 'streaming') return;
-    this.applyConfig(next);
-    this.logger.info({ triggers: [...next.deliveries.keys()] }, 'configuration reloaded');
+    this.desired = desired;
+    const before = new Set(this.config.deliveries.keys());
+    this.applyConfig(next, waiting);
+    this.scheduleRecheck();
+    const added = [...next.deliveries.keys()].filter((k) => !before.has(k));
+    for (const [trigger, s] of next.setAside) if (before.has(trigger)) this.logger.error({ trigger, reason: s.problem.reason }, `trigger set aside: ${s.problem.message}`);
+    if (changed || added.length > 0) {
+      this.logger.info({ triggers: [...next.deliveries.keys()], setAside: Object.fromEntries([...next.setAside].map(([k, s]) => [k, s.problem.reason])) }, 'configuration applied');
+    }
+  }
+
+  private switchesSource(next: ServedConfig): boolean {
+    const { slot, publication } = this.config.names;
+    return next.names.slot !== slot || next.names.publication !== publication;
+  }
+
+  /**
+   * The manifests name another slot or publication. The new ones are made first, so every change
+   * committed from now on is read by the new slot (the old one is read until this dispatcher stops:
+   * events of that moment may arrive twice, never not at all); then the caller restarts on them.
+   */
+  private async prepareSourceSwitch(client: pg.ClientBase, next: ServedConfig): Promise<void> {
+    await ensurePublication(client, next.names.publication, routedTables(next.routes));
+    await ensureSlot(client, next.names.slot);
+    this.restarting = true;
+    const from = this.config.names;
+    this.logger.warn(
+      { from, to: next.names },
+      `the triggers name another slot or publication: restarting on it. Slot "${from.slot}" is no longer read and holds WAL until it is dropped (the operator drops it with dropSlotOnDelete; by hand: SELECT pg_drop_replication_slot('${from.slot}'))`,
+    );
+    this.requestRestart(next.names);
+  }
+
+  /** When to look at set-aside triggers again (backoff while the same ones stay aside), or at the tables for drift. */
+  private scheduleRecheck(): void {
+    const healable = [...this.config.setAside.entries()].filter(([, s]) => problemsHealByThemselves(s.problem.reason));
+    const signature = healable.map(([key]) => key).sort().join(',');
+    const attempt = signature !== '' && signature === this.recheck.setAside ? this.recheck.attempt + 1 : 0;
+    this.recheck = { at: Date.now() + recheckDelayMs(attempt, signature !== ''), attempt, setAside: signature };
+  }
+
+  /** Records when each trigger entered its current state (serving, suspended, set aside, waiting). */
+  private updateTriggerStates(): void {
+    const now = new Date().toISOString();
+    const next = new Map<string, { state: TriggerServingState; reason?: string }>();
+    if (this.stateValue === 'connecting') {
+      for (const key of [...this.desired.deliveries.keys(), ...this.desired.setAside.keys()]) {
+        const aside = this.desired.setAside.get(key);
+        next.set(key, aside ? { state: 'set-aside', reason: aside.problem.reason } : { state: 'waiting', reason: this.sourceProblem ? 'DatabaseUnreachable' : 'Connecting' });
+      }
+    } else {
+      for (const [key, delivery] of this.config.deliveries) next.set(key, { state: delivery.trigger.spec.suspend ? 'suspended' : 'serving' });
+      for (const [key, aside] of this.config.setAside) next.set(key, { state: 'set-aside', reason: aside.problem.reason });
+    }
+    for (const key of this.triggerStates.keys()) if (!next.has(key)) this.triggerStates.delete(key);
+    for (const [key, value] of next) {
+      const before = this.triggerStates.get(key);
+      if (before && before.state === value.state && before.reason === value.reason) continue;
+      this.triggerStates.set(key, { ...value, since: now });
+    }
+  }
+
+  /** What GET /state answers: the source, and each trigger's state with its numbers. */
+  state(): DispatcherStateReport {
+    this.updateTriggerStates();
+    const config = this.stateValue === 'connecting' ? this.desired : this.config;
+    const triggers: Record<string, TriggerStateReport> = {};
+    for (const [key, recorded] of this.triggerStates) {
+      const flow = this.flows.get(key);
+      const aside = config.setAside.get(key);
+      const generation = config.deliveries.get(key)?.trigger.metadata.generation ?? aside?.generation;
+      const lastDelivery = this.lastDelivery.get(key);
+      const lastError = this.lastError.get(key);
+      const waitingMessage = recorded.state === 'waiting' ? (this.sourceProblem ?? 'connecting to the database') : undefined;
+      triggers[key] = {
+        state: recorded.state,
+        ...(generation !== undefined ? { generation } : {}),
+        ...(recorded.reason !== undefined ? { reason: recorded.reason } : {}),
+        ...(aside ? { message: aside.problem.message } : waitingMessage ? { message: waitingMessage } : {}),
+        since: recorded.since,
+        inflight: flow?.inLane ?? 0,
+        backlog: this.backlogCounts.get(key) ?? 0,
+        parking: flow?.mode === 'parking',
+        ...(lastDelivery !== undefined ? { lastDeliveryTime: new Date(lastDelivery).toISOString() } : {}),
+        ...(lastError ? { lastError: { message: lastError.message, time: new Date(lastError.time).toISOString() } } : {}),
+      };
+    }
+    return {
+      source: {
+        slot: config.names.slot,
+        publication: config.names.publication,
+        phase: this.stateValue === 'connecting' ? 'connecting' : this.stateValue === 'streaming' ? 'streaming' : 'stopping',
+        connected: this.connected,
+        ...(this.sourceProblem ? { problem: this.sourceProblem } : {}),
+        lagBytes: this.lagBytes,
+      },
+      configFingerprint: config.fingerprint,
+      triggers,
+      functions: Object.fromEntries([...this.gates.usage()].map(([fn, u]) => [fn, { inflight: u.inFlight, limit: u.limit }])),
+    };
   }
 
   /**
@@ -381,17 +636,29 @@ export class Dispatcher {
    * parked, confirms exactly what finished, and closes everything it opened.
    */
   async stop(): Promise<void> {
-    if (this.stateValue !== 'streaming') return;
+    if (this.stateValue === 'stopping' || this.stateValue === 'stopped') return;
+    this.connectAbort.abort();
+    if (this.stateValue === 'connecting') {
+      // start() is still trying to reach the database: it gives up and closes everything itself.
+      return;
+    }
     this.stateValue = 'stopping';
     for (const timer of this.timers) clearInterval(timer);
-    this.stream.pauseReading();
+    const streaming = this.streaming!;
+    streaming.stream.pauseReading();
     await this.reloading;
-    const { writer, notifications, sinkNotifications, sender, pool, backlogPool, deadLetterPool } = this.resources;
     await Promise.all([...this.flows.values()].map((flow) => flow.stop(this.settings.drainTimeoutMs)));
-    await writer.close(this.settings.drainTimeoutMs);
-    await this.stream.stop();
-    await this.streamDone;
-    await notifications.stop();
+    await this.resources.writer.close(this.settings.drainTimeoutMs);
+    await streaming.stream.stop();
+    await streaming.done;
+    await streaming.notifications.stop();
+    await this.close();
+    this.logger.info({ confirmed: streaming.intake.confirmable().toString(16) }, 'dispatcher stopped');
+  }
+
+  /** Closes what start() opened (the pools, the sender, the ops server). */
+  private async close(): Promise<void> {
+    const { sinkNotifications, sender, pool, backlogPool, deadLetterPool } = this.resources;
     sinkNotifications.abort(new Error('dispatcher shutting down'));
     await sender.close();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
@@ -401,13 +668,39 @@ export class Dispatcher {
     await backlogPool.end().catch(() => undefined);
     if (deadLetterPool !== pool) await deadLetterPool.end().catch(() => undefined);
     this.stateValue = 'stopped';
-    this.logger.info({ confirmed: this.intake.confirmable().toString(16) }, 'dispatcher stopped');
   }
 }
 
-async function checkTables(client: pg.PoolClient, routes: Route[], logger: Logger): Promise<void> {
-  const facts = await inspectTables(client, routedTables(routes));
-  const { problems, warnings } = checkRoutesAgainstTables(routes, facts);
-  for (const warning of warnings) logger.warn(warning);
-  if (problems.length) throw new SourceProblemError(problems);
+function triggerCount(manifests: ManifestSet): number {
+  return manifests.triggers.length + manifests.invalid.filter((i) => i.kind === 'EventTrigger').length;
+}
+
+/** The pools, stores and sender a dispatcher uses; none connects until used. */
+function openResources(settings: DispatchSettings, logger: Logger): Resources {
+  const pool = new pg.Pool({ connectionString: settings.databaseUrl, max: 4, application_name: 'eventide-dispatcher', connectionTimeoutMillis: 10_000 });
+  pool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle database connection failed'));
+  let deadLetterPool = pool;
+  if (settings.deadLetterDatabaseUrl) {
+    deadLetterPool = new pg.Pool({ connectionString: settings.deadLetterDatabaseUrl, max: 4, application_name: 'eventide-dispatcher', connectionTimeoutMillis: 10_000 });
+    deadLetterPool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle dead-letter database connection failed'));
+  }
+  const backlogPool = new pg.Pool({
+    connectionString: settings.databaseUrl,
+    max: 2,
+    application_name: 'eventide-dispatcher-backlog',
+    connectionTimeoutMillis: 10_000,
+    options: BACKLOG_CONNECTION_OPTIONS,
+  });
+  backlogPool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle backlog connection failed'));
+  const backlog = new BacklogStore(backlogPool);
+  return {
+    pool,
+    backlogPool,
+    deadLetterPool,
+    deadLetters: new DeadLetterStore(deadLetterPool),
+    backlog,
+    writer: new BacklogWriter(backlog, logger),
+    sender: new HttpSender(),
+    sinkNotifications: new AbortController(),
+  };
 }

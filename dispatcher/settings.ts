@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import { EventideError } from '../common/errors.js';
 import { DATABASE_URL_ENV } from '../common/secretEnv.js';
 import { parseDuration } from '../api/v1alpha1/duration.js';
 
@@ -26,8 +27,8 @@ export interface DispatchSettings {
 }
 
 /** Bad command-line input; the message says which flag and what is wrong. */
-export class SettingsError extends Error {
-  readonly code = 'EVENTIDE_SETTINGS';
+export class SettingsError extends EventideError {
+  override readonly code = 'EVENTIDE_SETTINGS';
   override readonly name = 'SettingsError';
 }
 

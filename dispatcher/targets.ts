@@ -1,5 +1,6 @@
 import type { EventTriggerResource } from '../api/v1alpha1/index.js';
 import { resourceKey } from '../api/v1alpha1/index.js';
+import { EventideError } from '../common/errors.js';
 
 /** Where a trigger's events go. */
 export interface DeliveryTarget {
@@ -9,8 +10,8 @@ export interface DeliveryTarget {
 }
 
 /** A trigger whose destination cannot be resolved; names the trigger and the fix. */
-export class UnresolvedTargetError extends Error {
-  readonly code = 'EVENTIDE_UNRESOLVED_TARGET';
+export class UnresolvedTargetError extends EventideError {
+  override readonly code = 'EVENTIDE_UNRESOLVED_TARGET';
   override readonly name = 'UnresolvedTargetError';
 }
 

@@ -1,4 +1,12 @@
-import { V1MicroTime, type CoordinationV1Api, type V1Lease, type V1LeaseSpec } from '@kubernetes/client-node';
+import {
+  Observable,
+  V1MicroTime,
+  type ConfigurationOptions,
+  type CoordinationV1Api,
+  type ObservableMiddleware,
+  type V1Lease,
+  type V1LeaseSpec,
+} from '@kubernetes/client-node';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../common/logger.js';
 import { apiErrorMessage, isConflict, isNotFound } from './errors.js';
@@ -16,6 +24,15 @@ export interface LeaderElectionConfig {
 export const DEFAULT_LEASE_DURATION_MS = 15_000;
 export const DEFAULT_RENEW_DEADLINE_MS = 10_000;
 export const DEFAULT_RETRY_PERIOD_MS = 2_000;
+
+/**
+ * How long one Lease API call may take, as client-go's leader-election client: half the renew deadline,
+ * at least 1 s, so one hung request does not use up the whole deadline. While leading, a call is also
+ * cut short at the renew deadline.
+ */
+export function leaseCallTimeoutMs(renewDeadlineMs: number): number {
+  return Math.max(1_000, renewDeadlineMs / 2);
+}
 
 /** The Lease fields leader election reads. */
 export interface LeaseRecord {
@@ -99,24 +116,27 @@ export class LeaderElector {
     const { retryPeriodMs, renewDeadlineMs } = this.config;
     // Acquire.
     while (!signal.aborted) {
-      if (await this.tryAcquireOrRenew(callbacks)) break;
+      if (await this.tryAcquireOrRenew(callbacks, { signal })) break;
       if (!(await pause(jittered(retryPeriodMs), signal))) return;
     }
     if (signal.aborted) return;
     this.leading = true;
     this.logger.info({ lease: `${this.config.namespace}/${this.config.name}`, identity: this.config.identity }, 'became leader');
     callbacks.onStartedLeading();
-    // Renew.
-    let renewedAt = Date.now();
+    // Renew. Every attempt, and every call in it, ends by the deadline: a leader still waiting on a hung
+    // call past it would go on acting while a standby, seeing no renewal, takes the Lease.
+    let deadline = Date.now() + renewDeadlineMs;
     while (!signal.aborted) {
-      if (!(await pause(retryPeriodMs, signal))) break;
-      if (await this.tryAcquireOrRenew(callbacks)) {
-        renewedAt = Date.now();
+      // Never sleep past the deadline: after failed attempts, the step-down is due at the deadline itself.
+      if (!(await pause(Math.min(retryPeriodMs, deadline - Date.now()), signal))) break;
+      if (Date.now() < deadline && (await this.tryAcquireOrRenew(callbacks, { signal, deadline }))) {
+        deadline = Date.now() + renewDeadlineMs;
         continue;
       }
-      if (Date.now() - renewedAt > renewDeadlineMs) {
+      if (signal.aborted) break;
+      if (Date.now() >= deadline) {
         this.leading = false;
-        this.logger.error({ lease: this.config.name, sinceRenewMs: Date.now() - renewedAt }, 'failed to renew the lease in time; stepping down');
+        this.logger.error({ lease: this.config.name, renewDeadlineMs }, 'failed to renew the lease in time; stepping down');
         callbacks.onStoppedLeading('lost');
         return;
       }
@@ -129,52 +149,79 @@ export class LeaderElector {
   /** Clears the holder so a standby can take over at once. Only the current holder releases. */
   async release(): Promise<void> {
     try {
-      const lease = await this.read();
+      const lease = await this.read({});
       if (!lease || lease.spec?.holderIdentity !== this.config.identity) return;
       const now = new V1MicroTime(Date.now());
-      await this.api.replaceNamespacedLease({
-        name: this.config.name,
-        namespace: this.config.namespace,
-        body: {
-          ...lease,
-          spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: now, acquireTime: now },
-        },
-      });
+      await this.call({}, (options) =>
+        this.api.replaceNamespacedLease(
+          {
+            name: this.config.name,
+            namespace: this.config.namespace,
+            body: {
+              ...lease,
+              spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: now, acquireTime: now },
+            },
+          },
+          options,
+        ),
+      );
       this.logger.info({ lease: this.config.name }, 'released the lease');
     } catch (error) {
       this.logger.warn({ err: apiErrorMessage(error) }, 'could not release the lease; a standby takes over once it expires');
     }
   }
 
-  private async read(): Promise<V1Lease | undefined> {
+  /**
+   * One Lease API call, cancelled once it has taken `leaseCallTimeoutMs`, reached `bound.deadline`, or
+   * `bound.signal` aborted; a cancelled call rejects, so the attempt counts as failed.
+   */
+  private async call<T>(bound: CallBound, request: (options: ConfigurationOptions) => Promise<T>): Promise<T> {
+    const timeoutMs = Math.max(0, Math.min(leaseCallTimeoutMs(this.config.renewDeadlineMs), (bound.deadline ?? Infinity) - Date.now()));
+    // A controller of its own rather than AbortSignal.any: no listener is left on the run's signal.
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(new Error(`Lease API call timed out after ${Math.round(timeoutMs)} ms`)), timeoutMs);
+    const stop = () => controller.abort(bound.signal?.reason);
+    if (bound.signal?.aborted) stop();
+    bound.signal?.addEventListener('abort', stop, { once: true });
     try {
-      return await this.api.readNamespacedLease({ name: this.config.name, namespace: this.config.namespace });
+      return await settledBy(request(abortingWith(controller.signal)), controller.signal);
+    } finally {
+      clearTimeout(timer);
+      bound.signal?.removeEventListener('abort', stop);
+    }
+  }
+
+  private async read(bound: CallBound): Promise<V1Lease | undefined> {
+    try {
+      return await this.call(bound, (options) => this.api.readNamespacedLease({ name: this.config.name, namespace: this.config.namespace }, options));
     } catch (error) {
       if (isNotFound(error)) return undefined;
       throw error;
     }
   }
 
-  private async tryAcquireOrRenew(callbacks: LeaderCallbacks): Promise<boolean> {
+  private async tryAcquireOrRenew(callbacks: LeaderCallbacks, bound: CallBound): Promise<boolean> {
     const { namespace, name, identity, leaseDurationMs } = this.config;
     const now = new Date();
     try {
-      const lease = await this.read();
+      const lease = await this.read(bound);
       const record = lease?.spec;
       this.observe(record, now.getTime(), callbacks);
       const decision = decideLease(record, this.observed.atMs, now.getTime(), identity);
       if (decision.action === 'wait') return false;
       const spec = nextLeaseSpec(record, identity, now, leaseDurationMs);
       if (decision.action === 'create' || !lease) {
-        await this.api.createNamespacedLease({ namespace, body: { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace }, spec } });
+        const body = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace }, spec };
+        await this.call(bound, (options) => this.api.createNamespacedLease({ namespace, body }, options));
       } else {
         // replace carries the resourceVersion we read: of two candidates, only one can win.
-        await this.api.replaceNamespacedLease({ name, namespace, body: { ...lease, spec } });
+        await this.call(bound, (options) => this.api.replaceNamespacedLease({ name, namespace, body: { ...lease, spec } }, options));
       }
       this.observe(spec, now.getTime(), callbacks);
       return true;
     } catch (error) {
-      const level = isConflict(error) ? 'debug' : 'warn';
+      // A conflict is another candidate winning; an abort is our own shutdown: neither needs a warning.
+      const level = isConflict(error) || bound.signal?.aborted ? 'debug' : 'warn';
       this.logger[level]({ err: apiErrorMessage(error), lease: `${namespace}/${name}` }, 'could not acquire or renew the lease');
       return false;
     }
@@ -189,6 +236,41 @@ export class LeaderElector {
       callbacks.onNewLeader?.(holder);
     }
   }
+}
+
+/** What ends a Lease API call early besides its own timeout: the run's signal, and the renew deadline (epoch ms). */
+interface CallBound {
+  signal?: AbortSignal;
+  deadline?: number;
+}
+
+/**
+ * Per-call options handing `signal` to the request: client-node passes a request's signal to fetch, so
+ * a call cut short is really cancelled (its connection closed), not left running in the background.
+ */
+function abortingWith(signal: AbortSignal): ConfigurationOptions {
+  const middleware: ObservableMiddleware = {
+    pre: (request) => {
+      request.setSignal(signal);
+      return new Observable(Promise.resolve(request));
+    },
+    post: (response) => new Observable(Promise.resolve(response)),
+  };
+  // Appended, so the client's own middleware still runs.
+  return { middleware: [middleware], middlewareMergeStrategy: 'append' };
+}
+
+/**
+ * `promise`, or a rejection with the signal's reason once it aborts. The signal only reaches fetch after
+ * authentication (a token file, an exec credential plugin), so a call hung before that is given up here.
+ */
+function settledBy<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 /** client-go waits retryPeriod * (1 + up to 20 % jitter) between acquire attempts. */

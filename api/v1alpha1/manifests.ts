@@ -1,6 +1,7 @@
 import { readFileSync, readdirSync, statSync, type Stats } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import { EventideError } from '../../common/errors.js';
 import { GROUP } from './schema.js';
 import { parseResource, InvalidResourceError } from './validate.js';
 import { resourceKey, type EventTriggerResource, type FunctionResource } from './resources.js';
@@ -9,11 +10,30 @@ import { resourceKey, type EventTriggerResource, type FunctionResource } from '.
 export interface ManifestSet {
   triggers: EventTriggerResource[];
   functions: FunctionResource[];
+  /** Resources that failed validation, when loaded with `{ lenient: true }` (otherwise the first one throws). */
+  invalid: InvalidManifest[];
+}
+
+/** A resource that failed validation, kept aside so its siblings can still be served. */
+export interface InvalidManifest {
+  kind: string;
+  /** `namespace/name`, when the manifest has a name. */
+  key?: string;
+  /** Generation the manifest carried (the operator writes it), so a status can say which one was refused. */
+  generation?: number;
+  /** The file, the resource and each bad field. */
+  message: string;
+  problems: string[];
+}
+
+/** How to treat a resource that fails validation: throw (the default), or collect it in `invalid`. */
+export interface LoadOptions {
+  lenient?: boolean;
 }
 
 /** A manifest file that cannot be used (missing, unreadable, not YAML); the message names the file. */
-export class ManifestError extends Error {
-  readonly code = 'EVENTIDE_MANIFEST';
+export class ManifestError extends EventideError {
+  override readonly code = 'EVENTIDE_MANIFEST';
   override readonly name = 'ManifestError';
 }
 
@@ -26,23 +46,32 @@ function statPath(path: string): Stats {
   }
 }
 
+function readDir(path: string): string[] {
+  try {
+    return readdirSync(path);
+  } catch (error) {
+    throw new ManifestError(`${path}: ${(error as Error).message}`);
+  }
+}
+
 /** Lists the YAML files under a path (a file, or a directory read recursively, in name order). */
 function yamlFiles(path: string): string[] {
   if (!statPath(path).isDirectory()) return [path];
-  return readdirSync(path)
+  return readDir(path)
     .sort()
     // A mounted ConfigMap holds "..data" and "..<timestamp>" links to the same files: skip hidden entries.
     .filter((entry) => !entry.startsWith('.'))
     .flatMap((entry) => {
       const full = join(path, entry);
-      if (statSync(full).isDirectory()) return yamlFiles(full);
+      // statPath: a dangling link in the directory is a message naming it, not a stack.
+      if (statPath(full).isDirectory()) return yamlFiles(full);
       return /\.ya?ml$/.test(entry) ? [full] : [];
     });
 }
 
 /** Parses YAML text into eventide resources, ignoring other kinds (a Secret beside them, say). */
-export function parseManifestText(text: string, origin: string): ManifestSet {
-  const set: ManifestSet = { triggers: [], functions: [] };
+export function parseManifestText(text: string, origin: string, options: LoadOptions = {}): ManifestSet {
+  const set: ManifestSet = { triggers: [], functions: [], invalid: [] };
   for (const doc of parseAllDocuments(text)) {
     if (doc.errors.length) throw new ManifestError(`${origin}: invalid YAML: ${doc.errors[0]!.message}`);
     const raw: unknown = doc.toJS();
@@ -59,11 +88,25 @@ export function parseManifestText(text: string, origin: string): ManifestSet {
       if (resource.kind === 'EventTrigger') set.triggers.push(resource);
       else set.functions.push(resource);
     } catch (error) {
-      if (error instanceof InvalidResourceError) throw new InvalidResourceError(`${origin}: ${error.resource}`, error.problems);
-      throw error;
+      if (!(error instanceof InvalidResourceError)) throw error;
+      const located = new InvalidResourceError(`${origin}: ${error.resource}`, error.problems);
+      if (!options.lenient) throw located;
+      set.invalid.push(invalidManifest(obj, located));
     }
   }
   return set;
+}
+
+function invalidManifest(raw: Record<string, unknown>, error: InvalidResourceError): InvalidManifest {
+  const meta = (raw.metadata ?? {}) as { name?: unknown; namespace?: unknown; generation?: unknown };
+  const name = typeof meta.name === 'string' ? meta.name : undefined;
+  return {
+    kind: String(raw.kind),
+    ...(name ? { key: resourceKey({ name, namespace: typeof meta.namespace === 'string' ? meta.namespace : 'default' }) } : {}),
+    ...(typeof meta.generation === 'number' ? { generation: meta.generation } : {}),
+    message: error.message,
+    problems: error.problems,
+  };
 }
 
 function readText(file: string): string {
@@ -79,13 +122,13 @@ function readText(file: string): string {
  * (a directory and a file in it) is read once; one resource defined twice is an error naming both files,
  * since only one of the two could be served.
  */
-export function loadManifests(paths: string[]): ManifestSet {
-  const set: ManifestSet = { triggers: [], functions: [] };
+export function loadManifests(paths: string[], options: LoadOptions = {}): ManifestSet {
+  const set: ManifestSet = { triggers: [], functions: [], invalid: [] };
   const seen = new Map<string, string>();
   const files = new Map<string, string>();
   for (const file of paths.flatMap(yamlFiles)) if (!files.has(resolve(file))) files.set(resolve(file), file);
   for (const file of files.values()) {
-    const found = parseManifestText(readText(file), file);
+    const found = parseManifestText(readText(file), file, options);
     for (const [kind, resources] of [['EventTrigger', found.triggers], ['Function', found.functions]] as const) {
       for (const resource of resources) {
         const id = `${kind} ${resourceKey(resource.metadata)}`;
@@ -99,6 +142,7 @@ export function loadManifests(paths: string[]): ManifestSet {
     }
     set.triggers.push(...found.triggers);
     set.functions.push(...found.functions);
+    set.invalid.push(...found.invalid);
   }
   return set;
 }

@@ -165,6 +165,14 @@ export const FunctionSpec = Type.Object(
     image: Type.String({ minLength: 1, description: 'Container image that serves the function over HTTP.' }),
     port: Type.Integer({ minimum: 1, maximum: 65535, default: 8080, description: 'Port the container listens on.' }),
     replicas: Type.Integer({ minimum: 0, maximum: 1000, default: 1, description: 'Pods serving the function.' }),
+    concurrency: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 100000,
+        description:
+          'Deliveries in flight to the function at once, across every EventTrigger that targets it (each trigger also keeps its own spec.concurrency). Unset: no limit beyond the triggers\'.',
+      }),
+    ),
     env: Type.Optional(Type.Array(kubeObject<V1EnvVar>('An environment variable (core/v1 EnvVar).'))),
     envFrom: Type.Optional(Type.Array(kubeObject<V1EnvFromSource>('A source of environment variables (core/v1 EnvFromSource).'))),
     resources: Type.Optional(kubeObject<V1ResourceRequirements>('CPU and memory requests and limits (core/v1 ResourceRequirements).')),

@@ -4,10 +4,11 @@ import { DURATION_PATTERN } from './duration.js';
 import { EventTriggerSpec, FunctionSpec, eventTriggerRules, type CrossFieldRule, API_VERSION } from './schema.js';
 import type { EventTriggerResource, FunctionResource, EventideResource } from './resources.js';
 import { parse as parseCel } from '@marcbachmann/cel-js';
+import { EventideError } from '../../common/errors.js';
 
 /** A resource that fails validation; `problems` name each field and what is wrong with it. */
-export class InvalidResourceError extends Error {
-  readonly code = 'EVENTIDE_INVALID_RESOURCE';
+export class InvalidResourceError extends EventideError {
+  override readonly code = 'EVENTIDE_INVALID_RESOURCE';
   override readonly name = 'InvalidResourceError';
   constructor(
     readonly resource: string,

@@ -54,6 +54,12 @@ export interface IntakeOptions<M extends IntakeMessage> {
   logger: Logger;
   onChange?(change: DecodedRowChange): void;
   onMatch?(event: PendingEvent): void;
+  /**
+   * A relation (table) description arrived: Postgres sends one before the first change of a table
+   * after it connects and after every ALTER, so a dropped or renamed column is seen here before any
+   * row that lacks it is routed.
+   */
+  onRelation?(message: M): void;
 }
 
 interface OpenTransaction {
@@ -129,6 +135,7 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
     if (begin) return this.onBegin(begin);
     const commit = decoder.commit(message);
     if (commit) return this.onCommit(commit);
+    if (message.tag === 'relation') this.options.onRelation?.(message);
     const changes = await decoder.decode(message);
     for (const change of changes) await this.onChange(item.lsn, change);
   }

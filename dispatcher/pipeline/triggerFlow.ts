@@ -4,7 +4,7 @@ import type { BacklogPosition, BacklogStore, ParkedEvent, ParkReason } from '../
 import type { Lsn } from '../lsn.js';
 import { describeError } from '../source/replicationStream.js';
 import type { PendingEvent } from './pendingEvent.js';
-import { TriggerLane, type AttemptOutcome, type LaneEntry, type LaneOptions, type RetryChoice } from './triggerLane.js';
+import { TriggerLane, type AttemptOutcome, type LaneEntry, type LaneOptions, type RetryChoice, type SharedGate } from './triggerLane.js';
 import type { WindowShares } from './windowShares.js';
 
 /** An event to park, with its progress; its own reason, if any, wins over the one of the call. */
@@ -20,6 +20,8 @@ export type FlowMode = 'direct' | 'parking';
 export interface FlowObserver {
   parked(trigger: string, reason: ParkReason, count: number): void;
   drained(trigger: string): void;
+  /** An event reached the function (not dead-lettered). */
+  delivered(trigger: string): void;
   attemptFailed(trigger: string, outcome: Extract<AttemptOutcome, { kind: 'retry' }>, next: 'retry' | 'parked'): void;
 }
 
@@ -40,6 +42,8 @@ export interface TriggerFlowOptions {
   /** How long a live event may keep retrying in memory before it is parked. */
   retryInMemoryMs: number;
   suspended: boolean;
+  /** The cap shared with the other triggers of the same Function, if it sets one. */
+  gate?(): SharedGate | undefined;
   now?: () => number;
 }
 
@@ -119,6 +123,7 @@ export class TriggerFlow {
       onSettled: (event, outcome) => this.onSettled(event, outcome.deadLettered !== true),
       onRetry: (entry, outcome) => this.onRetry(entry, outcome),
       onEvicted: (entries) => this.onEvicted(entries),
+      ...(options.gate ? { gate: options.gate } : {}),
       onAttemptError: (error) => options.logger.error({ trigger: options.key, err: describeError(error) }, 'delivery attempt failed to complete; retrying'),
     });
   }
@@ -135,6 +140,24 @@ export class TriggerFlow {
 
   get suspended(): boolean {
     return this.suspendedValue;
+  }
+
+  get laneSettings(): LaneSettings {
+    const { concurrency, ordering, batchMaxSize, batchMaxWaitMs } = this.options.lane;
+    return { concurrency, ordering, batchMaxSize, batchMaxWaitMs };
+  }
+
+  /**
+   * Whether events from the stream are still in memory here, not yet delivered nor durably parked:
+   * a trigger being removed is kept until none is, so the slot's watermark can pass them.
+   */
+  get holdsLiveEvents(): boolean {
+    return this.live > 0 || this.parksPending > 0 || this.olderParksPending > 0;
+  }
+
+  /** Events in the lane (queued, in flight or waiting for a retry). */
+  get inLane(): number {
+    return this.lane.size;
   }
 
   /**
@@ -290,8 +313,11 @@ export class TriggerFlow {
   }
 
   private onSettled(event: PendingEvent, delivered: boolean): void {
-    if (delivered) this.failing = false;
     const { shares, key, observer, writer } = this.options;
+    if (delivered) {
+      this.failing = false;
+      observer.delivered(key);
+    }
     shares.release(key, event.bytes);
     const id = event.backlogId;
     if (id === undefined) {

@@ -51,6 +51,18 @@ export interface LaneOptions<E extends LaneEvent> {
   onRetry?(entry: LaneEntry<E>, outcome: Extract<AttemptOutcome, { kind: 'retry' }>): RetryChoice;
   /** Receives evicted entries, in the order they were enqueued. */
   onEvicted?(entries: LaneEntry<E>[]): void;
+  /**
+   * The cap shared with other lanes (the Function's concurrency), looked up before each request, so a
+   * reload that sets or lifts it applies at once. Each request holds one slot of it while in flight.
+   */
+  gate?(): SharedGate | undefined;
+}
+
+/** A cap on requests in flight shared by several lanes (see ConcurrencyGate). */
+export interface SharedGate {
+  tryAcquire(): boolean;
+  release(): void;
+  whenFree(wake: () => void): void;
 }
 
 const RETRY_AFTER_ATTEMPT_ERROR_MS = 1000;
@@ -91,6 +103,8 @@ export class TriggerLane<E extends LaneEvent> {
   private stopped = false;
   private readonly abort = new AbortController();
   private idleWaiters: (() => void)[] = [];
+  /** A wake-up is registered with a full shared gate. */
+  private waitingForGate = false;
 
   constructor(private readonly options: LaneOptions<E>) {}
 
@@ -289,6 +303,17 @@ export class TriggerLane<E extends LaneEvent> {
         }, batchMaxWaitMs);
         return;
       }
+      const gate = this.options.gate?.();
+      if (gate && !gate.tryAcquire()) {
+        if (!this.waitingForGate) {
+          this.waitingForGate = true;
+          gate.whenFree(() => {
+            this.waitingForGate = false;
+            this.pump();
+          });
+        }
+        return;
+      }
       this.flushPartialBatch = false;
       const batch: { key: string; entry: QueuedEntry<E> }[] = [];
       for (const key of this.takeReady(batchMaxSize)) {
@@ -297,11 +322,12 @@ export class TriggerLane<E extends LaneEvent> {
         const entry = this.queues.get(key)?.[0];
         if (entry && !entry.inFlight && entry.keys[0] === key) batch.push({ key, entry });
       }
-      if (batch.length > 0) void this.run(batch);
+      if (batch.length > 0) void this.run(batch, gate);
+      else gate?.release();
     }
   }
 
-  private async run(batch: { key: string; entry: QueuedEntry<E> }[]): Promise<void> {
+  private async run(batch: { key: string; entry: QueuedEntry<E> }[], gate: SharedGate | undefined): Promise<void> {
     this.inFlight += 1;
     const now = Date.now();
     for (const { entry } of batch) {
@@ -319,6 +345,7 @@ export class TriggerLane<E extends LaneEvent> {
       outcomes = new Map();
     }
     for (const { entry } of batch) entry.inFlight = false;
+    gate?.release();
     const evicted = new Set<LaneEntry<E>>();
     for (const { key, entry } of batch) {
       if (evicted.has(entry)) continue;

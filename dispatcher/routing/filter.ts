@@ -1,4 +1,5 @@
 import { parse as parseCel, type ASTNode } from '@marcbachmann/cel-js';
+import { EventideError } from '../../common/errors.js';
 
 /** What a filter sees: the operation and the old and new rows as plain JS values. */
 export interface FilterInput {
@@ -16,6 +17,12 @@ export interface CompiledFilter {
   readonly readsOld: boolean;
   /** True when the row change passes; throws FilterEvaluationError when the expression cannot be evaluated. */
   matches(input: FilterInput): boolean;
+}
+
+/** A trigger's filter that does not compile; the message names the trigger and where the expression breaks. */
+export class InvalidFilterError extends EventideError {
+  override readonly code = 'EVENTIDE_INVALID_FILTER';
+  override readonly name = 'InvalidFilterError';
 }
 
 /** A filter that failed on a particular row (a missing key, a type mismatch). */

@@ -1,6 +1,6 @@
 import type { EventTriggerResource, OperationT } from '../../api/v1alpha1/index.js';
 import { resourceKey } from '../../api/v1alpha1/index.js';
-import { compileFilter, FilterEvaluationError, type CompiledFilter, type FilterInput } from './filter.js';
+import { compileFilter, FilterEvaluationError, InvalidFilterError, type CompiledFilter, type FilterInput } from './filter.js';
 
 /** A row change as routing sees it. */
 export interface RoutableChange extends FilterInput {
@@ -24,16 +24,24 @@ export interface Route {
 /** Why a change matched a route: a plain match, or a filter that could not be evaluated (dead-lettered, never dropped). */
 export type RouteMatch = { route: Route; filterError?: string };
 
+/** Prepares one trigger for matching: compiles its filter; throws naming the trigger when it does not compile. */
+export function buildRoute(trigger: EventTriggerResource): Route {
+  const key = resourceKey(trigger.metadata);
+  try {
+    return { key, trigger, ...(trigger.spec.filter ? { filter: compileFilter(trigger.spec.filter) } : {}) };
+  } catch (error) {
+    throw new InvalidFilterError(`EventTrigger ${key}: invalid spec.filter: ${(error as Error).message.split('\n')[0]}`, { cause: error });
+  }
+}
+
 /** Compiles every trigger's filter; throws on the first invalid one, naming the trigger. */
 export function buildRoutes(triggers: EventTriggerResource[]): Route[] {
-  return triggers.map((trigger) => {
-    const key = resourceKey(trigger.metadata);
-    try {
-      return { key, trigger, ...(trigger.spec.filter ? { filter: compileFilter(trigger.spec.filter) } : {}) };
-    } catch (error) {
-      throw new Error(`EventTrigger ${key}: invalid spec.filter: ${(error as Error).message.split('\n')[0]}`, { cause: error });
-    }
-  });
+  return triggers.map(buildRoute);
+}
+
+/** The columns a route reads from its table: spec.columns and those its filter names. */
+export function columnsRead(route: Route): string[] {
+  return [...new Set([...(route.trigger.spec.columns ?? []), ...(route.filter?.columns ?? [])])];
 }
 
 /** Whether an update touched one of the trigger's watched columns; unknown counts as touched so nothing is lost. */

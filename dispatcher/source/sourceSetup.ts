@@ -1,4 +1,6 @@
 import type pg from 'pg';
+import { EventideError } from '../../common/errors.js';
+import { combineProblems, type TriggerProblem } from '../admission/triggerProblem.js';
 import type { Route } from '../routing/triggerMatcher.js';
 
 /** What the dispatcher needs to know about a routed table. */
@@ -14,11 +16,16 @@ export interface TableFacts {
    * no index under USING INDEX, or NOTHING): once published, Postgres refuses their updates and deletes.
    */
   withoutIdentity?: { schema: string; name: string }[];
+  /**
+   * Whether the role may have the table published: it owns the table (or is a superuser), or the
+   * publication already holds it. Postgres lets only the owner add a table to a publication.
+   */
+  publishable?: boolean;
 }
 
 /** A source that cannot serve its triggers: the message names the trigger, the table or column, and the fix. */
-export class SourceProblemError extends Error {
-  readonly code = 'EVENTIDE_SOURCE_PROBLEM';
+export class SourceProblemError extends EventideError {
+  override readonly code = 'EVENTIDE_SOURCE_PROBLEM';
   override readonly name = 'SourceProblemError';
   constructor(readonly problems: string[]) {
     super(problems.join('\n'));
@@ -64,11 +71,16 @@ export function quoteIdent(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
 }
 
-/** Reads existence, columns and replica identity of the given tables. */
-export async function inspectTables(client: pg.ClientBase, tables: { schema: string; name: string }[]): Promise<TableFacts[]> {
+/** Reads existence, columns, replica identity and publishability of the given tables. */
+export async function inspectTables(client: pg.ClientBase, tables: { schema: string; name: string }[], publication?: string): Promise<TableFacts[]> {
   const facts: TableFacts[] = [];
   for (const table of tables) {
-    const { rows } = await client.query<{ relreplident: 'd' | 'n' | 'f' | 'i'; columns: string[]; without_identity: { schema: string; name: string }[] }>(
+    const { rows } = await client.query<{
+      relreplident: 'd' | 'n' | 'f' | 'i';
+      columns: string[];
+      without_identity: { schema: string; name: string }[];
+      publishable: boolean;
+    }>(
       `SELECT c.relreplident,
               array(SELECT attname::text FROM pg_attribute WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum) AS columns,
               coalesce((SELECT json_agg(json_build_object('schema', ln.nspname, 'name', l.relname) ORDER BY ln.nspname, l.relname)
@@ -76,15 +88,19 @@ export async function inspectTables(client: pg.ClientBase, tables: { schema: str
                       JOIN pg_class l ON l.oid = t.relid JOIN pg_namespace ln ON ln.oid = l.relnamespace
                      WHERE NOT (l.relreplident = 'f'
                         OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = l.oid
-                                      AND ((l.relreplident = 'd' AND i.indisprimary) OR (l.relreplident = 'i' AND i.indisreplident))))), '[]') AS without_identity
+                                      AND ((l.relreplident = 'd' AND i.indisprimary) OR (l.relreplident = 'i' AND i.indisreplident))))), '[]') AS without_identity,
+              pg_has_role(c.relowner, 'USAGE')
+                OR EXISTS (SELECT 1 FROM pg_publication_tables p WHERE p.pubname = $3 AND p.schemaname = n.nspname AND p.tablename = c.relname)
+                -- No publication yet: creating it is refused as a whole, with the statement its owner can run instead.
+                OR NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $3) AS publishable
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`,
-      [table.schema, table.name],
+      [table.schema, table.name, publication ?? null],
     );
     const row = rows[0];
     facts.push(
       row
-        ? { ...table, exists: true, columns: row.columns, replicaIdentity: row.relreplident, withoutIdentity: row.without_identity }
+        ? { ...table, exists: true, columns: row.columns, replicaIdentity: row.relreplident, withoutIdentity: row.without_identity, publishable: row.publishable }
         : { ...table, exists: false, columns: [] },
     );
   }
@@ -92,23 +108,26 @@ export async function inspectTables(client: pg.ClientBase, tables: { schema: str
 }
 
 /**
- * Checks the routes against the tables. Pure. Problems stop the dispatcher with a message naming
- * what is wrong; warnings are logged (the trigger works, with less information).
+ * Checks the routes against the tables. Pure. A problem sets its trigger aside (the others are
+ * served); warnings are logged (the trigger works, with less information).
  */
-export function checkRoutesAgainstTables(routes: readonly Route[], facts: readonly TableFacts[]): { problems: string[]; warnings: string[] } {
-  const problems: string[] = [];
+export function checkRoutesAgainstTables(routes: readonly Route[], facts: readonly TableFacts[]): { problems: Map<string, TriggerProblem>; warnings: string[] } {
+  const problems = new Map<string, TriggerProblem>();
   const warnings: string[] = [];
   for (const route of routes) {
+    const found: TriggerProblem[] = [];
     const { table, columns, operations } = route.trigger.spec;
     const fact = facts.find((f) => f.schema === table.schema && f.name === table.name);
     const label = `EventTrigger ${route.key}`;
     if (!fact?.exists) {
-      problems.push(`${label}: table ${table.schema}.${table.name} does not exist`);
+      problems.set(route.key, { reason: 'TableNotFound', message: `${label}: table ${table.schema}.${table.name} does not exist` });
       continue;
     }
     const wanted = [...(columns ?? []).map((c) => ['spec.columns', c] as const), ...[...(route.filter?.columns ?? [])].map((c) => ['spec.filter', c] as const)];
     for (const [field, column] of wanted) {
-      if (!fact.columns.includes(column)) problems.push(`${label}: ${field} names column "${column}", which ${table.schema}.${table.name} does not have`);
+      if (!fact.columns.includes(column)) {
+        found.push({ reason: 'ColumnNotFound', message: `${label}: ${field} names column "${column}", which ${table.schema}.${table.name} does not have` });
+      }
     }
     const needsOld = (columns !== undefined || route.filter?.readsOld === true) && operations.some((o) => o === 'update' || o === 'delete');
     if (needsOld && fact.replicaIdentity !== 'f') {
@@ -119,14 +138,23 @@ export function checkRoutesAgainstTables(routes: readonly Route[], facts: readon
     // The publication publishes every operation of its tables, whatever the trigger's operations, so
     // a table without a replica identity would have the application's updates and deletes refused.
     if (fact.replicaIdentity === 'n') {
-      problems.push(`${label}: ${table.schema}.${table.name} has REPLICA IDENTITY NOTHING; Postgres then refuses its updates and deletes under a publication`);
+      found.push({ reason: 'NoReplicaIdentity', message: `${label}: ${table.schema}.${table.name} has REPLICA IDENTITY NOTHING; Postgres then refuses its updates and deletes under a publication` });
     } else {
       for (const t of fact.withoutIdentity ?? []) {
-        problems.push(
-          `${label}: ${t.schema}.${t.name} has no primary key (nor replica identity index); Postgres then refuses its updates and deletes under a publication; add a primary key or run ALTER TABLE ${quoteIdent(t.schema)}.${quoteIdent(t.name)} REPLICA IDENTITY FULL`,
-        );
+        found.push({
+          reason: 'NoReplicaIdentity',
+          message: `${label}: ${t.schema}.${t.name} has no primary key (nor replica identity index); Postgres then refuses its updates and deletes under a publication; add a primary key or run ALTER TABLE ${quoteIdent(t.schema)}.${quoteIdent(t.name)} REPLICA IDENTITY FULL`,
+        });
       }
     }
+    if (fact.publishable === false) {
+      found.push({
+        reason: 'TableForbidden',
+        message: `${label}: the dispatcher's role does not own ${table.schema}.${table.name}, so it may not add it to the publication; have the table's owner run ALTER PUBLICATION … ADD TABLE ${quoteIdent(table.schema)}.${quoteIdent(table.name)}, or make the role its owner`,
+      });
+    }
+    const problem = combineProblems(found);
+    if (problem) problems.set(route.key, problem);
   }
   return { problems, warnings };
 }

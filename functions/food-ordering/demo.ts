@@ -1,5 +1,6 @@
 /**
- * The one-command demo: `npm run demo [-- --rate 10 --duration 30 --payment-failure-rate 0.2]`.
+ * The one-command demo: `npm run demo [-- --rate 10 --duration 30s --payment-failure-rate 0.2 --quiet]`
+ * (`--duration` takes a duration as the manifests do, 500ms, 30s, 1m, or a bare number of seconds).
  * A throwaway Postgres, the four food-ordering functions and the dispatcher as local processes,
  * started from the same manifests a cluster uses; orders placed at a steady rate and shown moving
  * validate → pay → approve → assign, live.
@@ -9,6 +10,7 @@ import { appendFileSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import { InvalidDurationError, parseDuration } from '../../api/v1alpha1/duration.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../common/embeddedPostgres.js';
 import { freePort } from '../../common/loopback.js';
 
@@ -290,19 +292,36 @@ function positive(flag: string, text: string | undefined, fallback: number): num
   return n;
 }
 
+/** A bare number is seconds, as the flag always took; anything else is a duration as in the manifests. */
+export function parseDemoDurationSeconds(text: string): number {
+  if (/^(\d+\.?\d*|\.\d+)$/.test(text)) return Number(text);
+  try {
+    return parseDuration(text) / 1000;
+  } catch (error) {
+    if (!(error instanceof InvalidDurationError)) throw error;
+    throw new Error(`--duration must be a duration such as 20s, 1m or 500ms, or a number of seconds, got "${text}"`);
+  }
+}
+
+/** The demo's options from its command line; throws a message naming the flag that is wrong. */
+export function parseDemoArgs(argv: string[]): DemoOptions {
+  const { values } = parseArgs({
+    args: argv,
+    options: { rate: { type: 'string' }, duration: { type: 'string' }, 'payment-failure-rate': { type: 'string' }, quiet: { type: 'boolean' } },
+  });
+  const paymentFailureRate = positive('--payment-failure-rate', values['payment-failure-rate'], 0.2);
+  if (paymentFailureRate > 1) throw new Error('--payment-failure-rate must be between 0 and 1');
+  return {
+    ratePerSecond: positive('--rate', values.rate, 5),
+    durationSeconds: values.duration === undefined ? 20 : parseDemoDurationSeconds(values.duration),
+    paymentFailureRate,
+    quiet: values.quiet ?? false,
+  };
+}
+
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   try {
-    const { values } = parseArgs({
-      options: { rate: { type: 'string' }, duration: { type: 'string' }, 'payment-failure-rate': { type: 'string' }, quiet: { type: 'boolean' } },
-    });
-    const paymentFailureRate = positive('--payment-failure-rate', values['payment-failure-rate'], 0.2);
-    if (paymentFailureRate > 1) throw new Error('--payment-failure-rate must be between 0 and 1');
-    const summary = await runDemo({
-      ratePerSecond: positive('--rate', values.rate, 5),
-      durationSeconds: positive('--duration', values.duration, 20),
-      paymentFailureRate,
-      quiet: values.quiet ?? false,
-    });
+    const summary = await runDemo(parseDemoArgs(process.argv.slice(2)));
     process.exitCode = summary.completed + summary.deadLetters === summary.placed && summary.processedTwice === 0 ? 0 : 1;
   } catch (error) {
     if (error instanceof DemoInterrupted) {

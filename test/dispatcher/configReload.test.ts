@@ -57,11 +57,16 @@ describe('config reload (--watch-config)', () => {
     for (let id = 1; id <= inserted; id++) expect(subjects.has(`public.orders/${id}`)).toBe(true);
   });
 
-  it('keeps serving the old config when the new one is broken', async () => {
+  it('a trigger whose new version is broken is set aside with the reason (its old version is not served behind the user\'s back); fixed, it is served again', async () => {
     writeFileSync(file, stringify(triggerManifest('orders', { sink: { url: orders.url }, filter: 'new.id = 1' })));
-    await new Promise((r) => setTimeout(r, 2500));
+    const state = async () => dispatcher.state().triggers['test/orders'];
+    await eventually(async () => (await state())?.reason === 'InvalidFilter', 10_000, 'orders set aside');
+    expect((await state())?.state).toBe('set-aside');
+    writeFileSync(file, stringify(triggerManifest('orders', { sink: { url: orders.url }, filter: 'new.id >= 100000' })));
+    await eventually(async () => (await state())?.state === 'serving', 10_000, 'orders served again');
     const before = orders.requests.length;
     await db.sql('INSERT INTO orders VALUES (100000)');
-    await eventually(() => orders.requests.length > before, 10_000, 'an order after the broken reload');
+    await eventually(() => orders.requests.length > before, 10_000, 'an order after the fix');
   });
+
 });

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { V1Secret } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 import { parseEventTrigger, type EventTriggerResource } from '../../api/v1alpha1/index.js';
+import { secretEnvName } from '../../common/secretEnv.js';
 import { decideTrigger } from '../../operator/eventtrigger/decide.js';
 import { dispatcherConfig, makeDispatcherConfigMap, makeDispatcherDeployment, secretsHash, sourceOfDispatcher } from '../../operator/eventtrigger/dispatcher.js';
 import { chooseSlot, defaultSlotName, dispatcherName, sourceOf, type SourceRef } from '../../operator/eventtrigger/source.js';
@@ -159,10 +160,21 @@ describe('makeDispatcherDeployment', () => {
     expect(container.env).toEqual([
       { name: 'EVENTIDE_DATABASE_URL', valueFrom: { secretKeyRef: { name: 'orders-db', key: 'url' } } },
       { name: 'NODE_OPTIONS', value: '--max-semi-space-size=4 --max-old-space-size=256' },
-      { name: 'EVENTIDE_SECRET_HOOKS__HMAC', valueFrom: { secretKeyRef: { name: 'hooks', key: 'hmac' } } },
-      { name: 'EVENTIDE_SECRET_OTHER_HOOKS__SECRET', valueFrom: { secretKeyRef: { name: 'other-hooks', key: 'secret' } } },
+      { name: secretEnvName({ name: 'hooks', key: 'hmac' }), valueFrom: { secretKeyRef: { name: 'hooks', key: 'hmac' } } },
+      { name: secretEnvName({ name: 'other-hooks', key: 'secret' }), valueFrom: { secretKeyRef: { name: 'other-hooks', key: 'secret' } } },
     ]);
     expect(JSON.stringify(makeDispatcherConfigMap(source, members))).not.toMatch(/postgres:\/\//);
+  });
+
+  it('gives secrets whose names differ only in punctuation one variable each, so no trigger signs with another\'s secret', () => {
+    const lookalikes = [
+      trigger('a', { delivery: { signingSecretRef: { name: 'hook-a', key: 'hmac' } } }),
+      trigger('b', { delivery: { signingSecretRef: { name: 'hook.a', key: 'hmac' } } }),
+    ];
+    const env = makeDispatcherDeployment(source, lookalikes, SETTINGS).spec!.template.spec!.containers[0]!.env!;
+    const signing = env.filter((e) => e.name.startsWith('EVENTIDE_SECRET_'));
+    expect(signing.map((e) => e.valueFrom?.secretKeyRef?.name).sort()).toEqual(['hook-a', 'hook.a']);
+    expect(new Set(signing.map((e) => e.name)).size).toBe(2);
   });
 
   it('mounts the ConfigMap at the config directory and probes /readyz and /healthz on 9090', () => {

@@ -1,0 +1,65 @@
+/**
+ * What a dispatcher serves on GET /state, and the operator reads: the contract between the data plane
+ * and the control plane. Field names are stable; new fields may be added, so readers ignore unknown ones.
+ */
+
+/** serving: events are delivered. suspended: spec.suspend, events wait in the backlog. set-aside: the dispatcher cannot serve it (see reason). waiting: the dispatcher has not reached the database yet. */
+export type TriggerServingState = 'serving' | 'suspended' | 'set-aside' | 'waiting';
+
+export interface TriggerStateReport {
+  state: TriggerServingState;
+  /** metadata.generation of the manifest this state is about (absent in local files without one). */
+  generation?: number;
+  /** Why it is set aside or waiting: a stable CamelCase word (TableNotFound, InvalidFilter, ...). */
+  reason?: string;
+  message?: string;
+  /** When the trigger entered this state (RFC 3339). */
+  since: string;
+  /** Events in memory for this trigger: queued, in flight or waiting for a retry. */
+  inflight: number;
+  /** Events waiting in the trigger's durable backlog (as of the last look at the table). */
+  backlog: number;
+  /** Whether new events go through the backlog now (the function fell behind or fails). */
+  parking: boolean;
+  lastDeliveryTime?: string;
+  lastError?: { message: string; time: string };
+}
+
+export interface SourceStateReport {
+  slot: string;
+  publication: string;
+  /** connecting: the database has not been reached yet; streaming; stopping. */
+  phase: 'connecting' | 'streaming' | 'stopping';
+  connected: boolean;
+  /** The last reason the database could not be reached or set up, while connecting. */
+  problem?: string;
+  /** WAL the slot holds back: the server's WAL end minus the slot's confirmed position, in bytes. */
+  lagBytes: number;
+}
+
+export interface DispatcherStateReport {
+  source: SourceStateReport;
+  /** Changes with every change of the loaded manifests. */
+  configFingerprint: string;
+  triggers: Record<string, TriggerStateReport>;
+  /** Functions that set spec.concurrency: requests in flight to each, across its triggers. */
+  functions: Record<string, { inflight: number; limit: number }>;
+}
+
+const STATES: readonly string[] = ['serving', 'suspended', 'set-aside', 'waiting'];
+
+/** Reads a /state answer; throws naming what is wrong, so a broken or foreign endpoint is reported, never trusted. */
+export function parseDispatcherState(value: unknown): DispatcherStateReport {
+  const doc = value as Partial<DispatcherStateReport> | null;
+  if (!doc || typeof doc !== 'object' || typeof doc.source !== 'object' || doc.source === null || typeof doc.triggers !== 'object' || doc.triggers === null) {
+    throw new Error('not a dispatcher state document (no source or triggers)');
+  }
+  for (const [key, trigger] of Object.entries(doc.triggers)) {
+    if (!trigger || typeof trigger !== 'object' || !STATES.includes((trigger as TriggerStateReport).state)) {
+      throw new Error(`trigger ${key}: state must be one of ${STATES.join(', ')}`);
+    }
+  }
+  if (typeof doc.source.slot !== 'string' || typeof doc.source.lagBytes !== 'number') throw new Error('source: slot and lagBytes are required');
+  const report = doc as DispatcherStateReport;
+  return { ...report, configFingerprint: report.configFingerprint ?? '', functions: report.functions ?? {} };
+}
