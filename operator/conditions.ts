@@ -34,6 +34,8 @@ export class ConditionSet<T extends string> {
   constructor(
     readonly happy: string,
     readonly dependents: readonly T[],
+    /** Conditions reported beside the others that do not decide the happy one (Knative's severity Info), e.g. Lagging. */
+    readonly informational: readonly T[] = [],
   ) {}
 
   /** Starts a round of marking from the conditions the resource carries now. */
@@ -97,6 +99,10 @@ export class ConditionManager<T extends string> {
   conditions(): ConditionT[] {
     const out: ConditionT[] = [this.stamp(this.set.happy, this.happyState())];
     for (const type of this.set.dependents) out.push(this.stamp(type, this.get(type) ?? initializing(type)));
+    for (const type of this.set.informational) {
+      const state = this.get(type);
+      if (state) out.push(this.stamp(type, state));
+    }
     return out;
   }
 

@@ -7,7 +7,9 @@ import { createLogger, type Logger } from '../common/logger.js';
 import { keyOf, type StoredEventTrigger, type StoredFunction } from './cache.js';
 import { Controller } from './controller.js';
 import { EventRecorder } from './events.js';
-import { EventTriggerReconciler, storedSourceOf } from './eventtrigger/reconciler.js';
+import { dispatcherStateUrl, sourceOfDispatcher } from './eventtrigger/dispatcher.js';
+import { DispatcherStates } from './eventtrigger/dispatcherStates.js';
+import { DEFAULT_LAG_THRESHOLD_BYTES, EventTriggerReconciler, storedSourceOf } from './eventtrigger/reconciler.js';
 import { sameSource } from './eventtrigger/source.js';
 import type { dropSlotAndPublication } from './eventtrigger/slotDrop.js';
 import { FunctionReconciler } from './function/reconciler.js';
@@ -26,6 +28,10 @@ export interface StartOperatorOptions {
   logger?: Logger;
   /** Replaces how slots are dropped (tests pointing at a database the cluster cannot name). */
   dropSlot?: typeof dropSlotAndPublication;
+  /** How often the leader reads each dispatcher's /state (default 2 s). */
+  statePollMs?: number;
+  /** WAL a slot may hold back before its triggers report Lagging (default 1 GiB). */
+  lagThresholdBytes?: number;
 }
 
 /** A running operator. */
@@ -102,13 +108,31 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
   });
 
   const functionReconciler = new FunctionReconciler({ clients, functions, deployments, services, events });
+  const lagThresholdBytes = options.lagThresholdBytes ?? DEFAULT_LAG_THRESHOLD_BYTES;
+  const states = new DispatcherStates({
+    endpoints: () =>
+      deployments.list().flatMap((d) => {
+        const source = d.metadata?.labels?.[LABEL_COMPONENT] === COMPONENT_DISPATCHER ? sourceOfDispatcher(d) : undefined;
+        return source && d.metadata?.name ? [{ namespace: source.namespace, name: d.metadata.name, url: dispatcherStateUrl(source) }] : [];
+      }),
+    changed: (keys) => {
+      for (const key of keys) triggerController?.enqueue(key);
+    },
+    intervalMs: options.statePollMs ?? 2000,
+    timeoutMs: 2000,
+    lagThresholdBytes,
+    logger,
+  });
   const triggerReconciler = new EventTriggerReconciler({
     clients,
     triggers,
     functions,
     deployments,
     configMaps,
+    services,
     secrets,
+    states,
+    lagThresholdBytes,
     events,
     settings: {
       image: settings.dispatcherImage,
@@ -182,9 +206,10 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     controllersStarted = true;
     functionController.start(functions.list().map(keyOf));
     eventTriggerController.start(triggers.list().map(keyOf));
+    states.start();
     logger.info({ workers: settings.workers }, 'reconciling');
   };
-  const stopControllers = () => Promise.all(controllers.map((c) => c.stop()));
+  const stopControllers = () => Promise.all([states.stop(), ...controllers.map((c) => c.stop())]);
 
   const election = new AbortController();
   let elector: LeaderElector | undefined;

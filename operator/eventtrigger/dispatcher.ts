@@ -1,4 +1,4 @@
-import type { V1ConfigMap, V1Deployment, V1EnvVar, V1ResourceRequirements, V1Secret } from '@kubernetes/client-node';
+import type { V1ConfigMap, V1Deployment, V1EnvVar, V1ResourceRequirements, V1Secret, V1Service } from '@kubernetes/client-node';
 import { createHash } from 'node:crypto';
 import { stringify } from 'yaml';
 import { API_VERSION, type EventTriggerResource } from '../../api/v1alpha1/index.js';
@@ -45,6 +45,18 @@ export const DEFAULT_DISPATCHER_RESOURCES: V1ResourceRequirements = {
 export interface DispatcherObjects {
   configMap: V1ConfigMap;
   deployment: V1Deployment;
+  service: V1Service;
+}
+
+/** What the dispatcher needs of a Function its triggers target: its cap on deliveries in flight. */
+export interface FunctionLimit {
+  name: string;
+  concurrency: number;
+}
+
+/** Where the operator reads a dispatcher's state: its Service, which also lists a pod that is not ready (a dispatcher waiting for its database says why). */
+export function dispatcherStateUrl(source: SourceRef): string {
+  return `http://${dispatcherName(source)}.${source.namespace}.svc.cluster.local:${DISPATCHER_PORT}/state`;
 }
 
 /** The triggers a dispatcher serves, in a stable order. */
@@ -85,29 +97,56 @@ function dispatcherMeta(source: SourceRef, members: readonly EventTriggerResourc
  * sorted, as multi-document YAML the dispatcher loads as it loads local files. The chosen slot and
  * publication are written into every spec, so the dispatcher never has to derive them.
  */
-export function dispatcherConfig(source: SourceRef, members: readonly EventTriggerResource[]): string {
+export function dispatcherConfig(source: SourceRef, members: readonly EventTriggerResource[], functions: readonly FunctionLimit[] = []): string {
   const slot = chooseSlot(source, members);
-  return sortedMembers(members)
-    .map((t) =>
+  const triggers = sortedMembers(members).map((t) =>
+    stringify(
+      {
+        apiVersion: API_VERSION,
+        kind: 'EventTrigger',
+        // The generation travels with the spec, so the dispatcher's /state says which one it serves.
+        metadata: { name: t.metadata.name, namespace: source.namespace, ...(t.metadata.generation !== undefined ? { generation: t.metadata.generation } : {}) },
+        spec: { ...t.spec, source: { ...t.spec.source, slotName: slot.slotName, publicationName: slot.publicationName } },
+      },
+      { sortMapEntries: true },
+    ),
+  );
+  // Only a Function's concurrency matters to the dispatcher; the image is there because the schema requires one.
+  const limits = [...functions]
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .map((fn) =>
       stringify(
-        {
-          apiVersion: API_VERSION,
-          kind: 'EventTrigger',
-          metadata: { name: t.metadata.name, namespace: source.namespace },
-          spec: { ...t.spec, source: { ...t.spec.source, slotName: slot.slotName, publicationName: slot.publicationName } },
-        },
+        { apiVersion: API_VERSION, kind: 'Function', metadata: { name: fn.name, namespace: source.namespace }, spec: { image: 'n/a', concurrency: fn.concurrency } },
         { sortMapEntries: true },
       ),
-    )
-    .join('---\n');
+    );
+  return [...triggers, ...limits].join('---\n');
 }
 
-export function makeDispatcherConfigMap(source: SourceRef, members: readonly EventTriggerResource[]): V1ConfigMap {
+export function makeDispatcherConfigMap(source: SourceRef, members: readonly EventTriggerResource[], functions: readonly FunctionLimit[] = []): V1ConfigMap {
   return {
     apiVersion: 'v1',
     kind: 'ConfigMap',
     metadata: dispatcherMeta(source, members),
-    data: { [DISPATCHER_CONFIG_KEY]: dispatcherConfig(source, members) },
+    data: { [DISPATCHER_CONFIG_KEY]: dispatcherConfig(source, members, functions) },
+  };
+}
+
+/**
+ * The dispatcher's Service: how the operator reaches its /state (and Prometheus its /metrics). It
+ * publishes a pod that is not ready too, because a dispatcher that cannot reach its database is not
+ * ready, and that is exactly when its /state has something to say.
+ */
+export function makeDispatcherService(source: SourceRef, members: readonly EventTriggerResource[]): V1Service {
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: dispatcherMeta(source, members),
+    spec: {
+      selector: dispatcherSelector(source),
+      publishNotReadyAddresses: true,
+      ports: [{ name: 'http', port: DISPATCHER_PORT, targetPort: 'http', protocol: 'TCP' }],
+    },
   };
 }
 
@@ -217,6 +256,16 @@ export function makeDispatcherDeployment(source: SourceRef, members: readonly Ev
 }
 
 /** Everything a source's dispatcher consists of: pure, from the source and its triggers. */
-export function desiredDispatcherObjects(source: SourceRef, members: readonly EventTriggerResource[], settings: DispatcherSettings, secretsDigest?: string): DispatcherObjects {
-  return { configMap: makeDispatcherConfigMap(source, members), deployment: makeDispatcherDeployment(source, members, settings, secretsDigest) };
+export function desiredDispatcherObjects(
+  source: SourceRef,
+  members: readonly EventTriggerResource[],
+  settings: DispatcherSettings,
+  secretsDigest?: string,
+  functions: readonly FunctionLimit[] = [],
+): DispatcherObjects {
+  return {
+    configMap: makeDispatcherConfigMap(source, members, functions),
+    deployment: makeDispatcherDeployment(source, members, settings, secretsDigest),
+    service: makeDispatcherService(source, members),
+  };
 }

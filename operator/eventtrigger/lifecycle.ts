@@ -1,22 +1,31 @@
 import type { V1Deployment } from '@kubernetes/client-node';
 import type { EventTriggerResource, EventTriggerStatusT } from '../../api/v1alpha1/index.js';
-import { ConditionSet, REASON_APPLY_FAILED, REASON_INVALID_SPEC, type ConditionManager, type Problem } from '../conditions.js';
+import { ConditionSet, REASON_APPLY_FAILED, REASON_INVALID_SPEC, type ConditionManager, type ConditionState, type Problem } from '../conditions.js';
 import { deploymentReadiness } from '../deploymentReadiness.js';
 
 export const TriggerConditionFunctionResolved = 'FunctionResolved';
 export const TriggerConditionSourceReady = 'SourceReady';
 export const TriggerConditionDispatcherReady = 'DispatcherReady';
+/** The dispatcher says it serves this trigger at its current generation (from its /state). */
+export const TriggerConditionServing = 'Serving';
+/** The source's slot holds back more WAL than the operator's threshold; informational, Ready does not depend on it. */
+export const TriggerConditionLagging = 'Lagging';
 export type TriggerConditionType =
   | typeof TriggerConditionFunctionResolved
   | typeof TriggerConditionSourceReady
-  | typeof TriggerConditionDispatcherReady;
+  | typeof TriggerConditionDispatcherReady
+  | typeof TriggerConditionServing
+  | typeof TriggerConditionLagging;
 
-/** An EventTrigger is Ready when its target resolves, its source's Secrets exist and its dispatcher is available. */
-export const triggerConditionSet = new ConditionSet<TriggerConditionType>('Ready', [
-  TriggerConditionFunctionResolved,
-  TriggerConditionSourceReady,
-  TriggerConditionDispatcherReady,
-]);
+/**
+ * An EventTrigger is Ready when its target resolves, its source's Secrets exist, its dispatcher is
+ * available, and that dispatcher reports serving this trigger's current generation.
+ */
+export const triggerConditionSet = new ConditionSet<TriggerConditionType>(
+  'Ready',
+  [TriggerConditionFunctionResolved, TriggerConditionSourceReady, TriggerConditionDispatcherReady, TriggerConditionServing],
+  [TriggerConditionLagging],
+);
 
 /** SourceReady=False reason while dropping the slot on deletion fails (retried with backoff). */
 export const REASON_SLOT_DROP_FAILED = 'SlotDropFailed';
@@ -69,6 +78,15 @@ export class EventTriggerLifecycle {
   propagateDispatcher(name: string, deployment: V1Deployment | undefined): void {
     this.next.dispatcher = name;
     this.conditions.mark(TriggerConditionDispatcherReady, deploymentReadiness(deployment));
+  }
+
+  /** What the dispatcher reports of this trigger (see serving.ts). */
+  markServing(state: ConditionState): void {
+    this.conditions.mark(TriggerConditionServing, state);
+  }
+
+  markLagging(state: ConditionState | undefined): void {
+    if (state) this.conditions.mark(TriggerConditionLagging, state);
   }
 
   markDispatcherApplyFailed(message: string): void {

@@ -1,7 +1,8 @@
-import type { V1ConfigMap, V1Deployment } from '@kubernetes/client-node';
+import type { V1ConfigMap, V1Deployment, V1Service } from '@kubernetes/client-node';
 import {
   InvalidResourceError,
   parseEventTrigger,
+  type ObjectMeta,
   type EventTriggerResource,
   type EventTriggerStatusT,
 } from '../../api/v1alpha1/index.js';
@@ -17,10 +18,26 @@ import { LABEL_COMPONENT, COMPONENT_DISPATCHER } from '../labels.js';
 import type { SecretWatcher } from '../secretWatcher.js';
 import { semanticEqual } from '../semantic.js';
 import { decideTrigger, markDecision } from './decide.js';
-import { SECRETS_HASH_ANNOTATION, desiredDispatcherObjects, secretsHash, sourceOfDispatcher, type DispatcherSettings } from './dispatcher.js';
+import { SECRETS_HASH_ANNOTATION, desiredDispatcherObjects, secretsHash, sourceOfDispatcher, type DispatcherSettings, type FunctionLimit } from './dispatcher.js';
+import type { DispatcherStates } from './dispatcherStates.js';
+import { laggingCondition, servingCondition } from './serving.js';
 import { EventTriggerLifecycle } from './lifecycle.js';
-import { dropSlotAndPublication } from './slotDrop.js';
+import { SlotDropError, dropSlotAndPublication } from './slotDrop.js';
+import { SLOTS_ANNOTATION, planSlots, readSlotRecord, type RecordedSlot, type SlotToDrop } from './slotRecord.js';
 import { chooseSlot, dispatcherName, sameSource, sourceId, sourceOf, type SourceRef } from './source.js';
+
+/** WAL a slot may hold back before its triggers report Lagging, unless the operator is told otherwise. */
+export const DEFAULT_LAG_THRESHOLD_BYTES = 1024 ** 3;
+
+/** How soon a slot that could not be dropped yet (its dispatcher still reads it) is tried again. */
+const SLOT_DROP_RETRY_MS = 5_000;
+
+/** What making a source's dispatcher match its triggers did. */
+interface SourceSync {
+  deployment: V1Deployment | undefined;
+  /** A slot the source no longer reads is still to be dropped (its dispatcher has not let go of it yet). */
+  dropsPending: boolean;
+}
 
 /** Held by every EventTrigger so its deletion can release the dispatcher and, if asked, the slot. */
 export const DISPATCHER_FINALIZER = 'eventide.dev/dispatcher';
@@ -31,12 +48,18 @@ export interface EventTriggerReconcilerDeps {
   functions: Cache<StoredFunction>;
   deployments: Cache<V1Deployment>;
   configMaps: Cache<V1ConfigMap>;
+  services: Cache<V1Service>;
   secrets: SecretWatcher;
+  /** What the dispatchers report on /state; without it (a standby, some tests) Serving stays Unknown. */
+  states?: DispatcherStates;
+  /** WAL a slot may hold back before its triggers say Lagging. */
+  lagThresholdBytes?: number;
   events: EventRecorder;
   settings: DispatcherSettings;
   now?: () => Date;
   /** Drops a source's slot and publication (replaceable to point at another database in tests). */
   dropSlot?: typeof dropSlotAndPublication;
+  log?: Logger;
 }
 
 type Stored = StoredEventTrigger & { metadata: { name: string; namespace: string; uid: string } };
@@ -109,18 +132,23 @@ export class EventTriggerReconciler implements Reconciler {
       settings: this.deps.settings,
     });
 
-    let dispatcher: V1Deployment | undefined;
+    let synced: SourceSync;
     try {
-      dispatcher = await this.syncSource(decision.source);
-      await this.releaseOtherSources(trigger, decision.source);
+      synced = await this.syncSource(decision.source);
     } catch (error) {
       lifecycle.markDispatcherApplyFailed(apiErrorMessage(error));
       await this.writeStatus(trigger, lifecycle.status());
       throw error;
     }
+    // A source this trigger left: its dispatcher goes, and its slots once that dispatcher has stopped.
+    const released = await this.releaseOtherSources(trigger, decision.source, log);
+    const dispatcher = synced.deployment;
     markDecision(lifecycle, decision, dispatcher);
+    const reading = this.deps.states?.get(namespace, decision.dispatcherName);
+    lifecycle.markServing(servingCondition(reading, key, trigger.metadata.generation));
+    lifecycle.markLagging(laggingCondition(reading, this.deps.lagThresholdBytes ?? DEFAULT_LAG_THRESHOLD_BYTES));
     if (await this.writeStatus(trigger, lifecycle.status())) log.debug({ dispatcher: decision.dispatcherName }, 'status updated');
-    return {};
+    return synced.dropsPending || !released ? { requeueAfterMs: SLOT_DROP_RETRY_MS } : {};
   }
 
   /**
@@ -133,10 +161,24 @@ export class EventTriggerReconciler implements Reconciler {
     if (!finalizers.includes(DISPATCHER_FINALIZER)) return {};
     const source = storedSourceOf(trigger);
     if (source) {
-      const remaining = this.membersOf(source);
-      await this.syncSource(source);
-      const dropSlot = (trigger.spec as { source?: { dropSlotOnDelete?: unknown } } | undefined)?.source?.dropSlotOnDelete === true;
-      if (remaining.length === 0 && dropSlot) await this.dropSlot(trigger, source, log);
+      const spec = (trigger.spec ?? {}) as { source?: { slotName?: string; publicationName?: string; dropSlotOnDelete?: unknown } };
+      // For a ConfigMap made before slots were recorded: the slot this trigger's spec leads to.
+      const chosen = chooseSlot(source, [{ metadata: trigger.metadata, spec: { source: spec.source ?? {} } }]);
+      const legacy: RecordedSlot = { slot: chosen.slotName, publication: chosen.publicationName, drop: spec.source?.dropSlotOnDelete === true };
+      try {
+        await this.syncSource(source, legacy);
+      } catch (error) {
+        if (!(error instanceof SlotDropError)) throw error;
+        const message = `${error.message} (set spec.source.dropSlotOnDelete to false to delete the EventTrigger without dropping the slot)`;
+        const lifecycle = new EventTriggerLifecycle(
+          { metadata: trigger.metadata, ...(trigger.status ? { status: trigger.status } : {}) },
+          conditionTime(this.deps.now?.() ?? new Date()),
+        );
+        lifecycle.markSlotDropFailed(message);
+        await this.writeStatus(trigger, lifecycle.status());
+        this.deps.events.warning(this.subject(trigger), 'SlotDropFailed', message);
+        throw error;
+      }
     }
     await patchFinalizers(
       this.deps.clients,
@@ -148,26 +190,19 @@ export class EventTriggerReconciler implements Reconciler {
     return {};
   }
 
-  private async dropSlot(trigger: Stored, source: SourceRef, log: Logger): Promise<void> {
-    const spec = (trigger.spec ?? {}) as { source?: { slotName?: string; publicationName?: string } };
-    const slot = chooseSlot(source, [{ metadata: trigger.metadata, spec: { source: spec.source ?? {} } }]);
-    try {
-      const url = await this.readSecretValue(source);
-      const result = await (this.deps.dropSlot ?? dropSlotAndPublication)(url, slot.slotName, slot.publicationName);
-      log.info({ slot: slot.slotName, publication: slot.publicationName, ...result }, 'dropped replication slot and publication');
-      this.deps.events.normal(this.subject(trigger), 'SlotDropped', `dropped replication slot "${slot.slotName}" and publication "${slot.publicationName}"`);
-    } catch (error) {
-      const message =
-        `${(error as Error).message} (set spec.source.dropSlotOnDelete to false to delete the EventTrigger ` +
-        'without dropping the slot)';
-      const lifecycle = new EventTriggerLifecycle(
-        { metadata: trigger.metadata, ...(trigger.status ? { status: trigger.status } : {}) },
-        conditionTime(this.deps.now?.() ?? new Date()),
-      );
-      lifecycle.markSlotDropFailed(message);
-      await this.writeStatus(trigger, lifecycle.status());
-      this.deps.events.warning(this.subject(trigger), 'SlotDropFailed', message);
-      throw error;
+  /** Drops slots the source no longer reads; throws SlotDropError on the first that cannot be dropped yet. */
+  private async dropSlots(source: SourceRef, slots: readonly SlotToDrop[], subject: { apiVersion?: string; metadata: ObjectMeta } | undefined): Promise<void> {
+    if (slots.length === 0) return;
+    const url = await this.readSecretValue(source).catch((error: Error) => {
+      throw new SlotDropError(error.message, { cause: error });
+    });
+    for (const { slot, publication } of slots) {
+      const result = await (this.deps.dropSlot ?? dropSlotAndPublication)(url, slot, publication);
+      this.deps.log?.info({ slot, publication, ...result }, 'dropped replication slot');
+      if (subject) {
+        const what = publication ? `replication slot "${slot}" and publication "${publication}"` : `replication slot "${slot}"`;
+        this.deps.events.normal(this.subject(subject), 'SlotDropped', `dropped ${what}`);
+      }
     }
   }
 
@@ -184,18 +219,27 @@ export class EventTriggerReconciler implements Reconciler {
   }
 
   /**
-   * Makes a source's dispatcher match its current triggers: applies its ConfigMap then its Deployment,
-   * or deletes both when no trigger is left. Returns the Deployment as stored.
+   * Makes a source's dispatcher match its current triggers: applies its ConfigMap (with the record of
+   * the slots it was told to read), Service and Deployment, and drops recorded slots it no longer reads
+   * whose triggers asked for that. With no trigger left: deletes the Deployment and Service, drops the
+   * recorded slots (a SlotDropError while the old pod still reads one; the ConfigMap and its record stay
+   * for the retry), then deletes the ConfigMap. `legacy` is the slot to assume when nothing is recorded.
    */
-  private syncSource(source: SourceRef): Promise<V1Deployment | undefined> {
+  private syncSource(source: SourceRef, legacy?: RecordedSlot): Promise<SourceSync> {
     return this.sourceLock.run(sourceId(source), async () => {
       const name = dispatcherName(source);
       const { namespace } = source;
       const members = this.membersOf(source);
+      const liveConfigMap = this.deps.configMaps.get(name, namespace);
+      const recorded = readSlotRecord(liveConfigMap);
+      const subject = members[0] ?? this.ownerOf(liveConfigMap);
       if (members.length === 0) {
         await deleteObject(this.deps.clients, { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name, namespace } });
+        await deleteObject(this.deps.clients, { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace } });
+        const plan = planSlots(recorded.length > 0 || !legacy ? recorded : [legacy], undefined);
+        await this.dropSlots(source, plan.toDrop, subject);
         await deleteObject(this.deps.clients, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace } });
-        return undefined;
+        return { deployment: undefined, dropsPending: false };
       }
       // Derived under the lock from the freshest cache, so a slower reconcile cannot apply older members.
       const live = this.deps.deployments.get(name, namespace);
@@ -203,14 +247,43 @@ export class EventTriggerReconciler implements Reconciler {
       const digest = this.deps.secrets.ensure(namespace)
         ? secretsHash(source, members, (secret) => this.deps.secrets.get(namespace, secret))
         : live?.spec?.template.metadata?.annotations?.[SECRETS_HASH_ANNOTATION];
-      const objects = desiredDispatcherObjects(source, members, this.deps.settings, digest);
-      await applyIfChanged(this.deps.clients, objects.configMap, this.deps.configMaps.get(name, namespace));
-      return (await applyIfChanged(this.deps.clients, objects.deployment, live)).object;
+      const objects = desiredDispatcherObjects(source, members, this.deps.settings, digest, this.functionLimits(namespace, members));
+      const choice = chooseSlot(source, members);
+      const current: RecordedSlot = { slot: choice.slotName, publication: choice.publicationName, drop: members.some((m) => m.spec.source.dropSlotOnDelete) };
+      const plan = planSlots(recorded, current);
+      const withRecord = (record: RecordedSlot[]) => ({
+        ...objects.configMap,
+        metadata: { ...objects.configMap.metadata, annotations: { ...objects.configMap.metadata!.annotations, [SLOTS_ANNOTATION]: JSON.stringify(record) } },
+      });
+      const appliedConfigMap = (await applyIfChanged(this.deps.clients, withRecord(plan.record), liveConfigMap)).object;
+      await applyIfChanged(this.deps.clients, objects.service, this.deps.services.get(name, namespace));
+      const deployment = (await applyIfChanged(this.deps.clients, objects.deployment, live)).object;
+      if (plan.toDrop.length === 0) return { deployment, dropsPending: false };
+      try {
+        await this.dropSlots(source, plan.toDrop, subject);
+        await applyIfChanged(this.deps.clients, withRecord([current]), appliedConfigMap);
+        return { deployment, dropsPending: false };
+      } catch (error) {
+        // Typically the dispatcher still reads the old slot until it has restarted on the new one.
+        this.deps.log?.info({ source: sourceId(source), err: (error as Error).message }, 'a slot the source no longer reads cannot be dropped yet; retrying');
+        return { deployment, dropsPending: true };
+      }
     });
   }
 
-  /** A trigger that moved to another source leaves its old dispatcher: re-derive (or delete) that one. */
-  private async releaseOtherSources(trigger: Stored, current: SourceRef): Promise<void> {
+  /** A trigger that owned a dispatcher object (for events about a source whose triggers are gone). */
+  private ownerOf(obj: V1ConfigMap | undefined): { metadata: ObjectMeta } | undefined {
+    const owner = obj?.metadata?.ownerReferences?.find((ref) => ref.kind === 'EventTrigger');
+    const namespace = obj?.metadata?.namespace;
+    if (!owner || !namespace) return undefined;
+    return { metadata: { name: owner.name, namespace, uid: owner.uid } };
+  }
+
+  /**
+   * A trigger that moved to another source leaves its old dispatcher: re-derive (or delete) that one,
+   * and drop its recorded slots once its pod has stopped. False while a drop has to wait (requeue).
+   */
+  private async releaseOtherSources(trigger: Stored, current: SourceRef, log: Logger): Promise<boolean> {
     const uid = trigger.metadata.uid;
     const others = new Map<string, SourceRef>();
     for (const obj of [...this.deps.deployments.list(trigger.metadata.namespace), ...this.deps.configMaps.list(trigger.metadata.namespace)]) {
@@ -219,7 +292,29 @@ export class EventTriggerReconciler implements Reconciler {
       const source = sourceOfDispatcher(obj);
       if (source && !sameSource(source, current)) others.set(sourceId(source), source);
     }
-    for (const source of others.values()) await this.syncSource(source);
+    let done = true;
+    for (const source of others.values()) {
+      try {
+        if ((await this.syncSource(source)).dropsPending) done = false;
+      } catch (error) {
+        if (!(error instanceof SlotDropError)) throw error;
+        log.info({ source: sourceId(source), err: error.message }, 'the source this trigger left still has a slot to drop; retrying');
+        done = false;
+      }
+    }
+    return done;
+  }
+
+  /** The concurrency caps of the Functions the triggers target (only those that set one), from the cache. */
+  private functionLimits(namespace: string, members: readonly EventTriggerResource[]): FunctionLimit[] {
+    const limits = new Map<string, FunctionLimit>();
+    for (const t of members) {
+      const name = t.spec.function?.name;
+      if (!name || limits.has(name)) continue;
+      const concurrency = (this.deps.functions.get(name, namespace)?.spec as { concurrency?: unknown } | undefined)?.concurrency;
+      if (typeof concurrency === 'number' && Number.isInteger(concurrency) && concurrency > 0) limits.set(name, { name, concurrency });
+    }
+    return [...limits.values()];
   }
 
   /** Valid, not-deleting triggers of a source, from the cache. */
@@ -267,7 +362,7 @@ export class EventTriggerReconciler implements Reconciler {
     return { name, namespace, ...(resourceVersion ? { resourceVersion } : {}) };
   }
 
-  private subject(trigger: Stored) {
+  private subject(trigger: { apiVersion?: string; metadata: ObjectMeta }) {
     return { apiVersion: trigger.apiVersion ?? 'eventide.dev/v1alpha1', kind: 'EventTrigger', metadata: trigger.metadata };
   }
 }

@@ -21,7 +21,7 @@ const STATEMENT_TIMEOUT_MS = 10_000;
  * publication already gone is fine. A slot still in use (its dispatcher pod has not exited yet) is an
  * error, so the caller retries with backoff rather than pulling the slot from under a running consumer.
  */
-export async function dropSlotAndPublication(url: string, slotName: string, publicationName: string): Promise<SlotDropResult> {
+export async function dropSlotAndPublication(url: string, slotName: string, publicationName: string | undefined): Promise<SlotDropResult> {
   const client = new pg.Client({
     connectionString: url,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
@@ -45,12 +45,13 @@ export async function dropSlotAndPublication(url: string, slotName: string, publ
       throw new SlotDropError(`replication slot "${slotName}" is still in use by process ${row.active_pid ?? '?'}; retrying once its dispatcher has stopped`);
     }
     if (row) await client.query('SELECT pg_drop_replication_slot($1)', [slotName]);
-    const publication = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [publicationName]);
-    if (publication.rowCount) await client.query(`DROP PUBLICATION IF EXISTS ${client.escapeIdentifier(publicationName)}`);
+    // Undefined: the publication is still in use by the source's current slot.
+    const publication = publicationName === undefined ? { rowCount: 0 } : await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [publicationName]);
+    if (publicationName !== undefined && publication.rowCount) await client.query(`DROP PUBLICATION IF EXISTS ${client.escapeIdentifier(publicationName)}`);
     return { slotDropped: row !== undefined, publicationDropped: (publication.rowCount ?? 0) > 0 };
   } catch (error) {
     if (error instanceof SlotDropError) throw error;
-    throw new SlotDropError(`dropping slot "${slotName}" / publication "${publicationName}": ${(error as Error).message}`, { cause: error });
+    throw new SlotDropError(`dropping slot "${slotName}"${publicationName ? ` / publication "${publicationName}"` : ''}: ${(error as Error).message}`, { cause: error });
   } finally {
     await client.end().catch(() => {});
   }
