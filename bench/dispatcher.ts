@@ -252,7 +252,7 @@ async function dispatcherRead(url: string, slot: string, n: number, intakeManife
     };
   }
   const stream = new ReplicationStream<PgoutputMessage>(
-    { connectionString: url, slotName: slot, createPlugin: () => createTextPgoutputPlugin([PUBLICATION]), logger: silentLogger() },
+    { connection: { connectionString: url }, slotName: slot, createPlugin: () => createTextPgoutputPlugin([PUBLICATION]), logger: silentLogger() },
     consumer,
   );
   const running = stream.run();

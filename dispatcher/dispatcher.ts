@@ -27,6 +27,7 @@ import { WindowShares } from './pipeline/windowShares.js';
 import { columnsRead, routedTables } from './routing/triggerMatcher.js';
 import { functionKeyOf, resolveConfig, withProblems, type ServedConfig, type SourceNames } from './servedConfig.js';
 import type { DispatchSettings } from './settings.js';
+import { connectionConfig } from './source/connectionConfig.js';
 import { ReplicationStream, describeError } from './source/replicationStream.js';
 import { SourceProblemError, checkRoutesAgainstTables, ensurePublication, ensureSlot, inspectTables } from './source/sourceSetup.js';
 import { isUnreachable, unreachableMessage } from './source/unreachable.js';
@@ -248,7 +249,7 @@ export class Dispatcher {
     });
     const stream = new ReplicationStream<PgoutputMessage>(
       {
-        connectionString: settings.databaseUrl,
+        connection: connectionConfig(settings.databaseUrl, settings.databaseTls),
         slotName: names.slot,
         createPlugin: () => createTextPgoutputPlugin([names.publication]),
         logger,
@@ -275,7 +276,7 @@ export class Dispatcher {
       },
     );
     const notifications = new BacklogNotifications(
-      settings.databaseUrl,
+      connectionConfig(settings.databaseUrl, settings.databaseTls),
       logger,
       (trigger) => this.flows.get(trigger)?.backlogAdded(),
       async () => {
@@ -677,20 +678,17 @@ function triggerCount(manifests: ManifestSet): number {
 
 /** The pools, stores and sender a dispatcher uses; none connects until used. */
 function openResources(settings: DispatchSettings, logger: Logger): Resources {
-  const pool = new pg.Pool({ connectionString: settings.databaseUrl, max: 4, application_name: 'eventide-dispatcher', connectionTimeoutMillis: 10_000 });
+  const source = (extra: pg.PoolConfig) => connectionConfig(settings.databaseUrl, settings.databaseTls, extra);
+  const pool = new pg.Pool(source({ max: 4, application_name: 'eventide-dispatcher', connectionTimeoutMillis: 10_000 }));
   pool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle database connection failed'));
   let deadLetterPool = pool;
   if (settings.deadLetterDatabaseUrl) {
     deadLetterPool = new pg.Pool({ connectionString: settings.deadLetterDatabaseUrl, max: 4, application_name: 'eventide-dispatcher', connectionTimeoutMillis: 10_000 });
     deadLetterPool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle dead-letter database connection failed'));
   }
-  const backlogPool = new pg.Pool({
-    connectionString: settings.databaseUrl,
-    max: 2,
-    application_name: 'eventide-dispatcher-backlog',
-    connectionTimeoutMillis: 10_000,
-    options: BACKLOG_CONNECTION_OPTIONS,
-  });
+  const backlogPool = new pg.Pool(
+    source({ max: 2, application_name: 'eventide-dispatcher-backlog', connectionTimeoutMillis: 10_000, options: BACKLOG_CONNECTION_OPTIONS }),
+  );
   backlogPool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle backlog connection failed'));
   const backlog = new BacklogStore(backlogPool);
   return {

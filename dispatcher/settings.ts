@@ -1,4 +1,6 @@
+import { accessSync, constants } from 'node:fs';
 import { parseArgs } from 'node:util';
+import type { DatabaseTls } from './source/connectionConfig.js';
 import pg from 'pg';
 import { EventideError } from '../common/errors.js';
 import { DATABASE_URL_ENV } from '../common/secretEnv.js';
@@ -24,6 +26,8 @@ export interface DispatchSettings {
   watchConfig: boolean;
   /** Database for the dead-letter table; the source database when absent. */
   deadLetterDatabaseUrl?: string;
+  /** CA and client certificate files for the source database (verify-full). */
+  databaseTls?: DatabaseTls;
 }
 
 /** Bad command-line input; the message says which flag and what is wrong. */
@@ -49,6 +53,10 @@ export const DISPATCH_USAGE = `Usage: eventide dispatch --database-url <url> -f 
                                 trigger's backlog (table eventide.backlog) instead (default 5s)
   --watch-config                reload the manifests when the files change
   --dead-letter-database-url    database for the eventide.dead_letters table (default: the source)
+  --database-ca <file>          CA certificate(s) the source database's certificate must chain to;
+                                the connection is verified like sslmode=verify-full (host name too)
+  --database-cert <file>, --database-key <file>
+                                client certificate and key, for certificate authentication
 `;
 
 /** A duration flag (`500ms`, `5s`, `1m`) in milliseconds; absent, the fallback. */
@@ -95,6 +103,21 @@ function parseFunctionUrls(pairs: string[]): Map<string, string> {
   return urls;
 }
 
+/** The TLS files, each checked to be readable now rather than at the first connection. */
+function parseDatabaseTls(ca: string | undefined, cert: string | undefined, key: string | undefined): DatabaseTls | undefined {
+  if ((cert === undefined) !== (key === undefined)) throw new SettingsError('--database-cert and --database-key go together: give both or neither');
+  for (const [flag, file] of [['--database-ca', ca], ['--database-cert', cert], ['--database-key', key]] as const) {
+    if (file === undefined) continue;
+    try {
+      accessSync(file, constants.R_OK);
+    } catch {
+      throw new SettingsError(`${flag}: cannot read ${file}`);
+    }
+  }
+  if (!ca && !cert) return undefined;
+  return { ...(ca ? { caFile: ca } : {}), ...(cert ? { certFile: cert } : {}), ...(key ? { keyFile: key } : {}) };
+}
+
 /** Parses `eventide dispatch` arguments; env supplies the database URL so it need not be on the command line. */
 export function parseDispatchSettings(argv: string[], env: NodeJS.ProcessEnv = process.env): DispatchSettings {
   let values;
@@ -116,6 +139,9 @@ export function parseDispatchSettings(argv: string[], env: NodeJS.ProcessEnv = p
         'retry-in-memory': { type: 'string' },
         'watch-config': { type: 'boolean' },
         'dead-letter-database-url': { type: 'string' },
+        'database-ca': { type: 'string' },
+        'database-cert': { type: 'string' },
+        'database-key': { type: 'string' },
       },
       strict: true,
     }));
@@ -132,9 +158,11 @@ export function parseDispatchSettings(argv: string[], env: NodeJS.ProcessEnv = p
     const v = values[name];
     if (v !== undefined && !/^[a-z0-9_]{1,63}$/.test(v)) throw new SettingsError(`--${name} must be lower-case letters, digits and _ (at most 63), got "${v}"`);
   }
+  const databaseTls = parseDatabaseTls(values['database-ca'], values['database-cert'], values['database-key']);
   return {
     databaseUrl,
     manifestPaths,
+    ...(databaseTls ? { databaseTls } : {}),
     functionUrls: parseFunctionUrls(values['function-url'] ?? []),
     ...(values['function-url-template'] ? { functionUrlTemplate: values['function-url-template'] } : {}),
     port: values.port === '0' ? 0 : positiveInt('--port', values.port, 9090),

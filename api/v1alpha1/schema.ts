@@ -87,6 +87,23 @@ export const EventTriggerSpec = Type.Object(
         slotName: Type.Optional(Type.String({ pattern: '^[a-z0-9_]{1,63}$', description: 'Replication slot to use (created if absent). Default: eventide_<hash of source>.' })),
         publicationName: Type.Optional(Type.String({ pattern: '^[a-z0-9_]{1,63}$', description: 'Publication to use (created if absent). Default: the slot name.' })),
         dropSlotOnDelete: Type.Boolean({ default: false, description: 'Drop the replication slot and publication when the last trigger of this source is deleted.' }),
+        tls: Type.Optional(
+          Type.Object(
+            {
+              caSecretRef: Type.Optional(Type.Object({ name: SecretKeyRef.properties.name, key: Type.String({ minLength: 1, default: 'ca.crt' }) }, { description: 'A Secret key holding the CA certificate(s).' })),
+              caConfigMapRef: Type.Optional(
+                Type.Object({ name: Type.String({ minLength: 1, maxLength: 253 }), key: Type.String({ minLength: 1, default: 'ca.crt' }) }, { description: 'A ConfigMap key holding the CA certificate(s).' }),
+              ),
+              clientCertSecretRef: Type.Optional(
+                Type.Object({ name: SecretKeyRef.properties.name }, { description: 'A kubernetes.io/tls Secret (tls.crt, tls.key): the client certificate, for certificate authentication.' }),
+              ),
+            },
+            {
+              description:
+                'TLS to the database: the server certificate is verified against this CA, host name included (sslmode=verify-full). Mounted into the dispatcher; a changed CA reaches it when its pod restarts. Triggers of one source share one dispatcher: the first (by name) that sets tls decides.',
+            },
+          ),
+        ),
       },
       { description: 'The database whose changes trigger events. Triggers that share a source share one dispatcher and one slot.' },
     ),
@@ -157,6 +174,11 @@ export const eventTriggerRules: CrossFieldRule<EventTriggerSpecT>[] = [
     rule: "self.batch.maxSize == 1 || self.format != 'hasura'",
     message: 'the hasura format delivers one event per request: set spec.batch.maxSize to 1',
     holds: (s) => s.batch.maxSize === 1 || s.format !== 'hasura',
+  },
+  {
+    rule: '!has(self.source.tls) || !(has(self.source.tls.caSecretRef) && has(self.source.tls.caConfigMapRef))',
+    message: 'spec.source.tls: give the CA in caSecretRef or in caConfigMapRef, not both',
+    holds: (s) => !(s.source.tls?.caSecretRef && s.source.tls.caConfigMapRef),
   },
 ];
 

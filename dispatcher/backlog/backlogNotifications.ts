@@ -21,7 +21,7 @@ export class BacklogNotifications {
   private running: Promise<void> = Promise.resolve();
 
   constructor(
-    private readonly connectionString: string,
+    private readonly connection: pg.ClientConfig,
     private readonly logger: Logger,
     private readonly onAdded: (trigger: string) => void,
     private readonly resync: () => Promise<void>,
@@ -41,7 +41,7 @@ export class BacklogNotifications {
 
   private async connect(): Promise<void> {
     if (this.stopped) return;
-    const client = new pg.Client({ connectionString: this.connectionString, application_name: 'eventide-dispatcher-backlog' });
+    const client = new pg.Client({ ...this.connection, application_name: 'eventide-dispatcher-backlog' });
     client.on('error', (error) => this.lost(client, error));
     client.on('end', () => this.lost(client, new Error('connection ended')));
     client.on('notification', (message) => {

@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import type { AbstractPlugin } from 'pg-logical-replication/dist/output-plugins/abstract.plugin.js';
 import type { Logger } from '../../common/logger.js';
@@ -19,7 +20,8 @@ export interface StreamConsumer<M> {
 }
 
 export interface ReplicationStreamOptions<M> {
-  connectionString: string;
+  /** How to connect (see connectionConfig). */
+  connection: pg.ClientConfig;
   slotName: string;
   /** A fresh pgoutput plugin per connection: relation caches do not survive a reconnect. */
   createPlugin(): AbstractPlugin & { parse(buffer: Buffer): M };
@@ -128,7 +130,7 @@ export class ReplicationStream<M> {
     if (this.isStopped()) return;
     this.consumer.connecting();
     const service = new LogicalReplicationService(
-      { connectionString: this.options.connectionString, application_name: 'eventide-dispatcher' },
+      { ...this.options.connection, application_name: 'eventide-dispatcher' },
       { acknowledge: { auto: false, timeoutSeconds: 0 } },
     );
     this.service = service;

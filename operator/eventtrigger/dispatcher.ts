@@ -1,4 +1,4 @@
-import type { V1ConfigMap, V1Deployment, V1EnvVar, V1ResourceRequirements, V1Secret, V1Service } from '@kubernetes/client-node';
+import type { V1ConfigMap, V1Deployment, V1EnvVar, V1ResourceRequirements, V1Secret, V1Service, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
 import { createHash } from 'node:crypto';
 import { stringify } from 'yaml';
 import { API_VERSION, type EventTriggerResource } from '../../api/v1alpha1/index.js';
@@ -166,6 +166,35 @@ function dispatcherSecretRefs(source: SourceRef, members: readonly EventTriggerR
   ];
 }
 
+const TLS_DIR = '/etc/eventide/tls';
+
+/**
+ * TLS to the source database: the first trigger (by name) that sets spec.source.tls decides for the
+ * source. Its CA and client certificate are mounted from their Secret/ConfigMap and named to the
+ * dispatcher by flags; the dispatcher verifies the server like sslmode=verify-full.
+ */
+function databaseTls(members: readonly EventTriggerResource[]): { args: string[]; volumes: V1Volume[]; mounts: V1VolumeMount[] } {
+  const tls = sortedMembers(members).find((t) => t.spec.source.tls)?.spec.source.tls;
+  const out = { args: [] as string[], volumes: [] as V1Volume[], mounts: [] as V1VolumeMount[] };
+  if (!tls) return out;
+  const ca = tls.caSecretRef
+    ? { secret: { secretName: tls.caSecretRef.name, items: [{ key: tls.caSecretRef.key, path: 'ca.crt' }] } }
+    : tls.caConfigMapRef
+      ? { configMap: { name: tls.caConfigMapRef.name, items: [{ key: tls.caConfigMapRef.key, path: 'ca.crt' }] } }
+      : undefined;
+  if (ca) {
+    out.volumes.push({ name: 'database-ca', ...ca });
+    out.mounts.push({ name: 'database-ca', mountPath: `${TLS_DIR}/ca`, readOnly: true });
+    out.args.push('--database-ca', `${TLS_DIR}/ca/ca.crt`);
+  }
+  if (tls.clientCertSecretRef) {
+    out.volumes.push({ name: 'database-client-cert', secret: { secretName: tls.clientCertSecretRef.name, items: [{ key: 'tls.crt', path: 'tls.crt' }, { key: 'tls.key', path: 'tls.key' }] } });
+    out.mounts.push({ name: 'database-client-cert', mountPath: `${TLS_DIR}/client`, readOnly: true });
+    out.args.push('--database-cert', `${TLS_DIR}/client/tls.crt`, '--database-key', `${TLS_DIR}/client/tls.key`);
+  }
+  return out;
+}
+
 /**
  * The dispatcher's environment: the database URL and each signing secret, from their Secrets by
  * `secretKeyRef` (never copied into a ConfigMap), and the V8 flags for its memory limit.
@@ -199,6 +228,7 @@ export function makeDispatcherDeployment(source: SourceRef, members: readonly Ev
   const name = dispatcherName(source);
   const probe = (path: string) => ({ httpGet: { path, port: 'http' }, periodSeconds: 10, failureThreshold: 3 });
   const resources = settings.resources ?? DEFAULT_DISPATCHER_RESOURCES;
+  const tls = databaseTls(members);
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -232,6 +262,7 @@ export function makeDispatcherDeployment(source: SourceRef, members: readonly Ev
                 '--port',
                 String(DISPATCHER_PORT),
                 '--watch-config',
+                ...tls.args,
               ],
               ports: [{ name: 'http', containerPort: DISPATCHER_PORT, protocol: 'TCP' }],
               env: dispatcherEnv(source, members, resources),
@@ -242,12 +273,14 @@ export function makeDispatcherDeployment(source: SourceRef, members: readonly Ev
               volumeMounts: [
                 { name: 'triggers', mountPath: DISPATCHER_CONFIG_DIR, readOnly: true },
                 { name: 'tmp', mountPath: '/tmp' },
+                ...tls.mounts,
               ],
             },
           ],
           volumes: [
             { name: 'triggers', configMap: { name } },
             { name: 'tmp', emptyDir: {} },
+            ...tls.volumes,
           ],
         },
       },

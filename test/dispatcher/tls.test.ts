@@ -87,4 +87,30 @@ describe('a source database that requires TLS', () => {
     );
     expect(error?.message).toMatch(/^cannot connect to the database at postgres:\/\/eventide@127\.0\.0\.1:\d+\/postgres\?sslmode=verify-full&sslrootcert=\S+: .*certificate/);
   });
+
+  it('--database-ca (how the operator passes a CA mounted from a Secret or ConfigMap): verified TLS with a plain URL', async () => {
+    dispatcher = await startDispatcher(server.url, manifest, ['--database-ca', certs.ca]);
+    await admin.query("INSERT INTO orders VALUES (2, 'ca from a file')");
+    await sink.waitFor(2);
+    expect(JSON.parse(sink.requests[1]!.body)).toMatchObject({ new: { id: 2, note: 'ca from a file' } });
+    const { rows } = await admin.query<{ ssl: boolean; application_name: string }>(
+      "SELECT s.ssl, a.application_name FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE 'eventide-dispatcher%' ORDER BY 2",
+    );
+    // The stream, the pool and the backlog's connections: every one over TLS.
+    expect(rows.length).toBeGreaterThanOrEqual(2);
+    expect(rows.every((r) => r.ssl)).toBe(true);
+    await dispatcher.stop();
+    dispatcher = undefined;
+  });
+
+  it('--database-ca with a CA that did not sign the server\'s certificate: refused, saying why', async () => {
+    const error = await startDispatcher(server.url, manifest, ['--database-ca', certs.otherCa]).then(
+      (d) => {
+        dispatcher = d;
+        return undefined;
+      },
+      (e: unknown) => e as Error,
+    );
+    expect(error?.message).toMatch(/^cannot connect to the database at postgres:\/\/eventide@127\.0\.0\.1:\d+\/postgres: .*certificate/);
+  });
 });

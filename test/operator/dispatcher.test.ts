@@ -6,6 +6,7 @@ import { secretEnvName } from '../../common/secretEnv.js';
 import { decideTrigger } from '../../operator/eventtrigger/decide.js';
 import { dispatcherConfig, makeDispatcherConfigMap, makeDispatcherDeployment, secretsHash, sourceOfDispatcher } from '../../operator/eventtrigger/dispatcher.js';
 import { chooseSlot, defaultSlotName, dispatcherName, sourceOf, type SourceRef } from '../../operator/eventtrigger/source.js';
+import { DISPATCH_USAGE } from '../../dispatcher/settings.js';
 
 const SETTINGS = { image: 'ghcr.io/eventide-dev/eventide:0.1.0' };
 
@@ -312,5 +313,36 @@ describe('secretsHash (a rotated Secret restarts the dispatcher)', () => {
     const deployment = makeDispatcherDeployment(source, members, SETTINGS, base);
     expect(deployment.spec?.template.metadata?.annotations).toEqual({ 'eventide.dev/secrets-hash': base });
     expect(makeDispatcherDeployment(source, members, SETTINGS).spec?.template.metadata?.annotations).toBeUndefined();
+  });
+});
+
+describe('TLS to the source database', () => {
+  const withTls = (tls: Record<string, unknown>) => trigger('a', { source: { connectionSecretRef: { name: 'orders-db' }, tls } });
+
+  it('mounts the CA from a Secret key and the client certificate, and names them to the dispatcher with its TLS flags', () => {
+    const deployment = makeDispatcherDeployment(source, [withTls({ caSecretRef: { name: 'pg-ca' }, clientCertSecretRef: { name: 'pg-client' } }), trigger('b')], { image: 'img' });
+    const pod = deployment.spec!.template.spec!;
+    const container = pod.containers[0]!;
+    expect(container.args).toEqual(expect.arrayContaining(['--database-ca', '/etc/eventide/tls/ca/ca.crt', '--database-cert', '/etc/eventide/tls/client/tls.crt', '--database-key', '/etc/eventide/tls/client/tls.key']));
+    expect(pod.volumes).toContainEqual({ name: 'database-ca', secret: { secretName: 'pg-ca', items: [{ key: 'ca.crt', path: 'ca.crt' }] } });
+    expect(pod.volumes).toContainEqual({ name: 'database-client-cert', secret: { secretName: 'pg-client', items: [{ key: 'tls.crt', path: 'tls.crt' }, { key: 'tls.key', path: 'tls.key' }] } });
+    expect(container.volumeMounts).toContainEqual({ name: 'database-ca', mountPath: '/etc/eventide/tls/ca', readOnly: true });
+    // The flags the operator writes are the dispatcher's own (the flags parse; the files are what kubelet mounts).
+    const args = container.args!;
+    const flags = args.filter((a) => a.startsWith('--database-'));
+    expect(flags).toEqual(['--database-ca', '--database-cert', '--database-key']);
+    expect(DISPATCH_USAGE).toContain('--database-ca <file>');
+  });
+
+  it('takes the CA from a ConfigMap too; without tls nothing is mounted', () => {
+    const pod = makeDispatcherDeployment(source, [withTls({ caConfigMapRef: { name: 'pg-ca', key: 'root.pem' } })], { image: 'img' }).spec!.template.spec!;
+    expect(pod.volumes).toContainEqual({ name: 'database-ca', configMap: { name: 'pg-ca', items: [{ key: 'root.pem', path: 'ca.crt' }] } });
+    const plain = makeDispatcherDeployment(source, [trigger('a')], { image: 'img' }).spec!.template.spec!;
+    expect(plain.volumes?.map((v) => v.name)).toEqual(['triggers', 'tmp']);
+    expect(plain.containers[0]!.args?.some((a) => a.startsWith('--database-'))).toBe(false);
+  });
+
+  it('refuses a CA given both ways', () => {
+    expect(() => withTls({ caSecretRef: { name: 'x' }, caConfigMapRef: { name: 'y' } })).toThrow('spec.source.tls: give the CA in caSecretRef or in caConfigMapRef, not both');
   });
 });
