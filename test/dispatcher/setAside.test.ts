@@ -113,9 +113,34 @@ describe('a trigger that cannot be served is set aside; its siblings are served'
     expect(dispatcher.child.exitCode).toBeNull();
   });
 
-  it('a removed trigger is freed: it leaves /state', async () => {
+  it('a removed trigger is freed: it leaves /state and its per-trigger gauges go', async () => {
+    const gauge = 'eventide_dispatcher_trigger_parking{trigger="test/refunds-later"}';
+    await eventually(async () => (await dispatcher.metrics()).includes(gauge), 20_000, 'the gauge while served');
     writeFileSync(file, manifests().filter((m) => (m.metadata as { name: string }).name !== 'refunds-later').map((m) => stringify(m)).join('---\n'));
     await eventually(async () => (await stateOf(dispatcher)).triggers['test/refunds-later'] === undefined, 20_000, 'refunds-later gone');
+    await eventually(async () => !(await dispatcher.metrics()).includes(gauge), 20_000, 'its flow freed');
+  });
+
+  it('reloads in quick succession apply in order: the last file written is what is served', async () => {
+    const names = ['v1', 'v2', 'v3', 'v4', 'v5'];
+    for (const name of names) {
+      writeFileSync(file, [...manifests(), triggerManifest(`extra-${name}`, { sink: { url: other.url } })].map((m) => stringify(m)).join('---\n'));
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    await eventually(async () => (await stateOf(dispatcher)).triggers['test/extra-v5']?.state === 'serving', 20_000, 'the last version served');
+    // Held for a few reload rounds: an older version never comes back after the newest.
+    await new Promise((r) => setTimeout(r, 3000));
+    const extras = Object.keys((await stateOf(dispatcher)).triggers).filter((k) => k.startsWith('test/extra-'));
+    expect(extras).toEqual(['test/extra-v5']);
+  });
+
+  it('a table dropped while its trigger runs: set aside as TableNotFound (no change of the stream says so: the periodic look does)', async () => {
+    await db.sql('CREATE TABLE public.notes (id int PRIMARY KEY)');
+    writeFileSync(file, [...manifests(), triggerManifest('notes', { table: { name: 'notes' }, sink: { url: other.url } })].map((m) => stringify(m)).join('---\n'));
+    await eventually(async () => (await stateOf(dispatcher)).triggers['test/notes']?.state === 'serving', 20_000, 'notes served');
+    await db.sql('DROP TABLE public.notes');
+    await eventually(async () => (await stateOf(dispatcher)).triggers['test/notes']?.reason === 'TableNotFound', 30_000, 'notes set aside');
+    expect((await stateOf(dispatcher)).triggers['test/orders-good']!.state).toBe('serving');
   });
 });
 
