@@ -9,8 +9,8 @@ import { Controller } from './controller.js';
 import { EventRecorder } from './events.js';
 import { dispatcherStateUrl, sourceOfDispatcher } from './eventtrigger/dispatcher.js';
 import { DispatcherStates } from './eventtrigger/dispatcherStates.js';
-import { DEFAULT_LAG_THRESHOLD_BYTES, EventTriggerReconciler, storedSourceOf } from './eventtrigger/reconciler.js';
-import { sameSource } from './eventtrigger/source.js';
+import { DEFAULT_LAG_THRESHOLD_BYTES, EventTriggerReconciler } from './eventtrigger/reconciler.js';
+import { ownerKeysOfDispatcherObject, sharesSource, targetsFunction, usesSecret } from './eventtrigger/keys.js';
 import type { dropSlotAndPublication } from './eventtrigger/slotDrop.js';
 import { FunctionReconciler } from './function/reconciler.js';
 import { ResilientInformer } from './informer.js';
@@ -18,7 +18,7 @@ import { makeClients, PLURALS } from './kube.js';
 import { COMPONENT_DISPATCHER, LABEL_COMPONENT, MANAGED_SELECTOR } from './labels.js';
 import { LeaderElector } from './leaderElection.js';
 import { createOperatorMetrics, type OperatorMetrics } from './metrics.js';
-import { controllerOf, ownersOfKind } from './ownerRefs.js';
+import { controllerOf } from './ownerRefs.js';
 import { SecretWatcher } from './secretWatcher.js';
 import type { OperatorSettings } from './settings.js';
 
@@ -98,11 +98,7 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     for (const t of triggers.list(namespace)) if (match(t)) triggerController?.enqueue(keyOf(t));
   };
   const secrets = new SecretWatcher(kubeConfig, clients, deps, {
-    changed: (namespace, name) =>
-      enqueueTriggers(namespace, (t) => {
-        const spec = t.spec as { delivery?: { signingSecretRef?: { name?: string } } } | undefined;
-        return storedSourceOf(t)?.secretName === name || spec?.delivery?.signingSecretRef?.name === name;
-      }),
+    changed: (namespace, name) => enqueueTriggers(namespace, (t) => usesSecret(t, name)),
     synced: (namespace) => enqueueTriggers(namespace, () => true),
     failed: (namespace) => enqueueTriggers(namespace, () => true),
   });
@@ -150,27 +146,20 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
   // Informer handlers map every change to the keys it concerns, and only enqueue.
   functions.on((_event, fn) => {
     functionController.enqueue(keyOf(fn));
-    const name = fn.metadata?.name;
-    enqueueTriggers(fn.metadata?.namespace ?? '', (t) => (t.spec as { function?: { name?: string } } | undefined)?.function?.name === name);
+    enqueueTriggers(fn.metadata?.namespace ?? '', (t) => targetsFunction(t, fn.metadata?.name));
   });
   triggers.on((event, t) => {
     triggerController?.enqueue(keyOf(t));
     if (event !== 'delete') return;
     if (t.metadata?.uid) triggerReconciler.forget(t.metadata.uid);
     // Without its finalizer (removed by hand), a deleted trigger's siblings must drop it from their config.
-    const source = storedSourceOf(t);
-    if (source) enqueueTriggers(source.namespace, (other) => {
-      const otherSource = storedSourceOf(other);
-      return otherSource !== undefined && sameSource(otherSource, source);
-    });
+    enqueueTriggers(t.metadata?.namespace ?? '', (other) => sharesSource(other, t));
   });
   const enqueueOwners = (_event: string, obj: V1Deployment | V1Service | V1ConfigMap) => {
     const namespace = obj.metadata?.namespace ?? '';
     const fn = controllerOf(obj.metadata, 'Function');
     if (fn) functionController.enqueue(`${namespace}/${fn.name}`);
-    if (obj.metadata?.labels?.[LABEL_COMPONENT] === COMPONENT_DISPATCHER) {
-      for (const owner of ownersOfKind(obj.metadata, 'EventTrigger')) triggerController?.enqueue(`${namespace}/${owner.name}`);
-    }
+    for (const key of ownerKeysOfDispatcherObject(obj)) triggerController?.enqueue(key);
   };
   deployments.on(enqueueOwners);
   services.on(enqueueOwners);

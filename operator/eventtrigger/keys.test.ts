@@ -1,0 +1,28 @@
+import { describe, expect, it } from 'vitest';
+import type { StoredEventTrigger } from '../cache.js';
+import { ownerKeysOfDispatcherObject, sharesSource, targetsFunction, usesSecret } from './keys.js';
+
+const stored = (name: string, spec: Record<string, unknown>): StoredEventTrigger => ({ metadata: { name, namespace: 'shop', uid: name }, spec }) as StoredEventTrigger;
+const a = stored('a', { source: { connectionSecretRef: { name: 'db', key: 'url' } }, function: { name: 'fn' }, delivery: { signingSecretRef: { name: 'hmac' } } });
+const b = stored('b', { source: { connectionSecretRef: { name: 'db', key: 'url' } }, sink: { url: 'http://x' } });
+const c = stored('c', { source: { connectionSecretRef: { name: 'db', key: 'other' } } });
+
+describe('which triggers an event concerns', () => {
+  it('a Secret: the connection and the signing Secret', () => {
+    expect([usesSecret(a, 'db'), usesSecret(a, 'hmac'), usesSecret(b, 'hmac'), usesSecret(a, 'nope')]).toEqual([true, true, false, false]);
+  });
+
+  it('a Function: the triggers that deliver to it', () => {
+    expect([targetsFunction(a, 'fn'), targetsFunction(b, 'fn')]).toEqual([true, false]);
+  });
+
+  it('a trigger deleted: its siblings on the same Secret key', () => {
+    expect([sharesSource(b, a), sharesSource(c, a)]).toEqual([true, false]);
+  });
+
+  it('a dispatcher object: the triggers that own it; any other object: none', () => {
+    const owners = [{ kind: 'EventTrigger', name: 'a' }, { kind: 'EventTrigger', name: 'b' }].map((o) => ({ ...o, apiVersion: 'eventide.dev/v1alpha1', uid: o.name }));
+    expect(ownerKeysOfDispatcherObject({ metadata: { namespace: 'shop', labels: { 'app.kubernetes.io/component': 'dispatcher' }, ownerReferences: owners } })).toEqual(['shop/a', 'shop/b']);
+    expect(ownerKeysOfDispatcherObject({ metadata: { namespace: 'shop', labels: { 'app.kubernetes.io/component': 'function' }, ownerReferences: owners } })).toEqual([]);
+  });
+});
