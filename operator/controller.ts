@@ -12,7 +12,8 @@ export interface ReconcileOutcome {
 export interface Reconciler {
   /** The kind reconciled, for metrics and logs. */
   readonly kind: string;
-  reconcile(key: string, log: Logger): Promise<ReconcileOutcome>;
+  /** `signal` aborts when this replica must stop writing (it lost the Lease); writes made through `withSignal` clients then refuse. */
+  reconcile(key: string, log: Logger, signal: AbortSignal): Promise<ReconcileOutcome>;
 }
 
 /**
@@ -23,6 +24,7 @@ export interface Reconciler {
 export class Controller {
   readonly queue = new WorkQueue();
   private running: Promise<void> | undefined;
+  private abort = new AbortController();
 
   constructor(
     private readonly reconciler: Reconciler,
@@ -47,8 +49,12 @@ export class Controller {
     for (const key of keys) this.queue.add(key);
   }
 
-  /** Stops taking keys and waits for reconciles in flight to finish. */
-  async stop(): Promise<void> {
+  /**
+   * Stops taking keys and waits for reconciles in flight to finish. With `abort` (the Lease was lost)
+   * their signal aborts first, so none of them writes again.
+   */
+  async stop(options: { abort?: boolean } = {}): Promise<void> {
+    if (options.abort) this.abort.abort(new Error('leadership lost'));
     this.queue.shutDown();
     await this.running;
   }
@@ -59,7 +65,7 @@ export class Controller {
     const log = logger.child({ kind, key });
     const endTimer = metrics.reconcileDuration.startTimer({ kind });
     try {
-      const outcome = await this.reconciler.reconcile(key, log);
+      const outcome = await this.reconciler.reconcile(key, log, this.abort.signal);
       this.queue.forget(key);
       if (outcome.requeueAfterMs !== undefined) {
         this.queue.addAfter(key, outcome.requeueAfterMs);
@@ -68,7 +74,10 @@ export class Controller {
         metrics.reconciles.inc({ kind, result: 'success' });
       }
     } catch (error) {
-      if (error instanceof TerminalError) {
+      if (this.abort.signal.aborted) {
+        metrics.reconciles.inc({ kind, result: 'aborted' });
+        log.debug({ err: apiErrorMessage(error) }, 'reconcile aborted: no longer leading');
+      } else if (error instanceof TerminalError) {
         this.queue.forget(key);
         metrics.reconciles.inc({ kind, result: 'terminal' });
         log.warn({ reason: error.reason, err: error.message }, 'reconcile failed for good; not retrying until the resource changes');

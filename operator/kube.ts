@@ -16,6 +16,11 @@ import { firstDifference, shortHash } from './semantic.js';
 
 /** The API clients the operator uses, made once from one KubeConfig. */
 export interface KubeClients {
+  /**
+   * Aborted when this replica must stop writing (it lost the Lease): every write below checks it
+   * first, so a reconcile that outlives its leadership cannot write over the new leader's work.
+   */
+  signal?: AbortSignal;
   config: KubeConfig;
   objects: KubernetesObjectApi;
   core: CoreV1Api;
@@ -36,6 +41,11 @@ export function makeClients(config: KubeConfig): KubeClients {
 }
 
 /** Plural resource names of eventide's kinds, for the custom objects API. */
+/** The clients for one reconcile: the same connections, with its signal guarding every write. */
+export function withSignal(clients: KubeClients, signal: AbortSignal): KubeClients {
+  return { ...clients, signal };
+}
+
 export const PLURALS = { Function: 'functions', EventTrigger: 'eventtriggers' } as const;
 export type EventideKind = keyof typeof PLURALS;
 
@@ -49,6 +59,7 @@ function describe(obj: KubernetesObject): string {
  * and fields it applied before but no longer applies are removed. Returns the object as stored.
  */
 export async function applyObject<T extends KubernetesObject>(clients: KubeClients, desired: T): Promise<T> {
+  clients.signal?.throwIfAborted();
   try {
     return await clients.objects.patch(desired, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
   } catch (error) {
@@ -66,6 +77,7 @@ export async function applyStatus(
   meta: { name: string; namespace: string; resourceVersion?: string },
   status: object,
 ): Promise<void> {
+  clients.signal?.throwIfAborted();
   const body = {
     apiVersion: `${GROUP}/${VERSION}`,
     kind,
@@ -93,6 +105,7 @@ export async function patchFinalizers(
   meta: { name: string; namespace: string; resourceVersion?: string },
   finalizers: string[],
 ): Promise<void> {
+  clients.signal?.throwIfAborted();
   try {
     await clients.custom.patchNamespacedCustomObject(
       {
@@ -113,6 +126,7 @@ export async function patchFinalizers(
 
 /** Deletes an object if it still is the one with `uid` (a precondition); absent counts as deleted. */
 export async function deleteObject(clients: KubeClients, obj: KubernetesObject & { metadata: { name: string; namespace: string } }, uid?: string): Promise<void> {
+  clients.signal?.throwIfAborted();
   try {
     await clients.objects.delete(obj, undefined, undefined, undefined, undefined, 'Background', uid ? { preconditions: { uid } } : undefined);
   } catch (error) {

@@ -14,11 +14,12 @@ import { ownerKeysOfDispatcherObject, sharesSource, targetsFunction, usesSecret 
 import type { dropSlotAndPublication } from './eventtrigger/slotDrop.js';
 import { FunctionReconciler } from './function/reconciler.js';
 import { ResilientInformer } from './informer.js';
+import { ResourceReconciler } from './resourceReconciler.js';
 import { makeClients, PLURALS } from './kube.js';
 import { COMPONENT_DISPATCHER, LABEL_COMPONENT, MANAGED_SELECTOR } from './labels.js';
 import { LeaderElector } from './leaderElection.js';
 import { createOperatorMetrics, type OperatorMetrics } from './metrics.js';
-import { controllerOf } from './ownerRefs.js';
+import { functionKeyOfChild } from './function/keys.js';
 import { SecretWatcher } from './secretWatcher.js';
 import type { OperatorSettings } from './settings.js';
 
@@ -103,7 +104,7 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     failed: (namespace) => enqueueTriggers(namespace, () => true),
   });
 
-  const functionReconciler = new FunctionReconciler({ clients, functions, deployments, services, events });
+  const functionReconciler = new ResourceReconciler(new FunctionReconciler({ functions, deployments, services }), { clients, events });
   const lagThresholdBytes = options.lagThresholdBytes ?? DEFAULT_LAG_THRESHOLD_BYTES;
   const states = new DispatcherStates({
     endpoints: () =>
@@ -138,7 +139,7 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
   });
   const controllerDeps = { logger, metrics, workers: settings.workers };
   const functionController = new Controller(functionReconciler, controllerDeps);
-  const eventTriggerController = new Controller(triggerReconciler, controllerDeps);
+  const eventTriggerController = new Controller(new ResourceReconciler(triggerReconciler, { clients, events }), controllerDeps);
   triggerController = eventTriggerController;
   const controllers = [functionController, eventTriggerController];
   for (const c of controllers) metrics.queueDepths.set(c.kind, () => c.queue.len());
@@ -156,9 +157,8 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     enqueueTriggers(t.metadata?.namespace ?? '', (other) => sharesSource(other, t));
   });
   const enqueueOwners = (_event: string, obj: V1Deployment | V1Service | V1ConfigMap) => {
-    const namespace = obj.metadata?.namespace ?? '';
-    const fn = controllerOf(obj.metadata, 'Function');
-    if (fn) functionController.enqueue(`${namespace}/${fn.name}`);
+    const fn = functionKeyOfChild(obj);
+    if (fn) functionController.enqueue(fn);
     for (const key of ownerKeysOfDispatcherObject(obj)) triggerController?.enqueue(key);
   };
   deployments.on(enqueueOwners);
@@ -198,7 +198,8 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     states.start();
     logger.info({ workers: settings.workers }, 'reconciling');
   };
-  const stopControllers = () => Promise.all([states.stop(), ...controllers.map((c) => c.stop())]);
+  /** On a lost Lease reconciles in flight are aborted: another replica may lead by now, so none may write again. */
+  const stopControllers = (abort = false) => Promise.all([states.stop(), ...controllers.map((c) => c.stop({ abort }))]);
 
   const election = new AbortController();
   let elector: LeaderElector | undefined;
@@ -225,7 +226,7 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
         metrics.isLeader.set(0);
         if (reason === 'lost') {
           // Another replica may lead by now: stop writing at once, and let the process restart.
-          void stopControllers().then(() => resolveDone('lost'));
+          void stopControllers(true).then(() => resolveDone('lost'));
         }
       },
       onNewLeader: (identity) => {

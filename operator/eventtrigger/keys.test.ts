@@ -26,3 +26,12 @@ describe('which triggers an event concerns', () => {
     expect(ownerKeysOfDispatcherObject({ metadata: { namespace: 'shop', labels: { 'app.kubernetes.io/component': 'function' }, ownerReferences: owners } })).toEqual([]);
   });
 });
+
+describe('which Function an event concerns', () => {
+  it('the controller of a Deployment or Service; none for an object it does not control', async () => {
+    const { functionKeyOfChild } = await import('../function/keys.js');
+    const ref = { apiVersion: 'eventide.dev/v1alpha1', kind: 'Function', name: 'hook', uid: 'u' };
+    expect(functionKeyOfChild({ metadata: { namespace: 'shop', ownerReferences: [{ ...ref, controller: true }] } })).toBe('shop/hook');
+    expect(functionKeyOfChild({ metadata: { namespace: 'shop', ownerReferences: [{ ...ref, controller: false }] } })).toBeUndefined();
+  });
+});

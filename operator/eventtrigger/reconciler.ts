@@ -7,16 +7,15 @@ import {
   type EventTriggerStatusT,
 } from '../../api/v1alpha1/index.js';
 import type { Logger } from '../../common/logger.js';
-import { splitKey, type Cache, type StoredEventTrigger, type StoredFunction } from '../cache.js';
-import { REASON_INVALID_SPEC, conditionTime } from '../conditions.js';
-import type { ReconcileOutcome, Reconciler } from '../controller.js';
-import { TerminalError, apiErrorMessage, isNotFound } from '../errors.js';
+import type { Cache, StoredEventTrigger, StoredFunction } from '../cache.js';
+import type { ReconcileOutcome } from '../controller.js';
+import { apiErrorMessage, isNotFound } from '../errors.js';
 import type { EventRecorder } from '../events.js';
-import { applyIfChanged, applyStatus, deleteObject, patchFinalizers, type KubeClients } from '../kube.js';
+import { applyIfChanged, deleteObject, type KubeClients } from '../kube.js';
+import type { KindReconciler, ReconcileContext } from '../resourceReconciler.js';
 import { KeyedMutex } from '../keyedMutex.js';
 import { LABEL_COMPONENT, COMPONENT_DISPATCHER } from '../labels.js';
 import type { SecretWatcher } from '../secretWatcher.js';
-import { semanticEqual } from '../semantic.js';
 import { decideTrigger, markDecision } from './decide.js';
 import { SECRETS_HASH_ANNOTATION, desiredDispatcherObjects, secretsHash, sourceOfDispatcher, type DispatcherSettings, type FunctionLimit } from './dispatcher.js';
 import type { DispatcherStates } from './dispatcherStates.js';
@@ -77,50 +76,43 @@ export function storedSourceOf(stored: StoredEventTrigger): SourceRef | undefine
  * trigger of that source) and the trigger's status. Every trigger reconcile re-derives the whole
  * source's dispatcher from the cache, so whichever trigger changed, the dispatcher converges.
  */
-export class EventTriggerReconciler implements Reconciler {
+export class EventTriggerReconciler implements KindReconciler<EventTriggerResource, EventTriggerStatusT, Stored> {
   readonly kind = 'EventTrigger';
+  readonly finalizer = DISPATCHER_FINALIZER;
   private readonly sourceLock = new KeyedMutex();
   private readonly parsed = new Map<string, { resourceVersion: string | undefined; value: EventTriggerResource | InvalidResourceError }>();
 
   constructor(private readonly deps: EventTriggerReconcilerDeps) {}
 
-  async reconcile(key: string, log: Logger): Promise<ReconcileOutcome> {
-    const { namespace, name } = splitKey(key);
-    const stored = this.deps.triggers.get(name, namespace);
-    if (!stored?.metadata?.uid) return {};
-    const trigger = stored as Stored;
-    if (trigger.metadata.deletionTimestamp) return this.finalize(trigger, log);
-    const finalizers = trigger.metadata.finalizers ?? [];
-    if (!finalizers.includes(DISPATCHER_FINALIZER)) {
-      await patchFinalizers(this.deps.clients, 'EventTrigger', this.metaOf(trigger), [...finalizers, DISPATCHER_FINALIZER]);
-      // The update this causes brings the trigger back with a fresh resourceVersion.
-      return {};
-    }
-    const lifecycle = new EventTriggerLifecycle(
-      { metadata: trigger.metadata, ...(trigger.status ? { status: trigger.status } : {}) },
-      conditionTime(this.deps.now?.() ?? new Date()),
-    );
+  lookup(namespace: string, name: string): Stored | undefined {
+    return this.deps.triggers.get(name, namespace) as Stored | undefined;
+  }
 
-    const parsed = this.parse(trigger);
-    if (parsed instanceof InvalidResourceError) {
-      // A spec the dispatcher could not load must not sit in its config and break its siblings.
-      const source = storedSourceOf(trigger);
-      if (source) await this.syncSource(source);
-      const message = parsed.problems.join('; ');
-      lifecycle.markInvalidSpec(message);
-      await this.writeStatus(trigger, lifecycle.status());
-      this.deps.events.warning(this.subject(trigger), REASON_INVALID_SPEC, message);
-      throw new TerminalError(REASON_INVALID_SPEC, message, { cause: parsed });
-    }
+  parse(stored: Stored): EventTriggerResource {
+    const parsed = this.parseCached(stored);
+    if (parsed instanceof InvalidResourceError) throw parsed;
+    return parsed;
+  }
 
+  lifecycle(stored: Stored, now: string): EventTriggerLifecycle {
+    return new EventTriggerLifecycle({ metadata: stored.metadata, ...(stored.status ? { status: stored.status } : {}) }, now);
+  }
+
+  /** A spec the dispatcher could not load must not sit in its config and break its siblings. */
+  async invalidSpec(stored: Stored, { clients }: ReconcileContext): Promise<void> {
+    const source = storedSourceOf(stored);
+    if (source) await this.syncSource(source, clients);
+  }
+
+  async reconcileKind(parsed: EventTriggerResource, trigger: Stored, lifecycle: EventTriggerLifecycle, ctx: ReconcileContext): Promise<ReconcileOutcome> {
+    const { namespace, name } = trigger.metadata;
+    const key = `${namespace}/${name}`;
+    const { clients, log } = ctx;
     // Secrets are checked against a cache of this namespace's Secrets; its first sync requeues us, and
     // so does a failure to list them, which the status then explains.
     if (!this.deps.secrets.ensure(namespace)) {
       const problem = this.deps.secrets.problem(namespace);
-      if (problem) {
-        lifecycle.markSourceNotReady(problem);
-        await this.writeStatus(trigger, lifecycle.status());
-      }
+      if (problem) lifecycle.markSourceNotReady(problem);
       return {};
     }
 
@@ -134,60 +126,43 @@ export class EventTriggerReconciler implements Reconciler {
 
     let synced: SourceSync;
     try {
-      synced = await this.syncSource(decision.source);
+      synced = await this.syncSource(decision.source, clients);
     } catch (error) {
       lifecycle.markDispatcherApplyFailed(apiErrorMessage(error));
-      await this.writeStatus(trigger, lifecycle.status());
       throw error;
     }
     // A source this trigger left: its dispatcher goes, and its slots once that dispatcher has stopped.
-    const released = await this.releaseOtherSources(trigger, decision.source, log);
+    const released = await this.releaseOtherSources(trigger, decision.source, ctx);
     const dispatcher = synced.deployment;
     markDecision(lifecycle, decision, dispatcher);
     const reading = this.deps.states?.get(namespace, decision.dispatcherName);
     lifecycle.markServing(servingCondition(reading, key, trigger.metadata.generation));
     lifecycle.markLagging(laggingCondition(reading, this.deps.lagThresholdBytes ?? DEFAULT_LAG_THRESHOLD_BYTES));
-    if (await this.writeStatus(trigger, lifecycle.status())) log.debug({ dispatcher: decision.dispatcherName }, 'status updated');
+    log.debug({ dispatcher: decision.dispatcherName }, 'reconciled');
     return synced.dropsPending || !released ? { requeueAfterMs: SLOT_DROP_RETRY_MS } : {};
   }
 
   /**
    * Deletion: the dispatcher stops serving this trigger (its config is re-derived without it). When it
-   * was the source's last trigger the dispatcher is deleted and, with `dropSlotOnDelete`, the slot and
-   * publication are dropped; a failure there keeps the finalizer, reports SlotDropFailed and retries.
+   * was the source's last trigger the dispatcher is deleted and the recorded slots its triggers asked to
+   * drop are dropped; a failure there keeps the finalizer, reports SlotDropFailed and retries.
    */
-  private async finalize(trigger: Stored, log: Logger): Promise<ReconcileOutcome> {
-    const finalizers = trigger.metadata.finalizers ?? [];
-    if (!finalizers.includes(DISPATCHER_FINALIZER)) return {};
+  async finalizeKind(trigger: Stored, lifecycle: EventTriggerLifecycle, { clients }: ReconcileContext): Promise<void> {
     const source = storedSourceOf(trigger);
-    if (source) {
-      const spec = (trigger.spec ?? {}) as { source?: { slotName?: string; publicationName?: string; dropSlotOnDelete?: unknown } };
-      // For a ConfigMap made before slots were recorded: the slot this trigger's spec leads to.
-      const chosen = chooseSlot(source, [{ metadata: trigger.metadata, spec: { source: spec.source ?? {} } }]);
-      const legacy: RecordedSlot = { slot: chosen.slotName, publication: chosen.publicationName, drop: spec.source?.dropSlotOnDelete === true };
-      try {
-        await this.syncSource(source, legacy);
-      } catch (error) {
-        if (!(error instanceof SlotDropError)) throw error;
-        const message = `${error.message} (set spec.source.dropSlotOnDelete to false to delete the EventTrigger without dropping the slot)`;
-        const lifecycle = new EventTriggerLifecycle(
-          { metadata: trigger.metadata, ...(trigger.status ? { status: trigger.status } : {}) },
-          conditionTime(this.deps.now?.() ?? new Date()),
-        );
-        lifecycle.markSlotDropFailed(message);
-        await this.writeStatus(trigger, lifecycle.status());
-        this.deps.events.warning(this.subject(trigger), 'SlotDropFailed', message);
-        throw error;
-      }
+    if (!source) return;
+    const spec = (trigger.spec ?? {}) as { source?: { slotName?: string; publicationName?: string; dropSlotOnDelete?: unknown } };
+    // For a ConfigMap made before slots were recorded: the slot this trigger's spec leads to.
+    const chosen = chooseSlot(source, [{ metadata: trigger.metadata, spec: { source: spec.source ?? {} } }]);
+    const legacy: RecordedSlot = { slot: chosen.slotName, publication: chosen.publicationName, drop: spec.source?.dropSlotOnDelete === true };
+    try {
+      await this.syncSource(source, clients, legacy);
+    } catch (error) {
+      if (!(error instanceof SlotDropError)) throw error;
+      const message = `${error.message} (set spec.source.dropSlotOnDelete to false to delete the EventTrigger without dropping the slot)`;
+      lifecycle.markSlotDropFailed(message);
+      this.deps.events.warning(this.subject(trigger), 'SlotDropFailed', message);
+      throw error;
     }
-    await patchFinalizers(
-      this.deps.clients,
-      'EventTrigger',
-      this.metaOf(trigger),
-      finalizers.filter((f) => f !== DISPATCHER_FINALIZER),
-    );
-    log.info('finalized');
-    return {};
   }
 
   /** Drops slots the source no longer reads; throws SlotDropError on the first that cannot be dropped yet. */
@@ -225,7 +200,7 @@ export class EventTriggerReconciler implements Reconciler {
    * recorded slots (a SlotDropError while the old pod still reads one; the ConfigMap and its record stay
    * for the retry), then deletes the ConfigMap. `legacy` is the slot to assume when nothing is recorded.
    */
-  private syncSource(source: SourceRef, legacy?: RecordedSlot): Promise<SourceSync> {
+  private syncSource(source: SourceRef, clients: KubeClients, legacy?: RecordedSlot): Promise<SourceSync> {
     return this.sourceLock.run(sourceId(source), async () => {
       const name = dispatcherName(source);
       const { namespace } = source;
@@ -234,11 +209,11 @@ export class EventTriggerReconciler implements Reconciler {
       const recorded = readSlotRecord(liveConfigMap);
       const subject = members[0] ?? this.ownerOf(liveConfigMap);
       if (members.length === 0) {
-        await deleteObject(this.deps.clients, { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name, namespace } });
-        await deleteObject(this.deps.clients, { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace } });
+        await deleteObject(clients, { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name, namespace } });
+        await deleteObject(clients, { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace } });
         const plan = planSlots(recorded.length > 0 || !legacy ? recorded : [legacy], undefined);
         await this.dropSlots(source, plan.toDrop, subject);
-        await deleteObject(this.deps.clients, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace } });
+        await deleteObject(clients, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace } });
         return { deployment: undefined, dropsPending: false };
       }
       // Derived under the lock from the freshest cache, so a slower reconcile cannot apply older members.
@@ -255,13 +230,13 @@ export class EventTriggerReconciler implements Reconciler {
         ...objects.configMap,
         metadata: { ...objects.configMap.metadata, annotations: { ...objects.configMap.metadata!.annotations, [SLOTS_ANNOTATION]: JSON.stringify(record) } },
       });
-      const appliedConfigMap = (await applyIfChanged(this.deps.clients, withRecord(plan.record), liveConfigMap)).object;
-      await applyIfChanged(this.deps.clients, objects.service, this.deps.services.get(name, namespace));
-      const deployment = (await applyIfChanged(this.deps.clients, objects.deployment, live)).object;
+      const appliedConfigMap = (await applyIfChanged(clients, withRecord(plan.record), liveConfigMap)).object;
+      await applyIfChanged(clients, objects.service, this.deps.services.get(name, namespace));
+      const deployment = (await applyIfChanged(clients, objects.deployment, live)).object;
       if (plan.toDrop.length === 0) return { deployment, dropsPending: false };
       try {
         await this.dropSlots(source, plan.toDrop, subject);
-        await applyIfChanged(this.deps.clients, withRecord([current]), appliedConfigMap);
+        await applyIfChanged(clients, withRecord([current]), appliedConfigMap);
         return { deployment, dropsPending: false };
       } catch (error) {
         // Typically the dispatcher still reads the old slot until it has restarted on the new one.
@@ -283,7 +258,7 @@ export class EventTriggerReconciler implements Reconciler {
    * A trigger that moved to another source leaves its old dispatcher: re-derive (or delete) that one,
    * and drop its recorded slots once its pod has stopped. False while a drop has to wait (requeue).
    */
-  private async releaseOtherSources(trigger: Stored, current: SourceRef, log: Logger): Promise<boolean> {
+  private async releaseOtherSources(trigger: Stored, current: SourceRef, { clients, log }: ReconcileContext): Promise<boolean> {
     const uid = trigger.metadata.uid;
     const others = new Map<string, SourceRef>();
     for (const obj of [...this.deps.deployments.list(trigger.metadata.namespace), ...this.deps.configMaps.list(trigger.metadata.namespace)]) {
@@ -295,7 +270,7 @@ export class EventTriggerReconciler implements Reconciler {
     let done = true;
     for (const source of others.values()) {
       try {
-        if ((await this.syncSource(source)).dropsPending) done = false;
+        if ((await this.syncSource(source, clients)).dropsPending) done = false;
       } catch (error) {
         if (!(error instanceof SlotDropError)) throw error;
         log.info({ source: sourceId(source), err: error.message }, 'the source this trigger left still has a slot to drop; retrying');
@@ -324,14 +299,14 @@ export class EventTriggerReconciler implements Reconciler {
       if (stored.metadata?.deletionTimestamp || !stored.metadata?.uid) continue;
       const storedSource = storedSourceOf(stored);
       if (!storedSource || !sameSource(storedSource, source)) continue;
-      const parsed = this.parse(stored as Stored);
+      const parsed = this.parseCached(stored as Stored);
       if (!(parsed instanceof InvalidResourceError)) members.push(parsed);
     }
     return members;
   }
 
   /** Parses (validates, defaults) a stored trigger, remembering the result per resourceVersion. */
-  private parse(stored: Stored): EventTriggerResource | InvalidResourceError {
+  private parseCached(stored: Stored): EventTriggerResource | InvalidResourceError {
     const uid = stored.metadata.uid;
     const cached = this.parsed.get(uid);
     if (cached && cached.resourceVersion === stored.metadata.resourceVersion) return cached.value;
@@ -349,17 +324,6 @@ export class EventTriggerReconciler implements Reconciler {
   /** Forgets what was parsed for a trigger that is gone. */
   forget(uid: string): void {
     this.parsed.delete(uid);
-  }
-
-  private async writeStatus(trigger: Stored, next: EventTriggerStatusT): Promise<boolean> {
-    if (semanticEqual(trigger.status ?? {}, next)) return false;
-    await applyStatus(this.deps.clients, 'EventTrigger', this.metaOf(trigger), next);
-    return true;
-  }
-
-  private metaOf(trigger: Stored): { name: string; namespace: string; resourceVersion?: string } {
-    const { name, namespace, resourceVersion } = trigger.metadata;
-    return { name, namespace, ...(resourceVersion ? { resourceVersion } : {}) };
   }
 
   private subject(trigger: { apiVersion?: string; metadata: ObjectMeta }) {
