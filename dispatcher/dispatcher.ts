@@ -584,6 +584,8 @@ export class Dispatcher {
       for (const [key, delivery] of this.config.deliveries) next.set(key, { state: delivery.trigger.spec.suspend ? 'suspended' : 'serving' });
       for (const [key, aside] of this.config.setAside) next.set(key, { state: 'set-aside', reason: aside.problem.reason });
     }
+    this.metrics.triggerSetAside.reset();
+    for (const [trigger, value] of next) if (value.state === 'set-aside') this.metrics.triggerSetAside.set({ trigger, reason: value.reason ?? 'unknown' }, 1);
     for (const key of this.triggerStates.keys()) if (!next.has(key)) this.triggerStates.delete(key);
     for (const [key, value] of next) {
       const before = this.triggerStates.get(key);

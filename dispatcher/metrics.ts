@@ -22,6 +22,7 @@ export interface DispatcherMetrics {
   backlogOldestAge: Gauge<'trigger'>;
   triggerParking: Gauge<'trigger'>;
   triggerSuspended: Gauge<'trigger'>;
+  triggerSetAside: Gauge<'trigger' | 'reason'>;
 }
 
 /** Creates the dispatcher's metrics under the `eventide_dispatcher_` prefix. */
@@ -69,5 +70,11 @@ export function createDispatcherMetrics(): DispatcherMetrics {
     }),
     triggerParking: new Gauge({ name: 'eventide_dispatcher_trigger_parking', help: '1 while new events of the trigger go to its backlog.', labelNames: ['trigger'], registers }),
     triggerSuspended: new Gauge({ name: 'eventide_dispatcher_trigger_suspended', help: '1 while the trigger is suspended (spec.suspend).', labelNames: ['trigger'], registers }),
+    triggerSetAside: new Gauge({
+      name: 'eventide_dispatcher_trigger_set_aside',
+      help: '1 while the dispatcher cannot serve the trigger, labelled with why (TableNotFound, ColumnNotFound, InvalidFilter, ...; see /state).',
+      labelNames: ['trigger', 'reason'],
+      registers,
+    }),
   };
 }

@@ -67,6 +67,11 @@ describe('a trigger that cannot be served is set aside; its siblings are served'
     expect(state.triggers['test/audit-no-key']).toMatchObject({ state: 'set-aside', reason: 'NoReplicaIdentity' });
     expect(state.triggers['test/audit-no-key']!.message).toContain('public.audit_log has no primary key');
     expect(state.source).toMatchObject({ slot: 'eventide', publication: 'eventide', phase: 'streaming', connected: true });
+    // The same for alerting: a gauge per set-aside trigger, labelled with the reason.
+    const metrics = await dispatcher.metrics();
+    expect(metrics).toContain('eventide_dispatcher_trigger_set_aside{trigger="test/refunds-later",reason="TableNotFound"} 1');
+    expect(metrics).toContain('eventide_dispatcher_trigger_set_aside{trigger="test/audit-no-key",reason="NoReplicaIdentity"} 1');
+    expect(metrics).not.toContain('eventide_dispatcher_trigger_set_aside{trigger="test/orders-good"');
     // The table without a key is not published: the application's updates and deletes on it keep working.
     await db.sql("INSERT INTO audit_log VALUES (now(), 'x'); UPDATE audit_log SET line = 'y'");
     await db.sql("INSERT INTO orders VALUES (1, 'new', 10)");
@@ -79,6 +84,7 @@ describe('a trigger that cannot be served is set aside; its siblings are served'
     // Qualified: the test role's search_path puts the eventide schema first once it exists.
     await db.sql('CREATE TABLE public.refunds (id int PRIMARY KEY, amount int)');
     await eventually(async () => (await stateOf(dispatcher)).triggers['test/refunds-later']!.state === 'serving', 40_000, 'refunds-later served');
+    expect(await dispatcher.metrics()).not.toContain('eventide_dispatcher_trigger_set_aside{trigger="test/refunds-later"');
     await db.sql('INSERT INTO refunds VALUES (1, 5)');
     await eventually(() => other.events().some((e) => (e.data.new as { amount?: number } | null)?.amount === 5), 20_000, 'the refund delivered');
   });
