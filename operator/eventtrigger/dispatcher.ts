@@ -216,7 +216,18 @@ export function secretsHash(source: SourceRef, members: readonly EventTriggerRes
     // Stored Secrets carry data only (stringData is write-only).
     hash.update(`${env}\0${secret(name)?.data?.[key] ?? '(missing)'}\0`);
   }
+  // The TLS files are read when the dispatcher connects at start: a rotated CA or client certificate needs a new pod too.
+  for (const { name, key } of tlsSecretRefs(members)) hash.update(`tls\0${name}\0${key}\0${secret(name)?.data?.[key] ?? '(missing)'}\0`);
   return hash.digest('hex').slice(0, 16);
+}
+
+/** The Secret keys mounted for TLS to the database (a CA in a ConfigMap is not among them). */
+export function tlsSecretRefs(members: readonly EventTriggerResource[]): { name: string; key: string }[] {
+  const tls = sortedMembers(members).find((t) => t.spec.source.tls)?.spec.source.tls;
+  return [
+    ...(tls?.caSecretRef ? [{ name: tls.caSecretRef.name, key: tls.caSecretRef.key }] : []),
+    ...(tls?.clientCertSecretRef ? ['tls.crt', 'tls.key'].map((key) => ({ name: tls.clientCertSecretRef!.name, key })) : []),
+  ];
 }
 
 /**

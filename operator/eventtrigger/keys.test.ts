@@ -10,6 +10,8 @@ const c = stored('c', { source: { connectionSecretRef: { name: 'db', key: 'other
 describe('which triggers an event concerns', () => {
   it('a Secret: the connection and the signing Secret', () => {
     expect([usesSecret(a, 'db'), usesSecret(a, 'hmac'), usesSecret(b, 'hmac'), usesSecret(a, 'nope')]).toEqual([true, true, false, false]);
+    const withTls = stored('t', { source: { connectionSecretRef: { name: 'db' }, tls: { caSecretRef: { name: 'pg-ca' }, clientCertSecretRef: { name: 'pg-client' } } } });
+    expect([usesSecret(withTls, 'pg-ca'), usesSecret(withTls, 'pg-client')]).toEqual([true, true]);
   });
 
   it('a Function: the triggers that deliver to it', () => {

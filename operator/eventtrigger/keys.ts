@@ -9,10 +9,18 @@ import { sameSource } from './source.js';
  * it touches with these, and only enqueue. They sit beside the reconciler, which reads the same fields.
  */
 
-/** The trigger reads this Secret: its connection Secret or its signing Secret. */
+/** The trigger reads this Secret: its connection, signing, or TLS (CA, client certificate) Secret. */
 export function usesSecret(trigger: StoredEventTrigger, secretName: string): boolean {
-  const spec = trigger.spec as { delivery?: { signingSecretRef?: { name?: string } } } | undefined;
-  return storedSourceOf(trigger)?.secretName === secretName || spec?.delivery?.signingSecretRef?.name === secretName;
+  const spec = trigger.spec as
+    | { delivery?: { signingSecretRef?: { name?: string } }; source?: { tls?: { caSecretRef?: { name?: string }; clientCertSecretRef?: { name?: string } } } }
+    | undefined;
+  const tls = spec?.source?.tls;
+  return (
+    storedSourceOf(trigger)?.secretName === secretName ||
+    spec?.delivery?.signingSecretRef?.name === secretName ||
+    tls?.caSecretRef?.name === secretName ||
+    tls?.clientCertSecretRef?.name === secretName
+  );
 }
 
 /** The trigger delivers to this Function. */

@@ -342,6 +342,21 @@ describe('TLS to the source database', () => {
     expect(plain.containers[0]!.args?.some((a) => a.startsWith('--database-'))).toBe(false);
   });
 
+  it('a rotated CA or client certificate Secret changes the pod template\'s digest (the files are read at start)', () => {
+    const members = [withTls({ caSecretRef: { name: 'pg-ca' }, clientCertSecretRef: { name: 'pg-client' } })];
+    const secrets = (ca: string): ((name: string) => V1Secret | undefined) => {
+      const all: Record<string, V1Secret> = {
+        'orders-db': { data: { url: Buffer.from('postgres://x').toString('base64') } },
+        'pg-ca': { data: { 'ca.crt': Buffer.from(ca).toString('base64') } },
+        'pg-client': { data: { 'tls.crt': 'Yw==', 'tls.key': 'aw==' } },
+      };
+      return (name) => all[name];
+    };
+    expect(secretsHash(source, members, secrets('ca-1'))).not.toBe(secretsHash(source, members, secrets('ca-2')));
+    // The digest names no value: only its hash sits in the pod template.
+    expect(secretsHash(source, members, secrets('ca-1'))).toMatch(/^[0-9a-f]{16}$/);
+  });
+
   it('refuses a CA given both ways', () => {
     expect(() => withTls({ caSecretRef: { name: 'x' }, caConfigMapRef: { name: 'y' } })).toThrow('spec.source.tls: give the CA in caSecretRef or in caConfigMapRef, not both');
   });

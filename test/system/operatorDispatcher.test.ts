@@ -18,7 +18,8 @@ import type { ControlPlane } from '../harness/controlPlane.js';
 import { ClusterDns, DispatcherKubelet } from '../harness/dispatcherKubelet.js';
 import { conditionOf, createNamespace, eventually, getJson, kubeConfigFrom, kubectlOk, startClusterWithCrds, testLogger, type StoredCondition } from '../operator/support.js';
 
-const NS = 'shop';
+// A namespace no other test uses: the cluster DNS names below are host-wide (/etc/hosts).
+const NS = 'system-shop';
 const FUNCTION_ADDRESS = '127.0.0.90';
 const ordersSource = { namespace: NS, secretName: 'orders-db', key: 'url' };
 const ordersDispatcher = dispatcherName(ordersSource);
@@ -166,7 +167,7 @@ describe('operator and dispatcher as one system', () => {
     expect(conditionOf(ready, 'Serving')).toMatchObject({ status: 'True', reason: 'Serving' });
     expect(conditionOf(ready, 'Ready')?.observedGeneration).toBe(ready.metadata.generation);
     const refund = await waitForCondition('refund', 'Ready', { status: 'False', reason: 'TableNotFound' });
-    expect(conditionOf(refund, 'Ready')?.message).toBe('EventTrigger shop/refund: table public.refunds does not exist');
+    expect(conditionOf(refund, 'Ready')?.message).toBe(`EventTrigger ${NS}/refund: table public.refunds does not exist`);
     const table = await kubectlOk(cp, ['get', 'et', '-n', NS]);
     expect(table).toMatch(/refund\s+refunds\s+hook\s+False\s+TableNotFound/);
     expect(table).toMatch(/new-order\s+orders\s+hook\s+True\s+Ready/);
