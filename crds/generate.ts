@@ -78,7 +78,7 @@ export interface CustomResourceDefinition {
       name: string;
       served: boolean;
       storage: boolean;
-      subresources: { status: Record<string, never> };
+      subresources: { status: Record<string, never>; scale?: { specReplicasPath: string; statusReplicasPath: string; labelSelectorPath: string } };
       additionalPrinterColumns: PrinterColumn[];
       schema: { openAPIV3Schema: StructuralSchema };
     }[];
@@ -251,6 +251,8 @@ interface KindDefinition {
   status: TSchema;
   rules: readonly CrossFieldRule<never>[];
   columns: PrinterColumn[];
+  /** The /scale subresource, so `kubectl scale`, HPA and KEDA can work on the kind. */
+  scale?: { specReplicasPath: string; statusReplicasPath: string; labelSelectorPath: string };
 }
 
 const KINDS: KindDefinition[] = [
@@ -262,6 +264,7 @@ const KINDS: KindDefinition[] = [
     spec: FunctionSpec,
     status: FunctionStatus,
     rules: [],
+    scale: { specReplicasPath: '.spec.replicas', statusReplicasPath: '.status.replicas', labelSelectorPath: '.status.selector' },
     columns: [
       { name: 'Image', type: 'string', jsonPath: '.spec.image' },
       ...readyColumns,
@@ -320,7 +323,7 @@ function buildCrd(def: KindDefinition): CustomResourceDefinition {
           name: VERSION,
           served: true,
           storage: true,
-          subresources: { status: {} },
+          subresources: { status: {}, ...(def.scale ? { scale: def.scale } : {}) },
           additionalPrinterColumns: def.columns,
           schema: {
             openAPIV3Schema: {

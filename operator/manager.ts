@@ -19,7 +19,7 @@ import { makeClients, PLURALS } from './kube.js';
 import { COMPONENT_DISPATCHER, LABEL_COMPONENT, MANAGED_SELECTOR } from './labels.js';
 import { LeaderElector } from './leaderElection.js';
 import { createOperatorMetrics, type OperatorMetrics } from './metrics.js';
-import { functionKeyOfChild } from './function/keys.js';
+import { functionKeyOfChild, functionKeyOfTrigger } from './function/keys.js';
 import { SecretWatcher } from './secretWatcher.js';
 import type { OperatorSettings } from './settings.js';
 
@@ -104,7 +104,7 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     failed: (namespace) => enqueueTriggers(namespace, () => true),
   });
 
-  const functionReconciler = new ResourceReconciler(new FunctionReconciler({ functions, deployments, services }), { clients, events });
+  const functionReconciler = new ResourceReconciler(new FunctionReconciler({ functions, triggers, deployments, services }), { clients, events });
   const lagThresholdBytes = options.lagThresholdBytes ?? DEFAULT_LAG_THRESHOLD_BYTES;
   const states = new DispatcherStates({
     endpoints: () =>
@@ -151,6 +151,9 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
   });
   triggers.on((event, t) => {
     triggerController?.enqueue(keyOf(t));
+    // Its delivery timeout bounds how long the Function's pods may take to stop.
+    const fn = functionKeyOfTrigger(t);
+    if (fn) functionController.enqueue(fn);
     if (event !== 'delete') return;
     if (t.metadata?.uid) triggerReconciler.forget(t.metadata.uid);
     // Without its finalizer (removed by hand), a deleted trigger's siblings must drop it from their config.

@@ -186,7 +186,14 @@ export const FunctionSpec = Type.Object(
   {
     image: Type.String({ minLength: 1, description: 'Container image that serves the function over HTTP.' }),
     port: Type.Integer({ minimum: 1, maximum: 65535, default: 8080, description: 'Port the container listens on.' }),
-    replicas: Type.Integer({ minimum: 0, maximum: 1000, default: 1, description: 'Pods serving the function.' }),
+    replicas: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 1000,
+        description:
+          'Pods serving the function. Unset, the operator leaves the Deployment\'s count alone (1 when it is created), so `kubectl scale`, an HPA or KEDA may own it; the Function\'s /scale subresource sets this field.',
+      }),
+    ),
     concurrency: Type.Optional(
       Type.Integer({
         minimum: 1,
@@ -220,6 +227,8 @@ export const FunctionStatus = Type.Object({
   observedGeneration: Type.Optional(Type.Integer()),
   url: Type.Optional(Type.String({ description: 'In-cluster URL of the function\'s Service.' })),
   readyReplicas: Type.Optional(Type.Integer()),
+  replicas: Type.Optional(Type.Integer({ description: 'Pods of the function\'s Deployment now (the /scale subresource reads it).' })),
+  selector: Type.Optional(Type.String({ description: 'Label selector of the function\'s pods (for the /scale subresource: HPA, KEDA).' })),
 });
 
 export const EventTriggerStatus = Type.Object({

@@ -5,3 +5,9 @@ export function functionKeyOfChild(obj: { metadata?: { namespace?: string; owner
   const fn = controllerOf(obj.metadata as Parameters<typeof controllerOf>[0], 'Function');
   return fn ? `${obj.metadata?.namespace ?? ''}/${fn.name}` : undefined;
 }
+
+/** The `namespace/name` key of the Function a trigger delivers to, if it names one. */
+export function functionKeyOfTrigger(trigger: { metadata?: { namespace?: string }; spec?: unknown }): string | undefined {
+  const name = (trigger.spec as { function?: { name?: unknown } } | undefined)?.function?.name;
+  return typeof name === 'string' ? `${trigger.metadata?.namespace ?? 'default'}/${name}` : undefined;
+}

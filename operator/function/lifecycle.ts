@@ -33,6 +33,8 @@ export class FunctionLifecycle {
     this.next = {
       ...(previous.url !== undefined ? { url: previous.url } : {}),
       ...(previous.readyReplicas !== undefined ? { readyReplicas: previous.readyReplicas } : {}),
+      ...(previous.replicas !== undefined ? { replicas: previous.replicas } : {}),
+      ...(previous.selector !== undefined ? { selector: previous.selector } : {}),
     };
   }
 
@@ -40,6 +42,14 @@ export class FunctionLifecycle {
   propagateDeployment(deployment: V1Deployment | undefined): void {
     this.conditions.mark(FunctionConditionDeploymentReady, deploymentReadiness(deployment));
     this.next.readyReplicas = deployment?.status?.readyReplicas ?? 0;
+    this.next.replicas = deployment?.status?.replicas ?? 0;
+  }
+
+  /** The pods' label selector, for the /scale subresource (HPA and KEDA read it). */
+  markSelector(selector: Record<string, string>): void {
+    this.next.selector = Object.entries(selector)
+      .map(([key, value]) => `${key}=${value}`)
+      .join(',');
   }
 
   /** Marks the Service as serving once it has a cluster IP, and publishes the Function's URL. */

@@ -1,16 +1,20 @@
 import type { V1Deployment, V1Service } from '@kubernetes/client-node';
 import { parseFunction, type FunctionResource, type FunctionStatusT } from '../../api/v1alpha1/index.js';
-import type { Cache, StoredFunction } from '../cache.js';
+import type { Cache, StoredEventTrigger, StoredFunction } from '../cache.js';
+import { parseDuration } from '../../api/v1alpha1/index.js';
 import type { ReconcileOutcome } from '../controller.js';
 import { apiErrorMessage } from '../errors.js';
 import { applyIfChanged } from '../kube.js';
 import { controllerOf } from '../ownerRefs.js';
 import type { KindReconciler, ReconcileContext } from '../resourceReconciler.js';
+import { targetsFunction } from '../eventtrigger/keys.js';
 import { FunctionLifecycle } from './lifecycle.js';
 import { desiredFunctionObjects } from './resources.js';
 
 export interface FunctionReconcilerDeps {
   functions: Cache<StoredFunction>;
+  /** The triggers that target a Function decide how long its pods may take to stop. */
+  triggers: Cache<StoredEventTrigger>;
   deployments: Cache<V1Deployment>;
   services: Cache<V1Service>;
 }
@@ -44,7 +48,8 @@ export class FunctionReconciler implements KindReconciler<FunctionResource, Func
     const { name, namespace, uid } = stored.metadata;
     // A cached child counts as ours only if this incarnation of the Function controls it.
     const ours = <T extends V1Deployment | V1Service>(obj: T | undefined) => (controllerOf(obj?.metadata, 'Function')?.uid === uid ? obj : undefined);
-    const desired = desiredFunctionObjects(fn);
+    const desired = desiredFunctionObjects(fn, { longestDeliveryTimeoutMs: this.longestDeliveryTimeoutMs(namespace, name) });
+    lifecycle.markSelector(desired.deployment.spec!.selector.matchLabels!);
     // Deployment and Service are independent: apply both, report each, then fail if either failed.
     const [deployment, service] = await Promise.allSettled([
       applyIfChanged(clients, desired.deployment, ours(this.deps.deployments.get(name, namespace))),
@@ -65,5 +70,21 @@ export class FunctionReconciler implements KindReconciler<FunctionResource, Func
     const failure = [deployment, service].find((r) => r.status === 'rejected');
     if (failure) throw failure.reason;
     return {};
+  }
+
+  /** The longest spec.delivery.timeout among the triggers that deliver to this Function (30 s, the default, when none). */
+  private longestDeliveryTimeoutMs(namespace: string, name: string): number {
+    let longest = 30_000;
+    for (const t of this.deps.triggers.list(namespace)) {
+      if (!targetsFunction(t, name)) continue;
+      const timeout = (t.spec as { delivery?: { timeout?: unknown } } | undefined)?.delivery?.timeout;
+      if (typeof timeout !== 'string') continue;
+      try {
+        longest = Math.max(longest, parseDuration(timeout));
+      } catch {
+        // An invalid trigger is reported on the trigger; it changes nothing here.
+      }
+    }
+    return longest;
   }
 }

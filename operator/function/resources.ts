@@ -35,8 +35,25 @@ export function functionLabels(fn: FunctionResource): Record<string, string> {
 }
 
 /** The desired children of a Function: pure, from the Function alone. */
-export function desiredFunctionObjects(fn: FunctionResource): FunctionObjects {
-  return { deployment: makeDeployment(fn), service: makeService(fn) };
+/** What the Function's pods must allow for: the longest delivery timeout of the triggers that target it. */
+export interface FunctionServing {
+  longestDeliveryTimeoutMs: number;
+}
+
+const DEFAULT_SERVING: FunctionServing = { longestDeliveryTimeoutMs: 30_000 };
+/** How long a terminating pod keeps serving before SIGTERM: until the Service's endpoints no longer list it everywhere. */
+export const PRE_STOP_SECONDS = 5;
+
+export function desiredFunctionObjects(fn: FunctionResource, serving: FunctionServing = DEFAULT_SERVING): FunctionObjects {
+  return { deployment: makeDeployment(fn, serving), service: makeService(fn) };
+}
+
+/**
+ * Seconds a pod may take to stop: the preStop wait, then a request that arrived just before it was
+ * taken out of the endpoints may run for the longest delivery timeout while the runtime drains.
+ */
+export function terminationGraceSeconds(serving: FunctionServing): number {
+  return Math.max(30, PRE_STOP_SECONDS + Math.ceil(serving.longestDeliveryTimeoutMs / 1000) + 5);
 }
 
 /**
@@ -56,6 +73,8 @@ function functionContainer(fn: FunctionResource): V1Container {
     image: spec.image,
     ports: [{ name: FUNCTION_PORT_NAME, containerPort: spec.port, protocol: 'TCP' }],
     env: functionEnv(fn),
+    // Kept serving while the endpoint removal reaches every dispatcher; kubelet's own sleep, so the image needs no shell.
+    lifecycle: { preStop: { sleep: { seconds: PRE_STOP_SECONDS } } },
     ...(spec.envFrom ? { envFrom: spec.envFrom } : {}),
     ...(spec.resources ? { resources: spec.resources } : {}),
     readinessProbe: {
@@ -75,7 +94,7 @@ function functionContainer(fn: FunctionResource): V1Container {
 }
 
 /** The Function's Deployment, controlled by the Function. */
-export function makeDeployment(fn: FunctionResource): V1Deployment {
+export function makeDeployment(fn: FunctionResource, serving: FunctionServing = DEFAULT_SERVING): V1Deployment {
   const { metadata, spec } = fn;
   return {
     apiVersion: 'apps/v1',
@@ -87,7 +106,8 @@ export function makeDeployment(fn: FunctionResource): V1Deployment {
       ownerReferences: [ownerReference(fn, { controller: true })],
     },
     spec: {
-      replicas: spec.replicas,
+      // Only when asked: otherwise whoever scales (kubectl scale, an HPA, KEDA) owns the count.
+      ...(spec.replicas !== undefined ? { replicas: spec.replicas } : {}),
       selector: { matchLabels: functionSelector(fn) },
       template: {
         metadata: { labels: functionLabels(fn) },
@@ -97,6 +117,8 @@ export function makeDeployment(fn: FunctionResource): V1Deployment {
           // Service links put every Service of the namespace into the environment: noise, and slow starts.
           enableServiceLinks: false,
           securityContext: restrictedPodSecurityContext(),
+          // Scaling down loses no work: see terminationGraceSeconds and the container's preStop.
+          terminationGracePeriodSeconds: terminationGraceSeconds(serving),
           containers: [functionContainer(fn)],
           volumes: [{ name: 'tmp', emptyDir: {} }],
         },

@@ -158,6 +158,31 @@ describe('Function', () => {
     expect(deployment?.spec?.replicas).toBe(0);
   });
 
+  it('has a /scale subresource: kubectl scale on the Function reaches the Deployment, and status reports replicas and the selector', async () => {
+    await kubectlOk(cp, ['scale', 'function', 'validate-order', '-n', NS, '--replicas=2']);
+    await eventually('2 replicas in the Deployment', async () => (await getJson<V1Deployment>(cp, ['deployment', 'validate-order', '-n', NS]))?.spec?.replicas === 2);
+    const scale = await eventually('the scale subresource reports 2 replicas', async () => {
+      const now = JSON.parse(await kubectlOk(cp, ['get', '--raw', `/apis/eventide.dev/v1alpha1/namespaces/${NS}/functions/validate-order/scale`])) as {
+        spec: { replicas: number };
+        status: { replicas: number; selector?: string };
+      };
+      return now.status.replicas === 2 ? now : undefined;
+    }, 60_000);
+    expect(scale.spec.replicas).toBe(2);
+    expect(scale.status.selector).toContain('app.kubernetes.io/name=validate-order');
+  });
+
+  it('a Function without spec.replicas leaves the count to whoever scales the Deployment', async () => {
+    await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify({ apiVersion: 'eventide.dev/v1alpha1', kind: 'Function', metadata: { name: 'self-scaled', namespace: NS }, spec: { image: 'img:1' } }));
+    await eventually('its Deployment with the default single replica', async () => (await getJson<V1Deployment>(cp, ['deployment', 'self-scaled', '-n', NS]))?.spec?.replicas === 1);
+    await kubectlOk(cp, ['scale', 'deployment', 'self-scaled', '-n', NS, '--replicas=3']);
+    // A change of the Function makes the operator apply again: the count it does not own stays.
+    await kubectlOk(cp, ['patch', 'function', 'self-scaled', '-n', NS, '--type=merge', '-p', '{"spec":{"image":"img:2"}}']);
+    await eventually('the new image applied', async () => (await getJson<V1Deployment>(cp, ['deployment', 'self-scaled', '-n', NS]))?.spec?.template.spec?.containers[0]?.image === 'img:2');
+    expect((await getJson<V1Deployment>(cp, ['deployment', 'self-scaled', '-n', NS]))?.spec?.replicas).toBe(3);
+    await kubectlOk(cp, ['delete', 'function', 'self-scaled', '-n', NS]);
+  });
+
   it('rolls a new image into the Deployment when the Function\'s image changes', async () => {
     await kubectlOk(cp, ['patch', 'function', 'validate-order', '-n', NS, '--type=merge', '-p', '{"spec":{"image":"registry.example.com/food/validate-order:1.5.0"}}']);
     await eventually('the new image in the Deployment', async () => {

@@ -57,9 +57,22 @@ const deploymentCases: Case<V1Deployment>[] = [
     },
   },
   {
-    name: 'defaults to one replica and takes spec.replicas',
+    name: 'takes spec.replicas',
     given: fn({ image: 'img:1', replicas: 3 }),
     expect: (d) => expect(d.spec?.replicas).toBe(3),
+  },
+  {
+    name: 'sets no replica count unless asked, so kubectl scale, an HPA or KEDA can own it',
+    given: fn({ image: 'img:1' }),
+    expect: (d) => expect(d.spec && 'replicas' in d.spec).toBe(false),
+  },
+  {
+    name: 'scales down without losing work: a preStop wait, and a grace period past the longest delivery timeout',
+    given: fn({ image: 'img:1' }),
+    expect: (d) => {
+      expect(container(d).lifecycle).toEqual({ preStop: { sleep: { seconds: 5 } } });
+      expect(d.spec?.template.spec?.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(30 + 5);
+    },
   },
   {
     name: 'probes readiness and liveness over HTTP on the named port at the spec paths',
@@ -157,5 +170,14 @@ describe('desiredFunctionObjects', () => {
     const unsaved = fn({ image: 'img:1' });
     delete unsaved.metadata.uid;
     expect(() => desiredFunctionObjects(unsaved)).toThrow(/no uid/);
+  });
+});
+
+describe('termination grace', () => {
+  it('covers the preStop wait plus the longest delivery timeout of the triggers that target the function', async () => {
+    const { terminationGraceSeconds } = await import('../../operator/function/resources.js');
+    expect(terminationGraceSeconds({ longestDeliveryTimeoutMs: 30_000 })).toBe(40);
+    expect(terminationGraceSeconds({ longestDeliveryTimeoutMs: 120_500 })).toBe(131);
+    expect(terminationGraceSeconds({ longestDeliveryTimeoutMs: 1_000 })).toBe(30);
   });
 });
