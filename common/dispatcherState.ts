@@ -42,8 +42,19 @@ export interface DispatcherStateReport {
   /** Changes with every change of the loaded manifests. */
   configFingerprint: string;
   triggers: Record<string, TriggerStateReport>;
-  /** Functions that set spec.concurrency: requests in flight to each, across its triggers. */
-  functions: Record<string, { inflight: number; limit: number }>;
+  /** Demand per Function (`namespace/name`) across the triggers this dispatcher serves for it: what autoscaling reads. */
+  functions: Record<string, FunctionDemandReport>;
+}
+
+export interface FunctionDemandReport {
+  /** Requests to the function in flight now. */
+  inflight: number;
+  /** Events in memory for it: in flight, ready to send, or waiting for a retry. */
+  events: number;
+  /** Events waiting in its triggers' backlogs (as of the dispatcher's last look at the table). */
+  backlog: number;
+  /** Function.spec.concurrency, when set: the cap on `inflight`. */
+  limit?: number;
 }
 
 const STATES: readonly string[] = ['serving', 'suspended', 'set-aside', 'waiting'];

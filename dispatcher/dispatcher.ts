@@ -2,7 +2,7 @@ import type { Server } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { loadManifests, parseDuration, type ManifestSet } from '../api/v1alpha1/index.js';
-import type { DispatcherStateReport, TriggerServingState, TriggerStateReport } from '../common/dispatcherState.js';
+import type { DispatcherStateReport, FunctionDemandReport, TriggerServingState, TriggerStateReport } from '../common/dispatcherState.js';
 import { createOpsApp, listen } from '../common/httpServer.js';
 import { redactUrl, type Logger } from '../common/logger.js';
 import { recheckDelayMs, problemsHealByThemselves } from './admission/recheck.js';
@@ -630,8 +630,24 @@ export class Dispatcher {
       },
       configFingerprint: config.fingerprint,
       triggers,
-      functions: Object.fromEntries([...this.gates.usage()].map(([fn, u]) => [fn, { inflight: u.inFlight, limit: u.limit }])),
+      functions: this.functionDemand(config),
     };
+  }
+
+  /** Per Function, what its triggers have for it now: requests in flight, events in memory, backlog. */
+  private functionDemand(config: ServedConfig): Record<string, FunctionDemandReport> {
+    const demand: Record<string, FunctionDemandReport> = {};
+    const limits = this.gates.usage();
+    for (const [key, delivery] of config.deliveries) {
+      const fn = functionKeyOf(delivery.trigger);
+      if (fn === undefined) continue;
+      const flow = this.flows.get(key);
+      const entry = (demand[fn] ??= { inflight: 0, events: 0, backlog: 0, ...(limits.has(fn) ? { limit: limits.get(fn)!.limit } : {}) });
+      entry.inflight += flow?.lane.attemptsInFlight ?? 0;
+      entry.events += flow?.inLane ?? 0;
+      entry.backlog += this.backlogCounts.get(key) ?? 0;
+    }
+    return demand;
   }
 
   /**
