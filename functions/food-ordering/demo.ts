@@ -158,8 +158,13 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const pause = async (ms: number) => {
     if (ms > 0 && !interrupted.signal.aborted) {
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, ms);
-        interrupted.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+        // The listener goes with the timer: one left behind per pause would pile up on the signal.
+        const onAbort = () => (clearTimeout(timer), resolve());
+        const timer = setTimeout(() => {
+          interrupted.signal.removeEventListener('abort', onAbort);
+          resolve();
+        }, ms);
+        interrupted.signal.addEventListener('abort', onAbort, { once: true });
       });
     }
     if (interrupted.signal.aborted) throw new DemoInterrupted();
