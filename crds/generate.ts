@@ -268,6 +268,8 @@ const KINDS: KindDefinition[] = [
     columns: [
       { name: 'Image', type: 'string', jsonPath: '.spec.image' },
       ...readyColumns,
+      { name: 'Replicas', type: 'integer', jsonPath: '.status.replicas', description: 'Pods of the function now.' },
+      { name: 'Available', type: 'integer', jsonPath: '.status.readyReplicas', description: 'Pods ready to take deliveries.' },
       { name: 'URL', type: 'string', jsonPath: '.status.url' },
       ageColumn,
     ],

@@ -59,7 +59,7 @@ describe('generated CRD files', () => {
 
 describe('CRD shape', () => {
   const cases = [
-    { kind: 'Function', plural: 'functions', shortName: 'fn', columns: ['Image', 'Ready', 'Reason', 'URL', 'Age'] },
+    { kind: 'Function', plural: 'functions', shortName: 'fn', columns: ['Image', 'Ready', 'Reason', 'Replicas', 'Available', 'URL', 'Age'] },
     { kind: 'EventTrigger', plural: 'eventtriggers', shortName: 'et', columns: ['Table', 'Function/Sink', 'Ready', 'Reason', 'Suspended', 'Age'] },
   ];
 
@@ -72,6 +72,10 @@ describe('CRD shape', () => {
     expect(c.spec.versions).toHaveLength(1);
     const version = c.spec.versions[0]!;
     expect(version).toMatchObject({ name: VERSION, served: true, storage: true, subresources: { status: {} } });
+    // Functions scale through /scale (kubectl scale, HPA, KEDA); triggers do not.
+    expect(version.subresources.scale).toEqual(
+      kind === 'Function' ? { specReplicasPath: '.spec.replicas', statusReplicasPath: '.status.replicas', labelSelectorPath: '.status.selector' } : undefined,
+    );
     // Priority-0 columns are what `kubectl get` shows by default.
     expect(version.additionalPrinterColumns.filter((col) => !col.priority).map((col) => col.name)).toEqual(columns);
     const ready = version.additionalPrinterColumns.find((col) => col.name === 'Ready');

@@ -170,6 +170,11 @@ describe('Function', () => {
     }, 60_000);
     expect(scale.spec.replicas).toBe(2);
     expect(scale.status.selector).toContain('app.kubernetes.io/name=validate-order');
+    const table = await eventually('kubectl get fn shows 2 replicas, 2 available', async () => {
+      const out = await kubectlOk(cp, ['get', 'fn', 'validate-order', '-n', NS]);
+      return /\s2\s+2\s+http:/.test(out) ? out : undefined;
+    }, 60_000);
+    expect(table).toMatch(/REPLICAS\s+AVAILABLE/);
   });
 
   it('a Function without spec.replicas leaves the count to whoever scales the Deployment', async () => {
