@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { SettingsError } from './settings.js';
+import { isUnreachable } from './source/unreachable.js';
 
 /**
  * Runs a command's work on a small pool of the given database and closes it. The database refusing
@@ -12,7 +13,7 @@ export async function withCommandDatabase<T>(databaseUrl: string, what: string, 
   try {
     return await action(pool);
   } catch (error) {
-    if (!(error instanceof SettingsError) && (error instanceof pg.DatabaseError || /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|ECONNRESET)$/.test(String((error as { code?: unknown }).code)))) {
+    if (!(error instanceof SettingsError) && (error instanceof pg.DatabaseError || isUnreachable(error))) {
       throw new SettingsError(`${what}: ${(error as Error).message}`, { cause: error });
     }
     throw error;

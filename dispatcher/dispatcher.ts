@@ -67,6 +67,7 @@ export class StartAbortedError extends Error {
 const FAILURE_SUMMARY_INTERVAL_MS = 10_000;
 const BACKLOG_GAUGE_INTERVAL_MS = 5_000;
 const TICK_MS = 1_000;
+const FILE_CHECK_MS = 2_000;
 const CONNECT_RETRY_MAX_MS = 30_000;
 
 /**
@@ -114,6 +115,7 @@ export class Dispatcher {
   private lagBytes = 0;
   private walEndPolledAt = 0;
   private lastGaugeUpdate = 0;
+  private filesReadAt = 0;
 
   private constructor(
     private readonly settings: DispatchSettings,
@@ -129,11 +131,6 @@ export class Dispatcher {
     this.failures = new FailureSummary({ intervalMs: FAILURE_SUMMARY_INTERVAL_MS, emit: (line) => this.logFailureSummary(line) });
     this.restartNeeded = new Promise((resolve) => (this.requestRestart = resolve));
     this.updateTriggerStates();
-  }
-
-  /** The slot and publication this dispatcher reads. */
-  get sourceNames(): SourceNames {
-    return this.config.names;
   }
 
   /**
@@ -219,8 +216,12 @@ export class Dispatcher {
     }
     await deadLetters.ensureSchema();
     await backlog.ensureSchema();
-    const waiting = new Map((await backlog.summary()).map((s) => [s.trigger, s.events]));
-    this.beginStreaming(config, startLsn, waiting);
+    this.beginStreaming(config, startLsn, await this.waitingByTrigger());
+  }
+
+  /** Events waiting in the backlog per trigger: a trigger starts (or comes back) behind them. */
+  private async waitingByTrigger(): Promise<Map<string, number>> {
+    return new Map((await this.resources.backlog.summary()).map((s) => [s.trigger, s.events]));
   }
 
   /** The desired config less the triggers whose tables do not fit them; logs what does not. */
@@ -321,7 +322,9 @@ export class Dispatcher {
       void this.updateBacklogGauges();
     }
     this.finishRetiring();
-    if (this.settings.watchConfig || Date.now() >= this.recheck.at) this.scheduleReload();
+    // Reading the manifests parses and validates every trigger (filters compiled): every 2 s is soon enough.
+    const filesDue = this.settings.watchConfig && Date.now() - this.filesReadAt >= FILE_CHECK_MS;
+    if (filesDue || Date.now() >= this.recheck.at) this.scheduleReload(filesDue);
   }
 
   /** Asks the server where its WAL ends, every few seconds, so the lag metric shows a backlog the stream is not reading. */
@@ -391,7 +394,7 @@ export class Dispatcher {
       if (config.deliveries.has(key) || this.retiring.has(key)) continue;
       this.retiring.add(key);
       // Suspending parks what is in memory; the flow goes once nothing of the stream is left in it.
-      flow.reconfigure(flow.laneSettings, true);
+      flow.setSuspended(true);
     }
     this.shares.configure(needs);
     this.gates.configure(config.functionLimits);
@@ -423,7 +426,8 @@ export class Dispatcher {
       observer: this.flowObserver,
       suspended,
       retryInMemoryMs: this.settings.retryInMemoryMs,
-      gate: () => this.gates.gateFor(functionKeyOf(current().trigger)),
+      // Looked up per request: no key is built while no Function sets a concurrency.
+      gate: () => (this.gates.empty ? undefined : this.gates.gateFor(functionKeyOf(current().trigger))),
       // The current delivery settings are looked up per attempt, so a reload changes URLs and retries at once.
       attempt: (entries, signal) =>
         attemptDelivery(current(), entries, signal, {
@@ -483,8 +487,9 @@ export class Dispatcher {
   }
 
   /** Reloads run one at a time, in order: a slow check of one must not let an older one apply after it. */
-  private scheduleReload(): void {
-    this.reloading = this.reloading.then(() => this.reconcile());
+  private scheduleReload(readFiles: boolean): void {
+    if (readFiles) this.filesReadAt = Date.now();
+    this.reloading = this.reloading.then(() => this.reconcile(readFiles));
   }
 
   /**
@@ -492,10 +497,10 @@ export class Dispatcher {
    * checks the triggers against the tables and serves what can be served. A database that cannot be
    * reached, or manifests that cannot be read, leave what is served as it is; a look is due again soon.
    */
-  private async reconcile(): Promise<void> {
+  private async reconcile(readFiles: boolean): Promise<void> {
     if (this.stateValue !== 'streaming' || this.restarting) return;
     let desired = this.desired;
-    if (this.settings.watchConfig) {
+    if (readFiles) {
       try {
         const next = resolveConfig(loadManifests(this.settings.manifestPaths, { lenient: true }), this.settings, this.env);
         if (next.fingerprint !== desired.fingerprint) desired = next;
@@ -522,7 +527,7 @@ export class Dispatcher {
       }
       // A trigger served again (or anew) may have events waiting from before: it starts behind them.
       if ([...next.deliveries.keys()].some((key) => !this.flows.has(key))) {
-        waiting = new Map((await this.resources.backlog.summary()).map((s) => [s.trigger, s.events]));
+        waiting = await this.waitingByTrigger();
       }
     } catch (error) {
       this.logger.error({ err: describeError(error) }, 'could not check the triggers against the database; still serving the previous configuration');
@@ -596,7 +601,6 @@ export class Dispatcher {
 
   /** What GET /state answers: the source, and each trigger's state with its numbers. */
   state(): DispatcherStateReport {
-    this.updateTriggerStates();
     const config = this.stateValue === 'connecting' ? this.desired : this.config;
     const triggers: Record<string, TriggerStateReport> = {};
     for (const [key, recorded] of this.triggerStates) {

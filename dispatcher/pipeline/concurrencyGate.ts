@@ -73,6 +73,11 @@ export class FunctionGates {
     }
   }
 
+  /** No Function sets a concurrency (the common case). */
+  get empty(): boolean {
+    return this.gates.size === 0;
+  }
+
   gateFor(fn: string | undefined): ConcurrencyGate | undefined {
     return fn === undefined ? undefined : this.gates.get(fn);
   }

@@ -142,11 +142,6 @@ export class TriggerFlow {
     return this.suspendedValue;
   }
 
-  get laneSettings(): LaneSettings {
-    const { concurrency, ordering, batchMaxSize, batchMaxWaitMs } = this.options.lane;
-    return { concurrency, ordering, batchMaxSize, batchMaxWaitMs };
-  }
-
   /**
    * Whether events from the stream are still in memory here, not yet delivered nor durably parked:
    * a trigger being removed is kept until none is, so the slot's watermark can pass them.
@@ -216,6 +211,11 @@ export class TriggerFlow {
   reconfigure(lane: LaneSettings, suspended: boolean): void {
     Object.assign(this.options.lane, lane);
     this.lane.reconfigure(lane);
+    this.setSuspended(suspended);
+  }
+
+  /** Suspends (events in memory go to the backlog, new ones too) or resumes the trigger. */
+  setSuspended(suspended: boolean): void {
     if (suspended === this.suspendedValue) return;
     this.suspendedValue = suspended;
     if (suspended) {

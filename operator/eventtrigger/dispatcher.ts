@@ -222,7 +222,7 @@ export function secretsHash(source: SourceRef, members: readonly EventTriggerRes
 }
 
 /** The Secret keys mounted for TLS to the database (a CA in a ConfigMap is not among them). */
-export function tlsSecretRefs(members: readonly EventTriggerResource[]): { name: string; key: string }[] {
+function tlsSecretRefs(members: readonly EventTriggerResource[]): { name: string; key: string }[] {
   const tls = sortedMembers(members).find((t) => t.spec.source.tls)?.spec.source.tls;
   return [
     ...(tls?.caSecretRef ? [{ name: tls.caSecretRef.name, key: tls.caSecretRef.key }] : []),

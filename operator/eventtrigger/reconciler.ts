@@ -226,6 +226,10 @@ export class EventTriggerReconciler implements KindReconciler<EventTriggerResour
       const choice = chooseSlot(source, members);
       const current: RecordedSlot = { slot: choice.slotName, publication: choice.publicationName, drop: members.some((m) => m.spec.source.dropSlotOnDelete) };
       const plan = planSlots(recorded, current);
+      for (const kept of plan.kept) {
+        // Forgotten, not dropped (no trigger asked for that): say once that it still holds WAL.
+        if (subject) this.deps.events.normal(this.subject(subject), 'SlotKept', `replication slot "${kept.slot}" is no longer read and holds WAL until it is dropped: SELECT pg_drop_replication_slot('${kept.slot}')`);
+      }
       const withRecord = (record: RecordedSlot[]) => ({
         ...objects.configMap,
         metadata: { ...objects.configMap.metadata, annotations: { ...objects.configMap.metadata!.annotations, [SLOTS_ANNOTATION]: JSON.stringify(record) } },

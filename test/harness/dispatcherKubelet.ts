@@ -49,6 +49,27 @@ export class ClusterDns {
   }
 }
 
+/**
+ * Writes a ConfigMap's data into `dir` as kubelet's atomic writer does: a new timestamped directory,
+ * `..data` swapped to it in one rename, and a link per key through `..data`. Call again to update.
+ */
+export function writeConfigMapVolume(dir: string, data: Record<string, string>): void {
+  const version = `..${new Date().toISOString().replace(/[-:.TZ]/g, '_')}${Math.random().toString(36).slice(2, 8)}`;
+  mkdirSync(join(dir, version));
+  for (const [key, value] of Object.entries(data)) writeFileSync(join(dir, version, key), value);
+  const staging = join(dir, '..data_tmp');
+  rmSync(staging, { force: true });
+  symlinkSync(version, staging);
+  renameSync(staging, join(dir, '..data'));
+  for (const key of Object.keys(data)) {
+    try {
+      symlinkSync(join('..data', key), join(dir, key));
+    } catch {
+      // already linked
+    }
+  }
+}
+
 /** A dispatcher "pod": the process and what it was started from. */
 export interface DispatcherPod {
   name: string;
@@ -156,28 +177,10 @@ export class DispatcherKubelet {
     }
   }
 
-  /** Writes the ConfigMap's data as kubelet's atomic writer does: a new timestamped dir, then `..data` swapped to it. */
-  private writeVolume(dir: string, data: Record<string, string>): void {
-    const version = `..${new Date().toISOString().replace(/[-:.TZ]/g, '_')}${Math.random().toString(36).slice(2, 8)}`;
-    mkdirSync(join(dir, version));
-    for (const [key, value] of Object.entries(data)) writeFileSync(join(dir, version, key), value);
-    const staging = join(dir, '..data_tmp');
-    rmSync(staging, { force: true });
-    symlinkSync(version, staging);
-    renameSync(staging, join(dir, '..data'));
-    for (const key of Object.keys(data)) {
-      try {
-        symlinkSync(join('..data', key), join(dir, key));
-      } catch {
-        // already linked
-      }
-    }
-  }
-
   private async syncVolume(deployment: V1Deployment, pod: Running): Promise<void> {
     const configMap = await this.configMapOf(deployment);
     if (!configMap || configMap.metadata?.resourceVersion === pod.configMapVersion) return;
-    this.writeVolume(pod.volumeDir, configMap.data ?? {});
+    writeConfigMapVolume(pod.volumeDir, configMap.data ?? {});
     pod.configMapVersion = configMap.metadata?.resourceVersion;
   }
 
@@ -211,7 +214,7 @@ export class DispatcherKubelet {
     if (!env || !configMap) return undefined;
     const mount = container.volumeMounts?.find((m) => deployment.spec!.template.spec!.volumes?.some((v) => v.name === m.name && v.configMap));
     const volumeDir = mkdtempSync(join(this.root, `${name}-`));
-    this.writeVolume(volumeDir, configMap.data ?? {});
+    writeConfigMapVolume(volumeDir, configMap.data ?? {});
     const args = (container.args ?? []).map((arg) => (mount && arg === mount.mountPath ? volumeDir : arg));
     const address = this.addressOf(name);
     this.dns.add(`${name}.${this.namespace}.svc.cluster.local`, address);

@@ -4,7 +4,8 @@
  * the triggers the operator wrote, with the slot and publication the operator chose.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { writeConfigMapVolume } from '../harness/dispatcherKubelet.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadManifests, parseEventTrigger, type EventTriggerResource } from '../../api/v1alpha1/index.js';
@@ -25,14 +26,10 @@ function trigger(name: string, spec: Record<string, unknown> = {}): EventTrigger
   return parsed;
 }
 
-/** Writes ConfigMap data the way kubelet's atomic writer does: a timestamped dir, `..data`, and symlinks. */
+/** A temp dir with ConfigMap data written the way kubelet's atomic writer does. */
 function mountLikeKubelet(data: Record<string, string>): string {
   const root = mkdtempSync(join(tmpdir(), 'eventide-cm-'));
-  const version = '..2026_11_23_01_00_00.000000001';
-  mkdirSync(join(root, version));
-  for (const [key, value] of Object.entries(data)) writeFileSync(join(root, version, key), value);
-  symlinkSync(version, join(root, '..data'));
-  for (const key of Object.keys(data)) symlinkSync(join('..data', key), join(root, key));
+  writeConfigMapVolume(root, data);
   return root;
 }
 
