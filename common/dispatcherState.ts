@@ -55,6 +55,15 @@ export interface FunctionDemandReport {
   backlog: number;
   /** Function.spec.concurrency, when set: the cap on `inflight`. */
   limit?: number;
+  /** The most requests this dispatcher would have in flight to the function: its triggers' concurrency (times batch size), within `limit`. */
+  capacity?: number;
+  /**
+   * Since when (RFC 3339) the function has refused connections: no ready endpoints (scaled to zero, a rollout).
+   * Its events wait without spending retries until `activationTimedOut`.
+   */
+  unavailableSince?: string;
+  /** The function stayed unavailable past its activation timeout: retries and dead-lettering apply again. */
+  activationTimedOut?: boolean;
 }
 
 const STATES: readonly string[] = ['serving', 'suspended', 'set-aside', 'waiting'];

@@ -21,6 +21,7 @@ import {
   GROUP,
   VERSION,
   eventTriggerRules,
+  functionRules,
   type CrossFieldRule,
 } from '../api/v1alpha1/schema.js';
 
@@ -263,14 +264,16 @@ const KINDS: KindDefinition[] = [
     shortName: 'fn',
     spec: FunctionSpec,
     status: FunctionStatus,
-    rules: [],
+    rules: functionRules as readonly CrossFieldRule<never>[],
     scale: { specReplicasPath: '.spec.replicas', statusReplicasPath: '.status.replicas', labelSelectorPath: '.status.selector' },
     columns: [
       { name: 'Image', type: 'string', jsonPath: '.spec.image' },
       ...readyColumns,
+      { name: 'Desired', type: 'integer', jsonPath: '.status.autoscaling.desiredReplicas', description: 'Pods the autoscaler asks for (spec.scale).' },
       { name: 'Replicas', type: 'integer', jsonPath: '.status.replicas', description: 'Pods of the function now.' },
       { name: 'Available', type: 'integer', jsonPath: '.status.readyReplicas', description: 'Pods ready to take deliveries.' },
-      { name: 'URL', type: 'string', jsonPath: '.status.url' },
+      { name: 'Scaling', type: 'string', jsonPath: '.status.autoscaling.reason', description: 'Why the autoscaler chose the desired count.' },
+      { name: 'URL', type: 'string', jsonPath: '.status.url', priority: 1 },
       ageColumn,
     ],
   },

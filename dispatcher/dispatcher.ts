@@ -21,11 +21,12 @@ import { parseLsn, type Lsn } from './lsn.js';
 import { createDispatcherMetrics, type DispatcherMetrics } from './metrics.js';
 import { ChangeIntake } from './pipeline/changeIntake.js';
 import { FunctionGates } from './pipeline/concurrencyGate.js';
+import { FunctionActivations } from './pipeline/functionActivation.js';
 import { attemptDelivery, type TriggerDelivery } from './pipeline/deliveryAttempt.js';
 import { TriggerFlow, type FlowObserver, type LaneSettings } from './pipeline/triggerFlow.js';
 import { WindowShares } from './pipeline/windowShares.js';
 import { columnsRead, routedTables } from './routing/triggerMatcher.js';
-import { functionKeyOf, resolveConfig, withProblems, type ServedConfig, type SourceNames } from './servedConfig.js';
+import { resolveConfig, withProblems, type ServedConfig, type SourceNames } from './servedConfig.js';
 import type { DispatchSettings } from './settings.js';
 import { connectionConfig } from './source/connectionConfig.js';
 import { ReplicationStream, describeError } from './source/replicationStream.js';
@@ -93,6 +94,7 @@ export class Dispatcher {
   private readonly retiring = new Set<string>();
   private readonly shares: WindowShares;
   private readonly gates = new FunctionGates();
+  private readonly activations: FunctionActivations;
   private readonly failures: FailureSummary;
   private streaming: Streaming | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
@@ -128,6 +130,20 @@ export class Dispatcher {
     this.desired = config;
     this.config = config;
     this.shares = new WindowShares(settings.maxInflightEvents, settings.maxInflightBytes);
+    this.activations = new FunctionActivations({
+      started: (fn, timeoutMs) => {
+        this.metrics.functionUnavailable.set({ function: fn }, 1);
+        this.logger.warn({ function: fn, activationTimeoutMs: timeoutMs }, 'function refuses connections (no ready pod); its events wait for one without spending retries');
+      },
+      ended: (fn, afterMs, why) => {
+        if (why === 'untargeted') {
+          this.metrics.functionUnavailable.remove({ function: fn });
+          return;
+        }
+        this.metrics.functionUnavailable.set({ function: fn }, 0);
+        this.logger.info({ function: fn, afterMs }, 'function answers again; delivering');
+      },
+    });
     this.failures = new FailureSummary({ intervalMs: FAILURE_SUMMARY_INTERVAL_MS, emit: (line) => this.logFailureSummary(line) });
     this.restartNeeded = new Promise((resolve) => (this.requestRestart = resolve));
     this.updateTriggerStates();
@@ -398,6 +414,7 @@ export class Dispatcher {
     }
     this.shares.configure(needs);
     this.gates.configure(config.functionLimits);
+    this.activations.configure(config.activationTimeouts, new Set([...config.deliveries.values()].flatMap((d) => (d.functionKey !== undefined ? [d.functionKey] : []))));
     this.updateTriggerStates();
   }
 
@@ -427,7 +444,10 @@ export class Dispatcher {
       suspended,
       retryInMemoryMs: this.settings.retryInMemoryMs,
       // Looked up per request: no key is built while no Function sets a concurrency.
-      gate: () => (this.gates.empty ? undefined : this.gates.gateFor(functionKeyOf(current().trigger))),
+      gate: () => {
+        const fn = current().functionKey;
+        return this.activations.gateFor(fn, this.gates.empty ? undefined : this.gates.gateFor(fn));
+      },
       // The current delivery settings are looked up per attempt, so a reload changes URLs and retries at once.
       attempt: (entries, signal) =>
         attemptDelivery(current(), entries, signal, {
@@ -437,6 +457,7 @@ export class Dispatcher {
           logger: this.logger,
           failures: this.failures,
           notifySignal: sinkNotifications.signal,
+          activations: this.activations,
         }),
       settleLive: (event) => this.streaming!.intake.settle(event),
       streamProgress: () => this.streaming!.intake.progress(),
@@ -638,18 +659,39 @@ export class Dispatcher {
     };
   }
 
-  /** Per Function, what its triggers have for it now: requests in flight, events in memory, backlog. */
+  /**
+   * Per Function, what its triggers have for it now: requests in flight, events in memory, backlog, how
+   * many it would send at once, and whether it refuses connections. A suspended trigger's backlog is no
+   * demand: nothing is sent until it resumes.
+   */
   private functionDemand(config: ServedConfig): Record<string, FunctionDemandReport> {
     const demand: Record<string, FunctionDemandReport> = {};
     const limits = this.gates.usage();
+    const unavailable = this.activations.unavailable();
+    const largestBatch = new Map<string, number>();
     for (const [key, delivery] of config.deliveries) {
-      const fn = functionKeyOf(delivery.trigger);
+      const fn = delivery.functionKey;
       if (fn === undefined) continue;
       const flow = this.flows.get(key);
-      const entry = (demand[fn] ??= { inflight: 0, events: 0, backlog: 0, ...(limits.has(fn) ? { limit: limits.get(fn)!.limit } : {}) });
+      const limit = limits.get(fn)?.limit;
+      const entry = (demand[fn] ??= { inflight: 0, events: 0, backlog: 0, capacity: 0, ...(limit !== undefined ? { limit } : {}) });
+      if (delivery.trigger.spec.suspend) continue;
+      const { concurrency, batch } = delivery.trigger.spec;
       entry.inflight += flow?.lane.attemptsInFlight ?? 0;
       entry.events += flow?.inLane ?? 0;
       entry.backlog += this.backlogCounts.get(key) ?? 0;
+      entry.capacity! += concurrency * batch.maxSize;
+      largestBatch.set(fn, Math.max(largestBatch.get(fn) ?? 1, batch.maxSize));
+    }
+    for (const [fn, entry] of Object.entries(demand)) {
+      // Function.spec.concurrency caps requests, each up to a batch of events.
+      if (entry.limit !== undefined) entry.capacity = Math.min(entry.capacity!, entry.limit * (largestBatch.get(fn) ?? 1));
+    }
+    for (const [fn, { since, timedOut }] of unavailable) {
+      const entry = demand[fn];
+      if (!entry) continue;
+      entry.unavailableSince = new Date(since).toISOString();
+      if (timedOut) entry.activationTimedOut = true;
     }
     return demand;
   }

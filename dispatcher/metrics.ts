@@ -23,6 +23,7 @@ export interface DispatcherMetrics {
   triggerParking: Gauge<'trigger'>;
   triggerSuspended: Gauge<'trigger'>;
   triggerSetAside: Gauge<'trigger' | 'reason'>;
+  functionUnavailable: Gauge<'function'>;
 }
 
 /** Creates the dispatcher's metrics under the `eventide_dispatcher_` prefix. */
@@ -35,7 +36,7 @@ export function createDispatcherMetrics(): DispatcherMetrics {
     eventsMatched: new Counter({ name: 'eventide_dispatcher_events_matched_total', help: 'Events created because a row change matched a trigger.', labelNames: ['trigger'], registers }),
     deliveries: new Counter({
       name: 'eventide_dispatcher_deliveries_total',
-      help: 'Delivery attempts by outcome: success, retry, dead_letter.',
+      help: 'Delivery attempts by outcome: success, retry, dead_letter; held: events that found no ready pod of their function and wait for one (not counted as attempts).',
       labelNames: ['trigger', 'outcome'],
       registers,
     }),
@@ -74,6 +75,12 @@ export function createDispatcherMetrics(): DispatcherMetrics {
       name: 'eventide_dispatcher_trigger_set_aside',
       help: '1 while the dispatcher cannot serve the trigger, labelled with why (TableNotFound, ColumnNotFound, InvalidFilter, ...; see /state).',
       labelNames: ['trigger', 'reason'],
+      registers,
+    }),
+    functionUnavailable: new Gauge({
+      name: 'eventide_dispatcher_function_unavailable',
+      help: '1 while the function refuses connections (no ready pod: scaled to zero, a rollout); its events wait without spending retries until its activation timeout.',
+      labelNames: ['function'],
       registers,
     }),
   };

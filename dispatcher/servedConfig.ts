@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { resourceKey, type EventTriggerResource, type ManifestSet } from '../api/v1alpha1/index.js';
+import { parseDuration, resourceKey, type EventTriggerResource, type ManifestSet } from '../api/v1alpha1/index.js';
 import { secretEnvName } from '../common/secretEnv.js';
 import { combineProblems, type TriggerProblem } from './admission/triggerProblem.js';
 import { retryConfigFromDelivery } from './delivery/retryRules.js';
@@ -27,6 +27,8 @@ export interface ServedConfig {
   setAside: Map<string, SetAsideTrigger>;
   /** Deliveries in flight a Function accepts across all its triggers (`Function.spec.concurrency`), by `namespace/name`. */
   functionLimits: Map<string, number>;
+  /** How long a Function's events wait for it to have a ready pod (`Function.spec.scale.activationTimeout`), by `namespace/name`. */
+  activationTimeouts: Map<string, number>;
   names: SourceNames;
   /** Changes whenever the manifests do: a reload with the same fingerprint is a no-op. */
   fingerprint: string;
@@ -116,6 +118,8 @@ export function resolveConfig(
     const spec = trigger.spec;
     const target = resolveTarget(trigger, settings.functionUrls, settings.functionUrlTemplate);
     const delivery: TriggerDelivery = { key, trigger, url: target.url, retry: retryConfigFromDelivery(spec.delivery) };
+    const fn = functionKeyOf(trigger);
+    if (fn !== undefined) delivery.functionKey = fn;
     const ref = spec.delivery.signingSecretRef;
     if (ref) delivery.signingSecret = env[secretEnvName(ref)]!;
     if (spec.delivery.deadLetterSink) delivery.deadLetterSinkUrl = spec.delivery.deadLetterSink.url;
@@ -123,11 +127,15 @@ export function resolveConfig(
     deliveries.set(key, delivery);
   }
   const functionLimits = new Map<string, number>();
-  for (const fn of manifests.functions) if (fn.spec.concurrency !== undefined) functionLimits.set(resourceKey(fn.metadata), fn.spec.concurrency);
+  const activationTimeouts = new Map<string, number>();
+  for (const fn of manifests.functions) {
+    if (fn.spec.concurrency !== undefined) functionLimits.set(resourceKey(fn.metadata), fn.spec.concurrency);
+    if (fn.spec.scale) activationTimeouts.set(resourceKey(fn.metadata), parseDuration(fn.spec.scale.activationTimeout));
+  }
   const fingerprint = createHash('sha256')
-    .update(JSON.stringify([manifests.triggers.map((t) => [t.metadata, t.spec]), manifests.functions.map((f) => [f.metadata, f.spec.concurrency]), manifests.invalid]))
+    .update(JSON.stringify([manifests.triggers.map((t) => [t.metadata, t.spec]), manifests.functions.map((f) => [f.metadata, f.spec.concurrency, f.spec.scale]), manifests.invalid]))
     .digest('hex');
-  return { routes, deliveries, setAside, functionLimits, names, fingerprint };
+  return { routes, deliveries, setAside, functionLimits, activationTimeouts, names, fingerprint };
 }
 
 /** The config with these triggers set aside too (problems found in the database). Pure. */

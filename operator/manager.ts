@@ -12,6 +12,7 @@ import { DispatcherStates } from './eventtrigger/dispatcherStates.js';
 import { DEFAULT_LAG_THRESHOLD_BYTES, EventTriggerReconciler } from './eventtrigger/reconciler.js';
 import { ownerKeysOfDispatcherObject, sharesSource, targetsFunction, usesSecret } from './eventtrigger/keys.js';
 import type { dropSlotAndPublication } from './eventtrigger/slotDrop.js';
+import { FunctionAutoscaler } from './function/autoscaler.js';
 import { FunctionReconciler } from './function/reconciler.js';
 import { ResilientInformer } from './informer.js';
 import { ResourceReconciler } from './resourceReconciler.js';
@@ -29,7 +30,7 @@ export interface StartOperatorOptions {
   logger?: Logger;
   /** Replaces how slots are dropped (tests pointing at a database the cluster cannot name). */
   dropSlot?: typeof dropSlotAndPublication;
-  /** How often the leader reads each dispatcher's /state (default 2 s). */
+  /** How often the leader reads each dispatcher's /state, and autoscales from it (default 1 s). */
   statePollMs?: number;
   /** WAL a slot may hold back before its triggers report Lagging (default 1 GiB). */
   lagThresholdBytes?: number;
@@ -104,7 +105,20 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     failed: (namespace) => enqueueTriggers(namespace, () => true),
   });
 
-  const functionReconciler = new ResourceReconciler(new FunctionReconciler({ functions, triggers, deployments, services }), { clients, events });
+  // Assigned below: the autoscaler wakes the Function controller, which reads the autoscaler's decisions.
+  let functionController: Controller | undefined;
+  let statesRef: DispatcherStates | undefined;
+  const autoscaler = new FunctionAutoscaler({
+    functions,
+    triggers,
+    deployments,
+    readings: { get: (namespace, name) => statesRef?.get(namespace, name) },
+    enqueue: (key) => functionController?.enqueue(key),
+    events,
+    metrics,
+    logger,
+  });
+  const functionReconciler = new ResourceReconciler(new FunctionReconciler({ functions, triggers, deployments, services, autoscaler }), { clients, events });
   const lagThresholdBytes = options.lagThresholdBytes ?? DEFAULT_LAG_THRESHOLD_BYTES;
   const states = new DispatcherStates({
     endpoints: () =>
@@ -115,7 +129,8 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     changed: (keys) => {
       for (const key of keys) triggerController?.enqueue(key);
     },
-    intervalMs: options.statePollMs ?? 2000,
+    polled: () => autoscaler.tick(),
+    intervalMs: options.statePollMs ?? 1000,
     timeoutMs: 2000,
     lagThresholdBytes,
     logger,
@@ -138,22 +153,24 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     ...(options.dropSlot ? { dropSlot: options.dropSlot } : {}),
   });
   const controllerDeps = { logger, metrics, workers: settings.workers };
-  const functionController = new Controller(functionReconciler, controllerDeps);
+  statesRef = states;
+  functionController = new Controller(functionReconciler, controllerDeps);
   const eventTriggerController = new Controller(new ResourceReconciler(triggerReconciler, { clients, events }), controllerDeps);
   triggerController = eventTriggerController;
   const controllers = [functionController, eventTriggerController];
+  const fnController = functionController;
   for (const c of controllers) metrics.queueDepths.set(c.kind, () => c.queue.len());
 
   // Informer handlers map every change to the keys it concerns, and only enqueue.
   functions.on((_event, fn) => {
-    functionController.enqueue(keyOf(fn));
+    fnController.enqueue(keyOf(fn));
     enqueueTriggers(fn.metadata?.namespace ?? '', (t) => targetsFunction(t, fn.metadata?.name));
   });
   triggers.on((event, t) => {
     triggerController?.enqueue(keyOf(t));
     // Its delivery timeout bounds how long the Function's pods may take to stop.
     const fn = functionKeyOfTrigger(t);
-    if (fn) functionController.enqueue(fn);
+    if (fn) fnController.enqueue(fn);
     if (event !== 'delete') return;
     if (t.metadata?.uid) triggerReconciler.forget(t.metadata.uid);
     // Without its finalizer (removed by hand), a deleted trigger's siblings must drop it from their config.
@@ -161,7 +178,7 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
   });
   const enqueueOwners = (_event: string, obj: V1Deployment | V1Service | V1ConfigMap) => {
     const fn = functionKeyOfChild(obj);
-    if (fn) functionController.enqueue(fn);
+    if (fn) fnController.enqueue(fn);
     for (const key of ownerKeysOfDispatcherObject(obj)) triggerController?.enqueue(key);
   };
   deployments.on(enqueueOwners);
@@ -196,13 +213,15 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     await synced;
     if (stopping) return;
     controllersStarted = true;
-    functionController.start(functions.list().map(keyOf));
+    fnController.start(functions.list().map(keyOf));
     eventTriggerController.start(triggers.list().map(keyOf));
+    autoscaler.start();
     states.start();
     logger.info({ workers: settings.workers }, 'reconciling');
   };
   /** On a lost Lease reconciles in flight are aborted: another replica may lead by now, so none may write again. */
-  const stopControllers = (abort = false) => Promise.all([states.stop(), ...controllers.map((c) => c.stop({ abort }))]);
+  const stopControllers = (abort = false) =>
+    Promise.all([states.stop().then(() => autoscaler.stop()), ...controllers.map((c) => c.stop({ abort }))]);
 
   const election = new AbortController();
   let elector: LeaderElector | undefined;

@@ -15,6 +15,12 @@ export interface OperatorMetrics {
   queueDepths: Map<string, () => number>;
   informerRestarts: Counter<'resource'>;
   isLeader: Gauge;
+  /** Per autoscaled Function (spec.scale): the replicas the autoscaler asks for. */
+  functionDesiredReplicas: Gauge<'function'>;
+  /** Per autoscaled Function: its demand summed over the dispatchers, by kind (inflight, events, backlog). */
+  functionDemand: Gauge<'function' | 'kind'>;
+  /** Autoscaler decisions that changed a Function's replicas, by direction (up, down). */
+  scaleDecisions: Counter<'function' | 'direction'>;
 }
 
 export function createOperatorMetrics(): OperatorMetrics {
@@ -60,6 +66,24 @@ export function createOperatorMetrics(): OperatorMetrics {
     isLeader: new Gauge({
       name: 'eventide_operator_is_leader',
       help: 'Whether this replica holds the leader Lease (1) or stands by (0).',
+      registers: [registry],
+    }),
+    functionDesiredReplicas: new Gauge({
+      name: 'eventide_operator_function_desired_replicas',
+      help: 'Replicas the autoscaler asks for, per Function with spec.scale.',
+      labelNames: ['function'],
+      registers: [registry],
+    }),
+    functionDemand: new Gauge({
+      name: 'eventide_operator_function_demand',
+      help: 'Demand of an autoscaled Function summed over its dispatchers: requests in flight (inflight), events in memory (events), events in backlogs (backlog).',
+      labelNames: ['function', 'kind'],
+      registers: [registry],
+    }),
+    scaleDecisions: new Counter({
+      name: 'eventide_operator_scale_decisions_total',
+      help: 'Autoscaler decisions that changed a Function\'s replicas, by direction (up, down).',
+      labelNames: ['function', 'direction'],
       registers: [registry],
     }),
   };

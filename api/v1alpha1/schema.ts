@@ -182,6 +182,31 @@ export const eventTriggerRules: CrossFieldRule<EventTriggerSpecT>[] = [
   },
 ];
 
+export const Scale = Type.Object(
+  {
+    min: Type.Integer({ minimum: 0, maximum: 1000, default: 0, description: 'Fewest pods, also when idle; 0 lets the function scale to zero.' }),
+    max: Type.Integer({ minimum: 1, maximum: 1000, default: 10, description: 'Most pods, however large the demand.' }),
+    target: Type.Integer({
+      minimum: 1,
+      maximum: 100000,
+      default: 10,
+      description: 'Deliveries one pod should have pending at once: pods = ceil(events waiting for the function / target), within min and max.',
+    }),
+    scaleDownDelay: Duration('How long the demand must stay lower before pods are removed (scale-ups are immediate).', '30s'),
+    idleTimeout: Duration('How long with nothing pending before the last pod is removed (with min 0).', '1m'),
+    activationTimeout: Duration(
+      'How long events wait, without spending retries, for a function with no ready pods (scaling from zero, a rollout) before ' +
+        'its triggers report it unavailable and the usual retries and dead-lettering apply.',
+      '2m',
+    ),
+  },
+  {
+    description:
+      "Scale the function's pods with the demand the dispatchers see (events in flight, ready to send and in the backlog), " +
+      'to zero when idle. Exclusive with spec.replicas.',
+  },
+);
+
 export const FunctionSpec = Type.Object(
   {
     image: Type.String({ minLength: 1, description: 'Container image that serves the function over HTTP.' }),
@@ -191,7 +216,7 @@ export const FunctionSpec = Type.Object(
         minimum: 0,
         maximum: 1000,
         description:
-          'Pods serving the function. Unset, the operator leaves the Deployment\'s count alone (1 when it is created), so `kubectl scale`, an HPA or KEDA may own it; the Function\'s /scale subresource sets this field.',
+          'Pods serving the function (exclusive with spec.scale). Unset, and without spec.scale, the operator leaves the Deployment\'s count alone (1 when it is created), so `kubectl scale`, an HPA or KEDA may own it; the Function\'s /scale subresource sets this field.',
       }),
     ),
     concurrency: Type.Optional(
@@ -202,6 +227,7 @@ export const FunctionSpec = Type.Object(
           'Deliveries in flight to the function at once, across every EventTrigger that targets it (each trigger also keeps its own spec.concurrency). Unset: no limit beyond the triggers\'.',
       }),
     ),
+    scale: Type.Optional(Scale),
     env: Type.Optional(Type.Array(kubeObject<V1EnvVar>('An environment variable (core/v1 EnvVar).'))),
     envFrom: Type.Optional(Type.Array(kubeObject<V1EnvFromSource>('A source of environment variables (core/v1 EnvFromSource).'))),
     resources: Type.Optional(kubeObject<V1ResourceRequirements>('CPU and memory requests and limits (core/v1 ResourceRequirements).')),
@@ -212,6 +238,19 @@ export const FunctionSpec = Type.Object(
   },
   { description: 'A containerised HTTP function eventide runs as a Deployment and a Service.' },
 );
+
+export const functionRules: CrossFieldRule<FunctionSpecT>[] = [
+  {
+    rule: '!(has(self.replicas) && has(self.scale))',
+    message: 'spec.replicas and spec.scale are exclusive: spec.scale lets eventide set the replicas from the demand; remove one of them',
+    holds: (s) => !(s.replicas !== undefined && s.scale !== undefined),
+  },
+  {
+    rule: '!has(self.scale) || self.scale.min <= self.scale.max',
+    message: 'spec.scale.min must not exceed spec.scale.max',
+    holds: (s) => s.scale === undefined || s.scale.min <= s.scale.max,
+  },
+];
 
 export const Condition = Type.Object({
   type: Type.String({ description: 'Ready, or a specific aspect such as FunctionResolved or SourceReady.' }),
@@ -229,6 +268,17 @@ export const FunctionStatus = Type.Object({
   readyReplicas: Type.Optional(Type.Integer()),
   replicas: Type.Optional(Type.Integer({ description: 'Pods of the function\'s Deployment now (the /scale subresource reads it).' })),
   selector: Type.Optional(Type.String({ description: 'Label selector of the function\'s pods (for the /scale subresource: HPA, KEDA).' })),
+  autoscaling: Type.Optional(
+    Type.Object(
+      {
+        desiredReplicas: Type.Integer({ description: 'Pods the autoscaler asks for now.' }),
+        reason: Type.String({ description: 'Why, in one CamelCase word: ScaleUp, ScaleDown, Idle, ...' }),
+        message: Type.String({ description: 'The demand behind the last decision.' }),
+        lastScaleTime: Type.Optional(Type.String({ description: 'When the autoscaler last changed the replicas.' })),
+      },
+      { description: 'The last decision of the autoscaler (spec.scale).' },
+    ),
+  ),
 });
 
 export const EventTriggerStatus = Type.Object({

@@ -97,3 +97,27 @@ describe('EventTrigger validation names each bad field and what it got', () => {
     expect(fn.spec.env?.[0]).toEqual({ name: 'A', valueFrom: { secretKeyRef: { name: 's', key: 'k' } } });
   });
 });
+
+describe('Function spec.scale', () => {
+  const fn = (spec: Record<string, unknown>) => ({ apiVersion: 'eventide.dev/v1alpha1', kind: 'Function', metadata: { name: 'f' }, spec: { image: 'img:1', ...spec } });
+  const problems = (raw: Record<string, unknown>) => {
+    try {
+      parseFunction(raw);
+    } catch (error) {
+      return (error as InvalidResourceError).problems;
+    }
+    throw new Error('expected the Function to be rejected');
+  };
+
+  it('fills in its defaults', () => {
+    expect(parseFunction(fn({ scale: {} })).spec.scale).toEqual({ min: 0, max: 10, target: 10, scaleDownDelay: '30s', idleTimeout: '1m', activationTimeout: '2m' });
+    expect(parseFunction(fn({})).spec.scale).toBeUndefined();
+  });
+
+  it('is exclusive with spec.replicas, needs min <= max, and durations', () => {
+    expect(problems(fn({ replicas: 2, scale: {} }))).toEqual(['spec.replicas and spec.scale are exclusive: spec.scale lets eventide set the replicas from the demand; remove one of them']);
+    expect(problems(fn({ scale: { min: 5, max: 2 } }))).toEqual(['spec.scale.min must not exceed spec.scale.max']);
+    expect(problems(fn({ scale: { idleTimeout: 'soon' } }))[0]).toMatch(/^spec\.scale\.idleTimeout: /);
+    expect(problems(fn({ scale: { target: 0 } }))).toEqual(['spec.scale.target: Expected integer to be greater or equal to 1, got 0']);
+  });
+});

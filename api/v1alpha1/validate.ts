@@ -1,7 +1,7 @@
 import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value';
 import type { TSchema } from '@sinclair/typebox';
 import { DURATION_PATTERN } from './duration.js';
-import { EventTriggerSpec, FunctionSpec, eventTriggerRules, type CrossFieldRule, API_VERSION } from './schema.js';
+import { EventTriggerSpec, FunctionSpec, eventTriggerRules, functionRules, type CrossFieldRule, API_VERSION } from './schema.js';
 import type { EventTriggerResource, FunctionResource, EventideResource } from './resources.js';
 import { parse as parseCel } from '@marcbachmann/cel-js';
 import { EventideError } from '../../common/errors.js';
@@ -129,6 +129,7 @@ export function parseFunction(raw: Record<string, unknown>): FunctionResource {
   const label = `Function ${describe(raw)}`;
   const spec = withDefaults<FunctionResource['spec']>(FunctionSpec, raw.spec);
   const problems = [...checkMeta(raw, label), ...schemaProblems(FunctionSpec, spec, 'spec')];
+  if (problems.length === 0) problems.push(...ruleProblems(functionRules, spec));
   if (problems.length) throw new InvalidResourceError(label, problems);
   return { ...(raw as object), spec } as FunctionResource;
 }

@@ -10,6 +10,8 @@ export interface SendResult {
   body?: string;
   /** Why the attempt failed, for logs and dead letters; absent on 2xx. */
   error?: string;
+  /** The connection was refused: nothing listens there (a Service without ready endpoints, under kube-proxy). */
+  refused?: boolean;
   durationMs: number;
 }
 
@@ -99,8 +101,10 @@ export class HttpSender {
         },
         onResponseError(_c, error) {
           const durationMs = performance.now() - started;
-          if (abortReason !== undefined) finish({ error: abortReason, durationMs });
-          else finish({ error: (error as { cause?: { message?: string } }).cause?.message ?? error.message, durationMs });
+          if (abortReason !== undefined) return finish({ error: abortReason, durationMs });
+          const { code, cause } = error as { code?: string; cause?: { code?: string; message?: string } };
+          const refused = code === 'ECONNREFUSED' || cause?.code === 'ECONNREFUSED';
+          finish({ error: cause?.message ?? error.message, durationMs, ...(refused ? { refused } : {}) });
         },
       };
       try {

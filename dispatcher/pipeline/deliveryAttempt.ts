@@ -9,12 +9,15 @@ import { signPayload, webhookMessageId } from '../delivery/signing.js';
 import type { AttemptOutcome, LaneEntry } from './triggerLane.js';
 import type { PendingEvent } from './pendingEvent.js';
 import type { FailureSummary } from '../delivery/failureSummary.js';
+import { HOLD_RETRY_MS, type FunctionActivations } from './functionActivation.js';
 
 /** Everything one trigger's deliveries need, resolved at (re)load. */
 export interface TriggerDelivery {
   key: string;
   trigger: EventTriggerResource;
   url: string;
+  /** The Function (`namespace/name`) the events go to; none for a sink. */
+  functionKey?: string;
   retry: RetryConfig;
   signingSecret?: string;
   deadLetterSinkUrl?: string;
@@ -30,7 +33,11 @@ export interface DeliveryDeps {
   now?: () => number;
   /** Aborted when the dispatcher stops: dead-letter sink notifications still running give up. */
   notifySignal?: AbortSignal;
+  /** Functions that refuse connections: their events wait for a ready pod instead of spending retries. */
+  activations?: FunctionActivations;
 }
+
+const HELD_REASON = 'the function has no ready endpoints (connection refused): waiting for a pod to become ready';
 
 const DELIVERED: AttemptOutcome = { kind: 'settled' };
 const DEAD_LETTERED: AttemptOutcome = { kind: 'settled', deadLettered: true };
@@ -70,6 +77,16 @@ export async function attemptDelivery(
   if (signal.aborted && !ok) {
     for (const e of sendable) outcomes.set(e.event.id, { kind: 'retry', delayMs: 0 });
     return outcomes;
+  }
+  // A Function that refuses connections has no ready pod (scaled to zero, a rollout): its events wait
+  // for one, uncounted, until its activation timeout; any HTTP answer means it has endpoints again.
+  if (target.functionKey !== undefined && deps.activations) {
+    if (result.refused && deps.activations.refused(target.functionKey) === 'hold') {
+      deps.metrics.deliveries.inc({ trigger: target.key, outcome: 'held' }, sendable.length);
+      for (const e of sendable) outcomes.set(e.event.id, { kind: 'retry', delayMs: HOLD_RETRY_MS, reason: HELD_REASON, held: true });
+      return outcomes;
+    }
+    if (result.status !== undefined) deps.activations.answered(target.functionKey);
   }
   deps.metrics.attemptDuration.observe({ trigger: target.key }, result.durationMs / 1000);
 

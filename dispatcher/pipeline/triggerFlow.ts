@@ -354,7 +354,7 @@ export class TriggerFlow {
         ...(outcome.status !== undefined ? { lastStatus: outcome.status } : {}),
         ...(outcome.reason !== undefined ? { lastError: outcome.reason } : {}),
       });
-      observer.attemptFailed(key, outcome, 'retry');
+      if (!outcome.held) observer.attemptFailed(key, outcome, 'retry');
       return 'retry';
     }
     const overBudget = this.now() - (entry.firstAttemptAt ?? this.now()) >= this.options.retryInMemoryMs;
@@ -363,7 +363,8 @@ export class TriggerFlow {
       this.lastFailure.set(entry.event.id, outcome);
       this.enterParking();
     }
-    observer.attemptFailed(key, outcome, choice === 'evict' ? 'parked' : 'retry');
+    // A held event made no attempt: the function's unavailability is logged and measured once, per function.
+    if (!outcome.held) observer.attemptFailed(key, outcome, choice === 'evict' ? 'parked' : 'retry');
     return choice;
   }
 

@@ -13,7 +13,10 @@ export interface LaneEvent {
 }
 
 /** How one attempt went for one event; a retry says why the attempt failed. */
-export type AttemptOutcome = { kind: 'settled'; deadLettered?: boolean } | { kind: 'retry'; delayMs: number; status?: number; reason?: string };
+export type AttemptOutcome =
+  | { kind: 'settled'; deadLettered?: boolean }
+  /** held: the request never reached a function (none was ready to take it); it does not count as an attempt. */
+  | { kind: 'retry'; delayMs: number; status?: number; reason?: string; held?: boolean };
 
 /** What the lane does with an event whose attempt failed and may be retried. */
 export type RetryChoice = 'retry' | 'evict';
@@ -349,8 +352,8 @@ export class TriggerLane<E extends LaneEvent> {
     const evicted = new Set<LaneEntry<E>>();
     for (const { key, entry } of batch) {
       if (evicted.has(entry)) continue;
-      entry.attempts += 1;
-      const outcome = outcomes.get(entry.event.id) ?? { kind: 'retry', delayMs: RETRY_AFTER_ATTEMPT_ERROR_MS };
+      const outcome: AttemptOutcome = outcomes.get(entry.event.id) ?? { kind: 'retry', delayMs: RETRY_AFTER_ATTEMPT_ERROR_MS };
+      if (!(outcome.kind === 'retry' && outcome.held)) entry.attempts += 1;
       if (outcome.kind === 'settled') {
         // The entry heads the queue of each of its keys.
         for (const k of entry.keys) this.queues.get(k)!.shift();

@@ -48,10 +48,11 @@ export interface DispatcherObjects {
   service: V1Service;
 }
 
-/** What the dispatcher needs of a Function its triggers target: its cap on deliveries in flight. */
+/** What the dispatcher needs of a Function its triggers target: its cap on deliveries in flight, how long its events wait for a ready pod. */
 export interface FunctionLimit {
   name: string;
-  concurrency: number;
+  concurrency?: number;
+  activationTimeout?: string;
 }
 
 /** Where the operator reads a dispatcher's state: its Service, which also lists a pod that is not ready (a dispatcher waiting for its database says why). */
@@ -111,12 +112,21 @@ export function dispatcherConfig(source: SourceRef, members: readonly EventTrigg
       { sortMapEntries: true },
     ),
   );
-  // Only a Function's concurrency matters to the dispatcher; the image is there because the schema requires one.
+  // Only a Function's concurrency and activation timeout matter to the dispatcher; the image is there because the schema requires one.
   const limits = [...functions]
     .sort((a, b) => a.name.localeCompare(b.name))
     .map((fn) =>
       stringify(
-        { apiVersion: API_VERSION, kind: 'Function', metadata: { name: fn.name, namespace: source.namespace }, spec: { image: 'n/a', concurrency: fn.concurrency } },
+        {
+          apiVersion: API_VERSION,
+          kind: 'Function',
+          metadata: { name: fn.name, namespace: source.namespace },
+          spec: {
+            image: 'n/a',
+            ...(fn.concurrency !== undefined ? { concurrency: fn.concurrency } : {}),
+            ...(fn.activationTimeout !== undefined ? { scale: { activationTimeout: fn.activationTimeout } } : {}),
+          },
+        },
         { sortMapEntries: true },
       ),
     );

@@ -14,6 +14,8 @@ export interface DispatcherStatesOptions {
   endpoints(): DispatcherEndpoint[];
   /** Called with `namespace/name` of each trigger whose reported state changed, and on a lag threshold crossing every trigger of the dispatcher. */
   changed(triggerKeys: string[]): void;
+  /** Called after every round of reads (the autoscaler decides on fresh numbers). */
+  polled?(): void;
   intervalMs: number;
   timeoutMs: number;
   lagThresholdBytes: number;
@@ -71,6 +73,7 @@ export class DispatcherStates {
       }),
     );
     if (changed.length > 0) this.options.changed(changed);
+    this.options.polled?.();
   }
 
   private async read(endpoint: DispatcherEndpoint): Promise<DispatcherReading> {
@@ -104,6 +107,10 @@ export class DispatcherStates {
     note(`${prefix}#reachable`, `yes/${lagging}`, () => keys);
     for (const [key, t] of Object.entries(report.triggers)) {
       note(`${prefix}@${key}`, JSON.stringify([t.state, t.generation, t.reason, t.message]), () => [key]);
+    }
+    // A Function past its activation timeout makes the triggers that target it not serving (few, rare: wake them all).
+    for (const [fn, demand] of Object.entries(report.functions)) {
+      note(`${prefix}#function@${fn}`, String(demand.activationTimedOut === true), () => keys);
     }
     return changed;
   }

@@ -1,8 +1,7 @@
 import type { StoredEventTrigger } from '../cache.js';
 import { COMPONENT_DISPATCHER, LABEL_COMPONENT } from '../labels.js';
 import { ownersOfKind } from '../ownerRefs.js';
-import { storedSourceOf } from './reconciler.js';
-import { sameSource } from './source.js';
+import { sameSource, type SourceRef } from './source.js';
 
 /**
  * Which EventTriggers a change elsewhere concerns: the informer handlers map each event to the keys
@@ -40,4 +39,12 @@ export function ownerKeysOfDispatcherObject(obj: { metadata?: { namespace?: stri
   if (obj.metadata?.labels?.[LABEL_COMPONENT] !== COMPONENT_DISPATCHER) return [];
   const namespace = obj.metadata.namespace ?? '';
   return ownersOfKind(obj.metadata as Parameters<typeof ownersOfKind>[0], 'EventTrigger').map((owner) => `${namespace}/${owner.name}`);
+}
+
+/** The source a stored trigger names, read leniently (the spec may be invalid). */
+export function storedSourceOf(stored: StoredEventTrigger): SourceRef | undefined {
+  const spec = stored.spec as { source?: { connectionSecretRef?: { name?: unknown; key?: unknown } } } | undefined;
+  const ref = spec?.source?.connectionSecretRef;
+  if (typeof ref?.name !== 'string' || !stored.metadata?.namespace) return undefined;
+  return { namespace: stored.metadata.namespace, secretName: ref.name, key: typeof ref.key === 'string' ? ref.key : 'url' };
 }

@@ -6,6 +6,7 @@ import {
   type EventTriggerResource,
   type EventTriggerStatusT,
 } from '../../api/v1alpha1/index.js';
+import { DURATION_PATTERN } from '../../api/v1alpha1/duration.js';
 import type { Logger } from '../../common/logger.js';
 import type { Cache, StoredEventTrigger, StoredFunction } from '../cache.js';
 import type { ReconcileOutcome } from '../controller.js';
@@ -17,6 +18,7 @@ import { KeyedMutex } from '../keyedMutex.js';
 import { LABEL_COMPONENT, COMPONENT_DISPATCHER } from '../labels.js';
 import type { SecretWatcher } from '../secretWatcher.js';
 import { decideTrigger, markDecision } from './decide.js';
+import { storedSourceOf } from './keys.js';
 import { SECRETS_HASH_ANNOTATION, desiredDispatcherObjects, secretsHash, sourceOfDispatcher, type DispatcherSettings, type FunctionLimit } from './dispatcher.js';
 import type { DispatcherStates } from './dispatcherStates.js';
 import { laggingCondition, servingCondition } from './serving.js';
@@ -63,13 +65,6 @@ export interface EventTriggerReconcilerDeps {
 
 type Stored = StoredEventTrigger & { metadata: { name: string; namespace: string; uid: string } };
 
-/** The source a stored trigger names, read leniently (the spec may be invalid). */
-export function storedSourceOf(stored: StoredEventTrigger): SourceRef | undefined {
-  const spec = stored.spec as { source?: { connectionSecretRef?: { name?: unknown; key?: unknown } } } | undefined;
-  const ref = spec?.source?.connectionSecretRef;
-  if (typeof ref?.name !== 'string' || !stored.metadata?.namespace) return undefined;
-  return { namespace: stored.metadata.namespace, secretName: ref.name, key: typeof ref.key === 'string' ? ref.key : 'url' };
-}
 
 /**
  * EventTrigger → its source's dispatcher (one Deployment + ConfigMap per Secret key, shared by every
@@ -136,7 +131,8 @@ export class EventTriggerReconciler implements KindReconciler<EventTriggerResour
     const dispatcher = synced.deployment;
     markDecision(lifecycle, decision, dispatcher);
     const reading = this.deps.states?.get(namespace, decision.dispatcherName);
-    lifecycle.markServing(servingCondition(reading, key, trigger.metadata.generation));
+    const functionKey = parsed.spec.function ? `${namespace}/${parsed.spec.function.name}` : undefined;
+    lifecycle.markServing(servingCondition(reading, key, trigger.metadata.generation, functionKey));
     lifecycle.markLagging(laggingCondition(reading, this.deps.lagThresholdBytes ?? DEFAULT_LAG_THRESHOLD_BYTES));
     log.debug({ dispatcher: decision.dispatcherName }, 'reconciled');
     return synced.dropsPending || !released ? { requeueAfterMs: SLOT_DROP_RETRY_MS } : {};
@@ -284,14 +280,18 @@ export class EventTriggerReconciler implements KindReconciler<EventTriggerResour
     return done;
   }
 
-  /** The concurrency caps of the Functions the triggers target (only those that set one), from the cache. */
+  /** What the dispatcher needs of the Functions the triggers target (only those that set a concurrency or a scale), from the cache. */
   private functionLimits(namespace: string, members: readonly EventTriggerResource[]): FunctionLimit[] {
     const limits = new Map<string, FunctionLimit>();
     for (const t of members) {
       const name = t.spec.function?.name;
       if (!name || limits.has(name)) continue;
-      const concurrency = (this.deps.functions.get(name, namespace)?.spec as { concurrency?: unknown } | undefined)?.concurrency;
-      if (typeof concurrency === 'number' && Number.isInteger(concurrency) && concurrency > 0) limits.set(name, { name, concurrency });
+      const spec = this.deps.functions.get(name, namespace)?.spec as { concurrency?: unknown; scale?: { activationTimeout?: unknown } } | undefined;
+      const limit: FunctionLimit = { name };
+      if (typeof spec?.concurrency === 'number' && Number.isInteger(spec.concurrency) && spec.concurrency > 0) limit.concurrency = spec.concurrency;
+      const activationTimeout = spec?.scale?.activationTimeout;
+      if (typeof activationTimeout === 'string' && new RegExp(DURATION_PATTERN).test(activationTimeout)) limit.activationTimeout = activationTimeout;
+      if (limit.concurrency !== undefined || limit.activationTimeout !== undefined) limits.set(name, limit);
     }
     return [...limits.values()];
   }

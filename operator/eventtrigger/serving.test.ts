@@ -27,6 +27,22 @@ describe('Serving from the dispatcher\'s own account', () => {
     expect(servingCondition(input as DispatcherReading | undefined, 'ns/t', generation)).toMatchObject(expected);
   });
 
+  it('a target Function past its activation timeout: not serving, FunctionUnavailable; while it activates, still serving', () => {
+    const withFunction = (activationTimedOut: boolean): DispatcherReading => {
+      const r = reading({ generation: 2 }) as { report: DispatcherStateReport; at: number };
+      r.report.functions['ns/fn'] = { inflight: 0, events: 3, backlog: 0, unavailableSince: '2026-12-02T00:00:00.000Z', ...(activationTimedOut ? { activationTimedOut } : {}) };
+      return r;
+    };
+    expect(servingCondition(withFunction(true), 'ns/t', 2, 'ns/fn')).toEqual({
+      status: 'False',
+      reason: 'FunctionUnavailable',
+      message: 'function ns/fn has had no ready pod since 2026-12-02T00:00:00.000Z (longer than its spec.scale.activationTimeout): events are retried and dead-lettered as usual',
+    });
+    expect(servingCondition(withFunction(false), 'ns/t', 2, 'ns/fn')).toMatchObject({ status: 'True', reason: 'Serving' });
+    // A sink trigger on the same dispatcher is not concerned.
+    expect(servingCondition(withFunction(true), 'ns/t', 2)).toMatchObject({ status: 'True', reason: 'Serving' });
+  });
+
   it('Lagging is True past the threshold, with a message that does not change every poll', () => {
     const gib = 1024 ** 3;
     expect(laggingCondition(reading({}, 2 * gib), gib)).toEqual({

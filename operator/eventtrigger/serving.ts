@@ -9,13 +9,14 @@ export const REASON_SUSPENDED = 'Suspended';
 export const REASON_NOT_REPORTING = 'DispatcherNotReporting';
 export const REASON_NOT_LOADED = 'NotYetLoaded';
 export const REASON_GENERATION_PENDING = 'GenerationPending';
+export const REASON_FUNCTION_UNAVAILABLE = 'FunctionUnavailable';
 
 /**
  * The Serving condition of a trigger from its dispatcher's own account. Pure. True only when the
  * dispatcher serves (or holds, suspended) this trigger at its current generation; a set-aside trigger
  * is False with the dispatcher's reason and message; anything not yet known is Unknown.
  */
-export function servingCondition(reading: DispatcherReading | undefined, triggerKey: string, generation: number | undefined): ConditionState {
+export function servingCondition(reading: DispatcherReading | undefined, triggerKey: string, generation: number | undefined, functionKey?: string): ConditionState {
   if (!reading) return { status: 'Unknown', reason: REASON_NOT_REPORTING, message: 'the dispatcher has not reported its state yet' };
   if ('error' in reading) return { status: 'Unknown', reason: REASON_NOT_REPORTING, message: `cannot read the dispatcher's state: ${reading.error}` };
   const trigger = reading.report.triggers[triggerKey];
@@ -24,8 +25,17 @@ export function servingCondition(reading: DispatcherReading | undefined, trigger
     return { status: 'Unknown', reason: REASON_GENERATION_PENDING, message: `the dispatcher still serves generation ${trigger.generation}, not ${generation}` };
   }
   switch (trigger.state) {
-    case 'serving':
+    case 'serving': {
+      const fn = functionKey === undefined ? undefined : reading.report.functions[functionKey];
+      if (fn?.activationTimedOut) {
+        return {
+          status: 'False',
+          reason: REASON_FUNCTION_UNAVAILABLE,
+          message: `function ${functionKey} has had no ready pod since ${fn.unavailableSince ?? 'its activation timeout'} (longer than its spec.scale.activationTimeout): events are retried and dead-lettered as usual`,
+        };
+      }
       return { status: 'True', reason: REASON_SERVING, message: 'the dispatcher delivers this trigger\'s events' };
+    }
     case 'suspended':
       return { status: 'True', reason: REASON_SUSPENDED, message: 'suspended: matching changes wait in the backlog (eventide.backlog) until spec.suspend is false' };
     case 'waiting':

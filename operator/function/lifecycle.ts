@@ -45,6 +45,12 @@ export class FunctionLifecycle {
     this.next.replicas = deployment?.status?.replicas ?? 0;
   }
 
+  /** The autoscaler's last decision (spec.scale), or none without spec.scale. */
+  markAutoscaling(autoscaling: FunctionStatusT['autoscaling']): void {
+    if (autoscaling) this.next.autoscaling = autoscaling;
+    else delete this.next.autoscaling;
+  }
+
   /** The pods' label selector, for the /scale subresource (HPA and KEDA read it). */
   markSelector(selector: Record<string, string>): void {
     this.next.selector = Object.entries(selector)

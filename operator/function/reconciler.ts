@@ -10,6 +10,7 @@ import type { KindReconciler, ReconcileContext } from '../resourceReconciler.js'
 import { targetsFunction } from '../eventtrigger/keys.js';
 import { FunctionLifecycle } from './lifecycle.js';
 import { desiredFunctionObjects } from './resources.js';
+import type { AutoscaleStatus } from './autoscaler.js';
 
 export interface FunctionReconcilerDeps {
   functions: Cache<StoredFunction>;
@@ -17,6 +18,8 @@ export interface FunctionReconcilerDeps {
   triggers: Cache<StoredEventTrigger>;
   deployments: Cache<V1Deployment>;
   services: Cache<V1Service>;
+  /** The autoscaler's decisions, for Functions with spec.scale. */
+  autoscaler?: { desired(functionKey: string): AutoscaleStatus | undefined };
 }
 
 type Stored = StoredFunction & { metadata: { name: string; namespace: string; uid: string } };
@@ -48,11 +51,15 @@ export class FunctionReconciler implements KindReconciler<FunctionResource, Func
     const { name, namespace, uid } = stored.metadata;
     // A cached child counts as ours only if this incarnation of the Function controls it.
     const ours = <T extends V1Deployment | V1Service>(obj: T | undefined) => (controllerOf(obj?.metadata, 'Function')?.uid === uid ? obj : undefined);
-    const desired = desiredFunctionObjects(fn, { longestDeliveryTimeoutMs: this.longestDeliveryTimeoutMs(namespace, name) });
+    const current = ours(this.deps.deployments.get(name, namespace));
+    const autoscale = fn.spec.scale ? this.deps.autoscaler?.desired(`${namespace}/${name}`) : undefined;
+    const replicas = this.replicasOf(fn, autoscale, current);
+    const desired = desiredFunctionObjects(fn, { longestDeliveryTimeoutMs: this.longestDeliveryTimeoutMs(namespace, name), ...(replicas !== undefined ? { replicas } : {}) });
+    lifecycle.markAutoscaling(fn.spec.scale ? (autoscale ?? fn.status?.autoscaling) : undefined);
     lifecycle.markSelector(desired.deployment.spec!.selector.matchLabels!);
     // Deployment and Service are independent: apply both, report each, then fail if either failed.
     const [deployment, service] = await Promise.allSettled([
-      applyIfChanged(clients, desired.deployment, ours(this.deps.deployments.get(name, namespace))),
+      applyIfChanged(clients, desired.deployment, current),
       applyIfChanged(clients, desired.service, ours(this.deps.services.get(name, namespace))),
     ]);
     if (deployment.status === 'fulfilled') {
@@ -70,6 +77,17 @@ export class FunctionReconciler implements KindReconciler<FunctionResource, Func
     const failure = [deployment, service].find((r) => r.status === 'rejected');
     if (failure) throw failure.reason;
     return {};
+  }
+
+  /**
+   * The replicas to write: spec.replicas when set; with spec.scale the autoscaler's count, else (a new
+   * leader that has not decided yet) the count the Deployment has, else spec.scale.min; otherwise none,
+   * so whoever scales the Deployment owns its count.
+   */
+  private replicasOf(fn: FunctionResource, autoscale: AutoscaleStatus | undefined, current: V1Deployment | undefined): number | undefined {
+    if (fn.spec.replicas !== undefined) return fn.spec.replicas;
+    if (!fn.spec.scale) return undefined;
+    return autoscale?.desiredReplicas ?? current?.spec?.replicas ?? fn.spec.scale.min;
   }
 
   /** The longest spec.delivery.timeout among the triggers that deliver to this Function (30 s, the default, when none). */

@@ -38,6 +38,8 @@ export function functionLabels(fn: FunctionResource): Record<string, string> {
 /** What the Function's pods must allow for: the longest delivery timeout of the triggers that target it. */
 export interface FunctionServing {
   longestDeliveryTimeoutMs: number;
+  /** The replicas to write (spec.replicas, or the autoscaler's count); none leaves the count to whoever scales the Deployment. */
+  replicas?: number;
 }
 
 const DEFAULT_SERVING: FunctionServing = { longestDeliveryTimeoutMs: 30_000 };
@@ -106,8 +108,8 @@ export function makeDeployment(fn: FunctionResource, serving: FunctionServing = 
       ownerReferences: [ownerReference(fn, { controller: true })],
     },
     spec: {
-      // Only when asked: otherwise whoever scales (kubectl scale, an HPA, KEDA) owns the count.
-      ...(spec.replicas !== undefined ? { replicas: spec.replicas } : {}),
+      // Only when asked (or autoscaled): otherwise whoever scales (kubectl scale, an HPA, KEDA) owns the count.
+      ...(serving.replicas !== undefined ? { replicas: serving.replicas } : spec.replicas !== undefined ? { replicas: spec.replicas } : {}),
       selector: { matchLabels: functionSelector(fn) },
       template: {
         metadata: { labels: functionLabels(fn) },

@@ -25,6 +25,12 @@ describe('deciding replicas from the exact demand', () => {
     expect(run([{ at: 0, demand: d(1) }])[0]!.replicas).toBe(1);
   });
 
+  it('no more pods than the dispatchers would keep busy: a million waiting events with capacity 64 and target 10 want 7', () => {
+    expect(run([{ at: 0, demand: { events: 0, inflight: 0, backlog: 1_000_000, capacity: 64 } }], undefined, { ...spec, max: 100 })[0]!.replicas).toBe(7);
+    // Capacity 0 (every trigger suspended or gated) still wants one pod while anything waits.
+    expect(run([{ at: 0, demand: { events: 3, inflight: 0, backlog: 0, capacity: 0 } }])[0]!.replicas).toBe(1);
+  });
+
   it('flapping demand: down only after the delay at the lower level, up again at once', () => {
     const steps = [
       { at: 0, demand: d(50) },

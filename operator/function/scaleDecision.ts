@@ -27,6 +27,8 @@ export interface Demand {
   events: number;
   /** Events waiting in backlogs. */
   backlog: number;
+  /** The most requests the dispatchers would send at once (their triggers' concurrency); pods past it would idle. */
+  capacity?: number;
 }
 
 /** What a decision remembers for the next one. */
@@ -65,8 +67,10 @@ export function decideScale(input: ScaleInput): ScaleDecision {
 
   const pending = demand.events + demand.backlog;
   const lastDemandAt = pending > 0 ? now : memory.lastDemandAt;
-  // Every pending event is a delivery some pod will serve; one pod at least while anything waits.
-  const wanted = pending > 0 ? Math.max(1, Math.ceil(pending / spec.target)) : 0;
+  // Every pending event is a delivery some pod will serve, but no more at once than the dispatchers
+  // send; one pod at least while anything waits.
+  const servable = Math.min(pending, demand.capacity ?? Number.POSITIVE_INFINITY);
+  const wanted = pending > 0 ? Math.max(1, Math.ceil(servable / spec.target)) : 0;
   const recent = [...memory.recent.filter((r) => now - r.at < spec.scaleDownDelayMs), { at: now, wanted }];
   const next: ScaleMemory = { recent, ...(lastDemandAt !== undefined ? { lastDemandAt } : {}) };
 

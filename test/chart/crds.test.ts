@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { Type } from '@sinclair/typebox';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { eventTriggerRules, GROUP, VERSION } from '../../api/v1alpha1/schema.js';
+import { eventTriggerRules, functionRules, GROUP, VERSION } from '../../api/v1alpha1/schema.js';
 import {
   buildCrds,
   CRD_OUTPUT_DIRS,
@@ -59,7 +59,7 @@ describe('generated CRD files', () => {
 
 describe('CRD shape', () => {
   const cases = [
-    { kind: 'Function', plural: 'functions', shortName: 'fn', columns: ['Image', 'Ready', 'Reason', 'Replicas', 'Available', 'URL', 'Age'] },
+    { kind: 'Function', plural: 'functions', shortName: 'fn', columns: ['Image', 'Ready', 'Reason', 'Desired', 'Replicas', 'Available', 'Scaling', 'Age'] },
     { kind: 'EventTrigger', plural: 'eventtriggers', shortName: 'et', columns: ['Table', 'Function/Sink', 'Ready', 'Reason', 'Suspended', 'Age'] },
   ];
 
@@ -107,6 +107,19 @@ describe('CRD shape', () => {
   it('puts every EventTrigger cross-field rule on spec as a CEL validation with its message', () => {
     const spec = rootSchema('EventTrigger').properties!.spec!;
     expect(spec['x-kubernetes-validations']).toEqual(eventTriggerRules.map(({ rule, message }) => ({ rule, message })));
+  });
+
+  it('puts the Function\'s cross-field rules (replicas xor scale, min <= max) on spec as CEL, with spec.scale\'s defaults', () => {
+    const spec = rootSchema('Function').properties!.spec!;
+    expect(spec['x-kubernetes-validations']).toEqual(functionRules.map(({ rule, message }) => ({ rule, message })));
+    expect(spec.properties!.scale!.properties).toMatchObject({
+      min: { type: 'integer', default: 0 },
+      max: { type: 'integer', default: 10 },
+      target: { type: 'integer', default: 10 },
+      scaleDownDelay: { type: 'string', default: '30s' },
+      idleTimeout: { type: 'string', default: '1m' },
+      activationTimeout: { type: 'string', default: '2m' },
+    });
   });
 
   it('shows EventTrigger spec.suspend in kubectl get (a boolean column) and documents it, defaulted to false and not required', () => {

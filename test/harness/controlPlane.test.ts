@@ -115,3 +115,64 @@ describe('control plane harness', () => {
     }, 90_000, 'garbage collection of the ReplicaSet, Pods and owned ConfigMap');
   }, TIMEOUT);
 });
+
+describe('control plane harness with kwok and a pod-ready delay', () => {
+  const READY_DELAY_MS = 3_000;
+  let cp: ControlPlane;
+
+  beforeAll(async () => {
+    cp = await startControlPlane({ controllerManager: true, kwok: true, podReadyDelayMs: READY_DELAY_MS, build: false });
+    await cp.addFakeNodes(1);
+  }, TIMEOUT);
+
+  afterAll(async () => {
+    await cp?.stop();
+  }, TIMEOUT);
+
+  interface PodState {
+    phase: string;
+    ready: boolean;
+    podIP: string | undefined;
+  }
+
+  /** The single pod of `app=<app>` in `namespace`, or undefined while there is none. */
+  async function podOf(namespace: string, app: string): Promise<PodState | undefined> {
+    const r = await cp.kubectl(['get', 'pods', '-n', namespace, '-l', `app=${app}`, '-o', 'json']);
+    expect(r.code, r.stderr).toBe(0);
+    const list = JSON.parse(r.stdout) as {
+      items: { status?: { phase?: string; podIP?: string; conditions?: { type: string; status: string }[] } }[];
+    };
+    const pod = list.items[0];
+    if (!pod) return undefined;
+    const ready = pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+    return { phase: pod.status?.phase ?? 'Pending', ready, podIP: pod.status?.podIP };
+  }
+
+  it('runs a pod at once but makes it Ready only after the delay; scaling to 0 deletes it', async () => {
+    expect((await cp.kubectl(['create', 'namespace', 'slow'])).code).toBe(0);
+    const createdAt = Date.now();
+    const dep = await cp.kubectl(['create', 'deployment', 'slow', '-n', 'slow', '--image=registry.invalid/slow:1', '--replicas=1']);
+    expect(dep.code, dep.stderr).toBe(0);
+
+    // Running with an IP, not Ready: the state the delay adds.
+    const running = await eventually(async () => {
+      const pod = await podOf('slow', 'slow');
+      return pod?.phase === 'Running' && pod;
+    }, 30_000, 'a Running pod');
+    const runningAt = Date.now();
+    expect(running.ready).toBe(false);
+    expect(running.podIP).toMatch(/^10\.244\./);
+
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect((await podOf('slow', 'slow'))?.ready, 'Ready ~1 s after Running').toBe(false);
+
+    await eventually(async () => (await podOf('slow', 'slow'))?.ready, READY_DELAY_MS + 10_000, 'the pod to be Ready');
+    const readyAt = Date.now();
+    expect(readyAt - runningAt).toBeGreaterThanOrEqual(0.8 * READY_DELAY_MS);
+    expect(readyAt - createdAt).toBeLessThanOrEqual(READY_DELAY_MS + 10_000);
+
+    const scaled = await cp.kubectl(['scale', 'deployment', 'slow', '-n', 'slow', '--replicas=0']);
+    expect(scaled.code, scaled.stderr).toBe(0);
+    await eventually(async () => (await podOf('slow', 'slow')) === undefined, 30_000, 'the pod to be deleted');
+  }, TIMEOUT);
+});

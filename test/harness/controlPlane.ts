@@ -8,6 +8,7 @@ import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { freePort } from '../../common/loopback.js';
+import { delayedReadyPodStages } from './kwokPodStages.js';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +30,12 @@ export interface ControlPlaneOptions {
    * with controllerManager (Deployment → ReplicaSet → Pod).
    */
   kwok?: boolean;
+  /**
+   * With kwok: pods on fake nodes turn Running at once but Ready only this many ms later (default:
+   * Ready at once), as a real image start takes time; tests of scale-up latency need it. Done with
+   * kwok's own Stages (see kwokPodStages.ts); deletion and Job completion work as with the defaults.
+   */
+  podReadyDelayMs?: number;
   /**
    * Run test/controlplane/build.sh when the binaries are missing or stale (default true; a warm run is
    * instant, a cold one takes many minutes — do it in a vitest globalSetup). When false, a missing
@@ -337,6 +344,7 @@ function fakeNode(name: string): Record<string, unknown> {
 }
 
 export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
+  if (opts.podReadyDelayMs !== undefined && !opts.kwok) throw new Error('podReadyDelayMs needs startControlPlane({ kwok: true })');
   const binDir = opts.binDir ?? (await ensureControlPlaneBinaries({ build: opts.build ?? true }));
   const scheduler = opts.scheduler || opts.kwok === true;
   for (const b of [
@@ -536,9 +544,22 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     const kubectl = (args: string[], input?: string): Promise<KubectlResult> =>
       run(kubectlPath, args, input === undefined ? { env: kubectlEnv } : { env: kubectlEnv, input });
 
-    // --- kwok: fake kubelets for fake nodes (its default stages: nodes Ready, pods Running and Ready)
+    // --- kwok: fake kubelets for fake nodes (its default stages: nodes Ready, pods Running and Ready;
+    // with podReadyDelayMs, our pod stages replace the default ones)
     if (opts.kwok) {
-      spawnComponent('kwok', [`--kubeconfig=${kubeconfigPath}`, `--manage-nodes-with-annotation-selector=${FAKE_NODE_ANNOTATION}=fake`, '--cidr=10.244.0.1/16', '--node-ip=127.0.0.1']);
+      const stageArgs: string[] = [];
+      if (opts.podReadyDelayMs !== undefined) {
+        const stagesPath = join(dir, 'kwok-pod-stages.yaml');
+        writeFileSync(stagesPath, delayedReadyPodStages(opts.podReadyDelayMs));
+        stageArgs.push(`--config=${stagesPath}`);
+      }
+      spawnComponent('kwok', [
+        `--kubeconfig=${kubeconfigPath}`,
+        `--manage-nodes-with-annotation-selector=${FAKE_NODE_ANNOTATION}=fake`,
+        '--cidr=10.244.0.1/16',
+        '--node-ip=127.0.0.1',
+        ...stageArgs,
+      ]);
     }
     let fakeNodeCount = 0;
     const addFakeNodes = async (count: number): Promise<string[]> => {

@@ -172,9 +172,10 @@ describe('Function', () => {
     expect(scale.status.selector).toContain('app.kubernetes.io/name=validate-order');
     const table = await eventually('kubectl get fn shows 2 replicas, 2 available', async () => {
       const out = await kubectlOk(cp, ['get', 'fn', 'validate-order', '-n', NS]);
-      return /\s2\s+2\s+http:/.test(out) ? out : undefined;
+      // Desired and Scaling are the autoscaler's (spec.scale): empty here.
+      return /True\s+Ready\s+2\s+2\s/.test(out) ? out : undefined;
     }, 60_000);
-    expect(table).toMatch(/REPLICAS\s+AVAILABLE/);
+    expect(table).toMatch(/DESIRED\s+REPLICAS\s+AVAILABLE\s+SCALING/);
   });
 
   it('a Function without spec.replicas leaves the count to whoever scales the Deployment', async () => {
