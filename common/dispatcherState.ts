@@ -64,6 +64,11 @@ export interface FunctionDemandReport {
   unavailableSince?: string;
   /** The function stayed unavailable past its activation timeout: retries and dead-lettering apply again. */
   activationTimedOut?: boolean;
+  /**
+   * The last delivery to the function (RFC 3339). The counts above are an instant: light traffic that is
+   * served in milliseconds is rarely caught pending, but it is not idleness.
+   */
+  lastDeliveryTime?: string;
 }
 
 const STATES: readonly string[] = ['serving', 'suspended', 'set-aside', 'waiting'];

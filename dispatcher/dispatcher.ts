@@ -669,6 +669,7 @@ export class Dispatcher {
     const limits = this.gates.usage();
     const unavailable = this.activations.unavailable();
     const largestBatch = new Map<string, number>();
+    const lastDelivery = new Map<string, number>();
     for (const [key, delivery] of config.deliveries) {
       const fn = delivery.functionKey;
       if (fn === undefined) continue;
@@ -681,11 +682,15 @@ export class Dispatcher {
       entry.events += flow?.inLane ?? 0;
       entry.backlog += this.backlogCounts.get(key) ?? 0;
       entry.capacity! += concurrency * batch.maxSize;
+      const delivered = this.lastDelivery.get(key);
+      if (delivered !== undefined) lastDelivery.set(fn, Math.max(lastDelivery.get(fn) ?? 0, delivered));
       largestBatch.set(fn, Math.max(largestBatch.get(fn) ?? 1, batch.maxSize));
     }
     for (const [fn, entry] of Object.entries(demand)) {
       // Function.spec.concurrency caps requests, each up to a batch of events.
       if (entry.limit !== undefined) entry.capacity = Math.min(entry.capacity!, entry.limit * (largestBatch.get(fn) ?? 1));
+      const delivered = lastDelivery.get(fn);
+      if (delivered !== undefined) entry.lastDeliveryTime = new Date(delivered).toISOString();
     }
     for (const [fn, { since, timedOut }] of unavailable) {
       const entry = demand[fn];

@@ -1,22 +1,33 @@
 /**
- * The one-command demo: `npm run demo [-- --rate 10 --duration 30s --payment-failure-rate 0.2 --quiet]`
- * (`--duration` takes a duration as the manifests do, 500ms, 30s, 1m, or a bare number of seconds).
- * A throwaway Postgres, the four food-ordering functions and the dispatcher as local processes,
- * started from the same manifests a cluster uses; orders placed at a steady rate and shown moving
- * validate → pay → approve → assign, live.
+ * The one-command demo: `npm run demo [-- --rate 10 --duration 30s --payment-failure-rate 0.2 --quiet
+ * --idle-timeout 5s --no-until-idle]` (`--duration` and `--idle-timeout` take a duration as the
+ * manifests do, 500ms, 30s, 1m, or a bare number of seconds).
+ * A throwaway Postgres, the dispatcher and the four food-ordering functions as local processes, started
+ * from the same manifests a cluster uses; orders placed at a steady rate and shown moving validate →
+ * pay → approve → assign, live.
+ *
+ * The functions scale as in a cluster (spec.scale in manifests/functions.yaml): each starts at zero
+ * replicas behind a stable local address that refuses connections while none is ready (localService.ts),
+ * and every second the operator's own decider sizes it from the dispatcher's GET /state
+ * (localScaler.ts), so replicas rise as the orders arrive and fall back to zero once idle. By default
+ * the demo waits for that after the last order (the manifests' idleTimeout, 30 s); `--idle-timeout 5s`
+ * shortens it locally, `--no-until-idle` ends as soon as every order is through.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { InvalidDurationError, parseDuration } from '../../api/v1alpha1/duration.js';
+import { loadManifests } from '../../api/v1alpha1/manifests.js';
+import type { FunctionResource } from '../../api/v1alpha1/resources.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../common/embeddedPostgres.js';
 import { freePort } from '../../common/loopback.js';
+import { FUNCTION_NAMES, progressRows, quietLine, replicaSummary, type DeliveryCounts, type StageCounts } from './demoView.js';
+import { LocalFunctions } from './localFunctions.js';
+import { LocalProcesses, waitReady } from './localProcesses.js';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const FUNCTIONS = ['validate-order', 'process-payment', 'approve-restaurant', 'assign-agent'] as const;
 
 export interface DemoOptions {
   ratePerSecond: number;
@@ -26,7 +37,21 @@ export interface DemoOptions {
   quiet?: boolean;
   /** How long to wait after the last order for the pipeline to finish. */
   settleSeconds?: number;
+  /** Once every order is through, keep going until every function is back at zero replicas. */
+  untilIdle?: boolean;
+  /** Replaces the manifests' spec.scale.idleTimeout locally (and caps scaleDownDelay at it). */
+  idleTimeoutMs?: number;
   out?: (text: string) => void;
+}
+
+/** A function's replicas over the run. */
+export interface ReplicaSummary {
+  /** The most replicas ready at once. */
+  peak: number;
+  /** Replicas ready at the end. */
+  final: number;
+  /** Replicas that died unasked (each was replaced). */
+  restarts: number;
 }
 
 export interface DemoSummary {
@@ -42,71 +67,8 @@ export interface DemoSummary {
   processedTwice: number;
   /** Orders paid more than once (must be 0). */
   paidTwice: number;
-}
-
-interface Counts {
-  placed: number;
-  validated: number;
-  paid: number;
-  approved: number;
-  assigned: number;
-}
-
-/** Starts a child process and remembers it so nothing outlives the demo. */
-class Processes {
-  private readonly children: ChildProcess[] = [];
-  private readonly logs = new Map<ChildProcess, string>();
-
-  start(name: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
-    const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.logs.set(child, '');
-    const logDir = process.env.EVENTIDE_DEMO_LOG_DIR;
-    const keep = (d: Buffer) => {
-      this.logs.set(child, (this.logs.get(child)! + d.toString()).slice(-4000));
-      if (logDir) appendFileSync(`${logDir}/${name}.log`, d);
-    };
-    child.stdout!.on('data', keep);
-    child.stderr!.on('data', keep);
-    child.once('exit', (code) => {
-      if (code && code !== 0 && !this.stopping) process.stderr.write(`${name} exited with ${code}:\n${this.logs.get(child)}\n`);
-    });
-    this.children.push(child);
-    return child;
-  }
-
-  stopping = false;
-
-  async stopAll(): Promise<void> {
-    this.stopping = true;
-    await Promise.all(
-      this.children.map(
-        (child) =>
-          new Promise<void>((resolve) => {
-            if (child.exitCode !== null || child.signalCode !== null) return resolve();
-            const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-            child.once('exit', () => {
-              clearTimeout(timer);
-              resolve();
-            });
-            child.kill('SIGTERM');
-          }),
-      ),
-    );
-  }
-}
-
-async function waitReady(url: string, what: string, child: ChildProcess): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode} before it was ready`);
-    try {
-      if ((await fetch(url)).status === 200) return;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`${what} was not ready within 30s`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  /** Per function (by name). */
+  replicas: Record<string, ReplicaSummary>;
 }
 
 /** Sums a Prometheus counter's samples, optionally those whose labels contain `match`. */
@@ -123,16 +85,21 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
-function bar(n: number, total: number, width = 24): string {
-  const filled = total ? Math.round((n / total) * width) : 0;
-  return `${'█'.repeat(filled)}${'·'.repeat(width - filled)}`;
-}
-
 /** Thrown by runDemo when Ctrl-C (SIGINT) stopped it; everything it started is stopped by then. */
 export class DemoInterrupted extends Error {
   constructor() {
     super('interrupted');
   }
+}
+
+/** The demo's Functions from its manifests, in the order of an order's journey; throws naming one that is missing. */
+function demoFunctions(): FunctionResource[] {
+  const { functions } = loadManifests([`${HERE}/manifests`]);
+  return FUNCTION_NAMES.map((name) => {
+    const found = functions.find((fn) => fn.metadata.name === name);
+    if (!found) throw new Error(`${HERE}manifests has no Function named ${name}`);
+    return found;
+  });
 }
 
 /**
@@ -143,15 +110,17 @@ export class DemoInterrupted extends Error {
 export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const out = options.out ?? ((t: string) => process.stdout.write(t));
   const live = !options.quiet && process.stdout.isTTY;
-  const processes = new Processes();
+  const processes = new LocalProcesses(process.env.EVENTIDE_DEMO_LOG_DIR);
   let server: EmbeddedPostgres | undefined;
   let pool: pg.Pool | undefined;
+  let functions: LocalFunctions | undefined;
+  let dispatcher: ReturnType<LocalProcesses['start']> | undefined;
   let ticker: NodeJS.Timeout | undefined;
   const interrupted = new AbortController();
   const onSignal = () => {
     if (interrupted.signal.aborted) return; // a second Ctrl-C while stopping: stopping is bounded anyway
     out('\nstopping…\n');
-    processes.stopping = true;
+    processes.expectExits();
     interrupted.abort();
   };
   /** Waits, or returns early when interrupted; then throws if interrupted. */
@@ -171,6 +140,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   };
   process.on('SIGINT', onSignal);
   try {
+    const resources = demoFunctions();
     out('starting PostgreSQL (wal_level=logical)…\n');
     server = await startEmbeddedPostgres();
     pool = new pg.Pool({ connectionString: server.url, max: 4 });
@@ -178,37 +148,42 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     pool.on('error', () => undefined);
     await pool.query(readFileSync(`${HERE}/schema.sql`, 'utf8'));
 
-    const functionUrls: string[] = [];
-    for (const name of FUNCTIONS) {
-      const port = await freePort();
-      const child = processes.start(name, ['--import', 'tsx', `${HERE}/main.ts`, name], {
-        PORT: String(port),
-        DATABASE_URL: server.url,
-        PAYMENT_FAILURE_RATE: String(options.paymentFailureRate),
-      });
-      await waitReady(`http://127.0.0.1:${port}/readyz`, name, child);
-      await pause(0);
-      functionUrls.push('--function-url', `food/${name}=http://127.0.0.1:${port}/`);
-      out(`  function ${name} on :${port}\n`);
+    functions = await LocalFunctions.start({
+      functions: resources,
+      processes,
+      args: (name) => ['--import', 'tsx', `${HERE}/main.ts`, name],
+      env: { DATABASE_URL: server.url, PAYMENT_FAILURE_RATE: String(options.paymentFailureRate) },
+      ...(options.idleTimeoutMs !== undefined ? { overrides: { idleTimeoutMs: options.idleTimeoutMs } } : {}),
+      signal: interrupted.signal,
+    });
+    await pause(0);
+    for (const fn of functions.functions) {
+      const scaling = fn.scale
+        ? `scales ${fn.scale.min}–${fn.scale.max}, ${fn.scale.target} pending per replica, to zero after ${fn.scale.idleTimeoutMs / 1000}s idle`
+        : `${fn.deployment.desired} replica(s)`;
+      out(`  function ${fn.key} at ${fn.service.url} (${scaling})\n`);
     }
     const metricsPort = await freePort();
-    const dispatcher = processes.start(
+    dispatcher = processes.start(
       'dispatcher',
-      [`${ROOT}/bin/eventide.mjs`, 'dispatch', '--database-url', server.url, '-f', `${HERE}/manifests`, ...functionUrls, '--port', String(metricsPort), '--host', '127.0.0.1'],
+      [`${ROOT}/bin/eventide.mjs`, 'dispatch', '--database-url', server.url, '-f', `${HERE}/manifests`, ...functions.functionUrlFlags(), '--port', String(metricsPort), '--host', '127.0.0.1'],
       {},
     );
     await waitReady(`http://127.0.0.1:${metricsPort}/readyz`, 'dispatcher', dispatcher);
-    out(`  dispatcher on :${metricsPort} (/metrics)\n\nplacing ${options.ratePerSecond} orders/s for ${options.durationSeconds}s, payment failure rate ${options.paymentFailureRate}\n\n`);
+    await pause(0);
+    functions.startScaling(`http://127.0.0.1:${metricsPort}/state`);
+    out(`  dispatcher on :${metricsPort} (/metrics, /state)\n\nplacing ${options.ratePerSecond} orders/s for ${options.durationSeconds}s, payment failure rate ${options.paymentFailureRate}\n\n`);
 
     const db = pool;
-    const counts = async (): Promise<Counts> => {
-      const { rows } = await db.query<Record<keyof Counts, string>>(
+    const running = functions;
+    const counts = async (): Promise<StageCounts> => {
+      const { rows } = await db.query<Record<keyof StageCounts, string>>(
         'SELECT count(*) AS placed, count(*) FILTER (WHERE is_validated) AS validated, count(*) FILTER (WHERE is_paid) AS paid, count(*) FILTER (WHERE is_approved) AS approved, count(*) FILTER (WHERE is_agent_assigned) AS assigned FROM orders',
       );
       const r = rows[0]!;
       return { placed: Number(r.placed), validated: Number(r.validated), paid: Number(r.paid), approved: Number(r.approved), assigned: Number(r.assigned) };
     };
-    const metrics = async () => {
+    const metrics = async (): Promise<DeliveryCounts> => {
       const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
       return {
         deliveries: metricSum(text, 'eventide_dispatcher_deliveries_total', 'outcome="success"'),
@@ -217,20 +192,17 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       };
     };
     let lines = 0;
+    /** What the demo waits for now, under the live view's rows. */
+    let waitingFor: string | undefined;
     const render = async (final = false) => {
       const [c, m] = await Promise.all([counts(), metrics()]);
-      const rows = [
-        `orders placed     ${String(c.placed).padStart(6)}`,
-        `  validated       ${String(c.validated).padStart(6)}  ${bar(c.validated, c.placed)}`,
-        `  paid            ${String(c.paid).padStart(6)}  ${bar(c.paid, c.placed)}`,
-        `  approved        ${String(c.approved).padStart(6)}  ${bar(c.approved, c.placed)}`,
-        `  agent assigned  ${String(c.assigned).padStart(6)}  ${bar(c.assigned, c.placed)}`,
-        `deliveries ${m.deliveries}   retries ${m.retries}   dead letters ${m.deadLetters}`,
-      ];
+      const rows = progressRows(c, m, running.status(), running.problems());
       if (live) {
-        out(`${lines ? `\x1b[${lines}A` : ''}${rows.map((r) => `\x1b[2K${r}`).join('\n')}\n`);
+        if (waitingFor && !final) rows.push(waitingFor);
+        // The rows may shrink (a problem line goes away): clear what is below them too.
+        out(`${lines ? `\x1b[${lines}A` : ''}${rows.map((r) => `\x1b[2K${r}`).join('\n')}\n\x1b[J`);
         lines = rows.length;
-      } else if (final || !options.quiet) out(`${rows.join(' | ').replace(/\s+/g, ' ')}\n`);
+      } else if (final || !options.quiet) out(`${quietLine(rows)}\n`);
       return { c, m };
     };
 
@@ -254,6 +226,15 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       if (c.assigned + m.deadLetters >= c.placed || Date.now() > settleDeadline) break;
       await pause(200);
     }
+    if (options.untilIdle) {
+      // Zero comes once the demand has been gone for the idle timeout and the scale-down delay.
+      const longestWaitMs = Math.max(0, ...running.functions.map((fn) => (fn.scale ? Math.max(fn.scale.idleTimeoutMs, fn.scale.scaleDownDelayMs) : 0)));
+      waitingFor = `every order is through; waiting for the functions to scale to zero (after ${Math.ceil(longestWaitMs / 1000)}s idle)…`;
+      if (!live) out(`${options.quiet ? '' : '\n'}${waitingFor}\n`);
+      await render();
+      const idleDeadline = Date.now() + longestWaitMs + 30_000;
+      while (!running.scaledToZero() && Date.now() < idleDeadline) await pause(200);
+    }
     clearInterval(ticker);
     const { c, m } = await render(true);
     await pause(0);
@@ -263,6 +244,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     const sorted = latency.rows.map((r) => Number(r.ms));
     const twice = await db.query<{ n: string }>('SELECT count(*) AS n FROM (SELECT function_name, order_id FROM processed_events GROUP BY 1, 2 HAVING count(*) > 1) d');
     const paidTwice = await db.query<{ n: string }>('SELECT count(*) AS n FROM (SELECT order_id FROM payments GROUP BY 1 HAVING count(*) > 1) d');
+    const replicas = running.status();
     const summary: DemoSummary = {
       placed: c.placed,
       completed: c.assigned,
@@ -273,16 +255,26 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       p99Ms: Math.round(percentile(sorted, 99)),
       processedTwice: Number(twice.rows[0]!.n),
       paidTwice: Number(paidTwice.rows[0]!.n),
+      replicas: Object.fromEntries([...replicas].map(([name, r]) => [name, { peak: r.peakReady, final: r.ready, restarts: r.restarts }])),
     };
     out(
       `\nsummary: ${summary.completed}/${summary.placed} orders completed, ${summary.retries} retries, ${summary.deadLetters} dead letters, ` +
-        `order → agent assigned p50 ${summary.p50Ms} ms, p99 ${summary.p99Ms} ms, processed twice: ${summary.processedTwice}\n`,
+        `order → agent assigned p50 ${summary.p50Ms} ms, p99 ${summary.p99Ms} ms, processed twice: ${summary.processedTwice}\n` +
+        `${replicaSummary(replicas)}\n`,
     );
     return summary;
   } catch (error) {
+    // Ctrl-C reaches Postgres at the same moment: its "terminating connection" can be read before this
+    // process has run its own SIGINT handler. Give a signal already delivered the moment it needs.
+    if (!interrupted.signal.aborted) await new Promise((resolve) => setTimeout(resolve, 100));
     throw interrupted.signal.aborted ? new DemoInterrupted() : error;
   } finally {
     clearInterval(ticker);
+    // The dispatcher first, while the functions still answer its deliveries in flight; then the
+    // replicas, each finishing its requests; the sweep after catches anything left.
+    await functions?.stopScaling();
+    if (dispatcher) await processes.stop(dispatcher, 15_000);
+    await functions?.stop();
     await processes.stopAll();
     await pool?.end().catch(() => undefined);
     await server?.destroy();
@@ -298,13 +290,13 @@ function positive(flag: string, text: string | undefined, fallback: number): num
 }
 
 /** A bare number is seconds, as the flag always took; anything else is a duration as in the manifests. */
-export function parseDemoDurationSeconds(text: string): number {
+export function parseDemoDurationSeconds(text: string, flag = '--duration'): number {
   if (/^(\d+\.?\d*|\.\d+)$/.test(text)) return Number(text);
   try {
     return parseDuration(text) / 1000;
   } catch (error) {
     if (!(error instanceof InvalidDurationError)) throw error;
-    throw new Error(`--duration must be a duration such as 20s, 1m or 500ms, or a number of seconds, got "${text}"`);
+    throw new Error(`${flag} must be a duration such as 20s, 1m or 500ms, or a number of seconds, got "${text}"`);
   }
 }
 
@@ -312,15 +304,28 @@ export function parseDemoDurationSeconds(text: string): number {
 export function parseDemoArgs(argv: string[]): DemoOptions {
   const { values } = parseArgs({
     args: argv,
-    options: { rate: { type: 'string' }, duration: { type: 'string' }, 'payment-failure-rate': { type: 'string' }, quiet: { type: 'boolean' } },
+    options: {
+      rate: { type: 'string' },
+      duration: { type: 'string' },
+      'payment-failure-rate': { type: 'string' },
+      quiet: { type: 'boolean' },
+      'idle-timeout': { type: 'string' },
+      'until-idle': { type: 'boolean' },
+      'no-until-idle': { type: 'boolean' },
+    },
   });
   const paymentFailureRate = positive('--payment-failure-rate', values['payment-failure-rate'], 0.2);
   if (paymentFailureRate > 1) throw new Error('--payment-failure-rate must be between 0 and 1');
+  if (values['until-idle'] && values['no-until-idle']) throw new Error('--until-idle and --no-until-idle contradict each other: give one');
+  const idleTimeout = values['idle-timeout'];
   return {
     ratePerSecond: positive('--rate', values.rate, 5),
     durationSeconds: values.duration === undefined ? 20 : parseDemoDurationSeconds(values.duration),
     paymentFailureRate,
     quiet: values.quiet ?? false,
+    // Scale-to-zero is half the story: shown unless asked not to.
+    untilIdle: !values['no-until-idle'],
+    ...(idleTimeout !== undefined ? { idleTimeoutMs: Math.round(parseDemoDurationSeconds(idleTimeout, '--idle-timeout') * 1000) } : {}),
   };
 }
 

@@ -14,8 +14,8 @@ describe('demo command line', () => {
     expect(parseDemoArgs(['--duration', text]).durationSeconds).toBe(seconds);
   });
 
-  it('defaults to 5 orders/s for 20 s with 20 % of payments failing', () => {
-    expect(parseDemoArgs([])).toEqual({ ratePerSecond: 5, durationSeconds: 20, paymentFailureRate: 0.2, quiet: false });
+  it('defaults to 5 orders/s for 20 s with 20 % of payments failing, then waits for the functions to scale to zero', () => {
+    expect(parseDemoArgs([])).toEqual({ ratePerSecond: 5, durationSeconds: 20, paymentFailureRate: 0.2, quiet: false, untilIdle: true });
   });
 
   it.each(['20 seconds', 'soon', '-5s', '20x', ''])('refuses --duration %j, saying what it takes', (text) => {
@@ -30,7 +30,22 @@ describe('demo command line', () => {
       durationSeconds: 30,
       paymentFailureRate: 0.3,
       quiet: true,
+      untilIdle: true,
     });
     expect(() => parseDemoArgs(['--payment-failure-rate', '2'])).toThrow('--payment-failure-rate must be between 0 and 1');
+  });
+
+  it.each([
+    { name: '--idle-timeout shortens the idle timeout locally', given: ['--idle-timeout', '5s'], expect: { idleTimeoutMs: 5000, untilIdle: true } },
+    { name: '--idle-timeout takes a bare number of seconds too', given: ['--idle-timeout', '2.5'], expect: { idleTimeoutMs: 2500, untilIdle: true } },
+    { name: '--no-until-idle ends once every order is through', given: ['--no-until-idle'], expect: { untilIdle: false } },
+    { name: '--until-idle says the default', given: ['--until-idle'], expect: { untilIdle: true } },
+  ])('$name', ({ given, expect: expected }) => {
+    expect(parseDemoArgs(given)).toMatchObject(expected);
+  });
+
+  it('refuses a bad --idle-timeout, and both --until-idle and --no-until-idle', () => {
+    expect(() => parseDemoArgs(['--idle-timeout', 'soon'])).toThrow('--idle-timeout must be a duration such as 20s, 1m or 500ms, or a number of seconds, got "soon"');
+    expect(() => parseDemoArgs(['--until-idle', '--no-until-idle'])).toThrow('--until-idle and --no-until-idle contradict each other: give one');
   });
 });

@@ -9,11 +9,11 @@ function reading(functions: Record<string, FunctionDemandReport>): DispatcherRea
 }
 
 describe('a Function\'s demand over its dispatchers', () => {
-  it('sums what every dispatcher has for it, capacities included, and the earliest time it refused', () => {
-    const a = reading({ 'ns/fn': { inflight: 2, events: 10, backlog: 100, capacity: 64, unavailableSince: '2026-12-02T00:00:05.000Z' }, 'ns/other': { inflight: 9, events: 9, backlog: 9 } });
+  it('sums what every dispatcher has for it, capacities included, the earliest time it refused and the latest delivery', () => {
+    const a = reading({ 'ns/fn': { inflight: 2, events: 10, backlog: 100, capacity: 64, unavailableSince: '2026-12-02T00:00:05.000Z', lastDeliveryTime: '2026-12-02T00:00:09.000Z' }, 'ns/other': { inflight: 9, events: 9, backlog: 9 } });
     const b = reading({ 'ns/fn': { inflight: 1, events: 3, backlog: 0, capacity: 16, unavailableSince: '2026-12-02T00:00:01.000Z' } });
     expect(sumDemand('ns/fn', [{ name: 'a', reading: a }, { name: 'b', reading: b }])).toEqual({
-      demand: { inflight: 3, events: 13, backlog: 100, capacity: 80 },
+      demand: { inflight: 3, events: 13, backlog: 100, capacity: 80, lastDeliveryAt: Date.parse('2026-12-02T00:00:09.000Z') },
       unavailableSince: Date.parse('2026-12-02T00:00:01.000Z'),
     });
   });

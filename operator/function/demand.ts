@@ -26,6 +26,10 @@ export function sumDemand(functionKey: string, dispatchers: readonly { name: str
     demand.backlog += report.backlog;
     if (report.capacity === undefined) bounded = false;
     else capacity = (capacity ?? 0) + report.capacity;
+    if (report.lastDeliveryTime !== undefined) {
+      const at = Date.parse(report.lastDeliveryTime);
+      if (!Number.isNaN(at)) demand.lastDeliveryAt = Math.max(demand.lastDeliveryAt ?? at, at);
+    }
     if (report.unavailableSince !== undefined) {
       const since = Date.parse(report.unavailableSince);
       if (!Number.isNaN(since)) unavailableSince = Math.min(unavailableSince ?? since, since);

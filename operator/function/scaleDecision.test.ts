@@ -58,6 +58,13 @@ describe('deciding replicas from the exact demand', () => {
     ]);
   });
 
+  it('light traffic served between readings is not idleness: deliveries keep one pod, their end starts the idle clock', () => {
+    // 5 orders/s handled in 10 ms: almost no reading catches one pending, but each reports the last delivery.
+    const light = (at: number) => ({ at, demand: { events: 0, inflight: 0, backlog: 0, lastDeliveryAt: at - 150 } });
+    const steps = [{ at: 0, demand: d(1) }, ...[30_000, 60_000, 90_000, 120_000].map(light), { at: 150_000, demand: { ...d(0), lastDeliveryAt: 119_850 } }, { at: 180_000, demand: { ...d(0), lastDeliveryAt: 119_850 } }];
+    expect(run(steps).map((x) => x.replicas)).toEqual([1, 1, 1, 1, 1, 1, 0]);
+  });
+
   it('a dispatcher that cannot be read holds the count (never zero)', () => {
     expect(run([{ at: 0, demand: d(30) }, { at: 100_000, demand: undefined }]).map((x) => [x.replicas, x.reason])).toEqual([
       [3, 'ScaleUp'],

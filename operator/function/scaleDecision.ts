@@ -29,6 +29,8 @@ export interface Demand {
   backlog: number;
   /** The most requests the dispatchers would send at once (their triggers' concurrency); pods past it would idle. */
   capacity?: number;
+  /** The last delivery to the Function: traffic served between two readings is demand too, though never seen pending. */
+  lastDeliveryAt?: number;
 }
 
 /** What a decision remembers for the next one. */
@@ -66,7 +68,8 @@ export function decideScale(input: ScaleInput): ScaleDecision {
   if (!demand) return { replicas: current, reason: 'DemandUnknown', memory };
 
   const pending = demand.events + demand.backlog;
-  const lastDemandAt = pending > 0 ? now : memory.lastDemandAt;
+  const seenPending = pending > 0 ? now : memory.lastDemandAt;
+  const lastDemandAt = demand.lastDeliveryAt === undefined ? seenPending : Math.max(seenPending ?? demand.lastDeliveryAt, demand.lastDeliveryAt);
   // Every pending event is a delivery some pod will serve, but no more at once than the dispatchers
   // send; one pod at least while anything waits.
   const servable = Math.min(pending, demand.capacity ?? Number.POSITIVE_INFINITY);
