@@ -133,7 +133,8 @@ export class Dispatcher {
     this.activations = new FunctionActivations({
       started: (fn, timeoutMs) => {
         this.metrics.functionUnavailable.set({ function: fn }, 1);
-        this.logger.warn({ function: fn, activationTimeoutMs: timeoutMs }, 'function refuses connections (no ready pod); its events wait for one without spending retries');
+        // At zero replicas this is how a pod gets started: info, not a warning (the timeout is the warning).
+        this.logger.info({ function: fn, activationTimeoutMs: timeoutMs }, 'function refuses connections (no ready pod); its events wait for one without spending retries');
       },
       ended: (fn, afterMs, why) => {
         if (why === 'untargeted') {

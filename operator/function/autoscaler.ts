@@ -39,6 +39,9 @@ interface Tracked {
   memory: ScaleMemory;
 }
 
+/** A Function with spec.scale, defaults applied. */
+type Autoscaled = FunctionResource & { spec: { scale: NonNullable<FunctionResource['spec']['scale']> } };
+
 const EVENT_REASONS: Partial<Record<ScaleDecision['reason'], string>> = { ScaleUp: 'ScaledUp', ScaleDown: 'ScaledDown', Idle: 'ScaledToZero' };
 
 /**
@@ -50,6 +53,8 @@ const EVENT_REASONS: Partial<Record<ScaleDecision['reason'], string>> = { ScaleU
  */
 export class FunctionAutoscaler {
   private readonly tracked = new Map<string, Tracked>();
+  /** Parsed Functions by uid, kept while their resourceVersion holds: parsing every Function every second would cost more than deciding. */
+  private readonly parsed = new Map<string, { resourceVersion: string | undefined; fn: Autoscaled | undefined }>();
   private leadingSince = 0;
   private readonly now: () => number;
 
@@ -88,6 +93,8 @@ export class FunctionAutoscaler {
         this.deps.logger.error({ function: key, err: (error as Error).message }, 'autoscaling decision failed');
       }
     }
+    const live = new Set(this.deps.functions.list().map((f) => f.metadata?.uid ?? ''));
+    for (const uid of this.parsed.keys()) if (!live.has(uid)) this.parsed.delete(uid);
     for (const key of this.tracked.keys()) {
       if (seen.has(key)) continue;
       this.tracked.delete(key);
@@ -96,7 +103,7 @@ export class FunctionAutoscaler {
     }
   }
 
-  private decide(key: string, fn: FunctionResource & { spec: { scale: NonNullable<FunctionResource['spec']['scale']> } }): void {
+  private decide(key: string, fn: Autoscaled): void {
     const { namespace, name } = fn.metadata as { namespace: string; name: string };
     const scale = fn.spec.scale;
     const spec: ScaleSpec = {
@@ -148,15 +155,22 @@ export class FunctionAutoscaler {
   }
 
   /** The Function parsed, if it is valid, alive and has spec.scale. */
-  private autoscaled(stored: StoredFunction): (FunctionResource & { spec: { scale: NonNullable<FunctionResource['spec']['scale']> } }) | undefined {
+  private autoscaled(stored: StoredFunction): Autoscaled | undefined {
     if (!(stored.spec as { scale?: unknown } | undefined)?.scale || stored.metadata?.deletionTimestamp) return undefined;
+    const uid = stored.metadata?.uid ?? '';
+    const resourceVersion = stored.metadata?.resourceVersion;
+    const cached = this.parsed.get(uid);
+    if (cached && cached.resourceVersion === resourceVersion) return cached.fn;
+    let fn: Autoscaled | undefined;
     try {
-      const fn = parseFunction(stored as unknown as Record<string, unknown>);
-      return fn.spec.scale ? (fn as FunctionResource & { spec: { scale: NonNullable<FunctionResource['spec']['scale']> } }) : undefined;
+      const parsed = parseFunction(stored as unknown as Record<string, unknown>);
+      fn = parsed.spec.scale ? (parsed as Autoscaled) : undefined;
     } catch {
       // An invalid Function is reported by its reconcile; nothing to scale.
-      return undefined;
+      fn = undefined;
     }
+    this.parsed.set(uid, { resourceVersion, fn });
+    return fn;
   }
 
   /** The demand of a Function over the dispatchers of the triggers that target it. */
