@@ -406,14 +406,6 @@ function trigger(name: string, table: string, fn: string, spec: Record<string, u
   };
 }
 
-/**
- * DispatcherKubelet hands out 127.0.0.10, .11, ... to the dispatchers of each instance, and the system
- * tests' instances start there too: move this run's past them, so a test started meanwhile does not
- * find its dispatcher's address (and port 9090) taken, nor this bench its.
- */
-function skipTestAddresses(kubelet: DispatcherKubelet, firstFree = 210): void {
-  for (let i = 0; Number(kubelet.addressOf(`(reserved ${i})`).split('.')[3]) < firstFree - 1; i++);
-}
 
 async function setUp(): Promise<World> {
   const started = Date.now();
@@ -473,8 +465,8 @@ async function setUp(): Promise<World> {
   });
   owned.cleanups.push(() => operator.stop());
   await operator.synced;
-  const kubelet = new DispatcherKubelet(kubeConfig, NS, dns);
-  skipTestAddresses(kubelet);
+  // Past the system tests' dispatcher addresses (.10 on, .110 on), so a test started meanwhile keeps its own.
+  const kubelet = new DispatcherKubelet(kubeConfig, NS, dns, { firstAddress: 210 });
   kubelet.start();
   // Stopped before the operator (cleanups run newest first), after the held requests are answered.
   owned.cleanups.push(() => kubelet.stop(), releaseAll);

@@ -93,15 +93,21 @@ export class DispatcherKubelet {
   private readonly root = mkdtempSync(join(tmpdir(), 'eventide-kubelet-'));
   private timer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> = Promise.resolve();
-  private nextAddress = 10;
+  private nextAddress: number;
   /** Every pod ever started, for tests that count restarts. */
   readonly history: DispatcherPod[] = [];
 
+  /**
+   * `firstAddress`: the last octet of the first 127.0.0.x handed out (default 10). Test files that run at
+   * the same time (vitest runs two at once) each need their own range: every dispatcher listens on :9090.
+   */
   constructor(
     kubeConfig: KubeConfig,
     private readonly namespace: string,
     private readonly dns: ClusterDns,
+    options: { firstAddress?: number } = {},
   ) {
+    this.nextAddress = options.firstAddress ?? 10;
     this.apps = kubeConfig.makeApiClient(AppsV1Api);
     this.core = kubeConfig.makeApiClient(CoreV1Api);
   }

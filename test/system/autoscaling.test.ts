@@ -80,7 +80,8 @@ beforeAll(async () => {
     logger: testLogger(),
   });
   await operator.synced;
-  kubelet = new DispatcherKubelet(kubeConfig, NS, dns);
+  // Dispatcher addresses of their own: operatorDispatcher.test.ts may run at the same time from .10 on.
+  kubelet = new DispatcherKubelet(kubeConfig, NS, dns, { firstAddress: 110 });
   kubelet.start();
   await apply([
     { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'orders-db', namespace: NS }, stringData: { url: postgres.url } },
