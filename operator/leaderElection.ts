@@ -6,6 +6,7 @@ import {
   type ObservableMiddleware,
   type V1Lease,
   type V1LeaseSpec,
+  type V1OwnerReference,
 } from '@kubernetes/client-node';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../common/logger.js';
@@ -19,6 +20,11 @@ export interface LeaderElectionConfig {
   leaseDurationMs: number;
   renewDeadlineMs: number;
   retryPeriodMs: number;
+  /**
+   * Set on the Lease when this elector creates it: the operator's Deployment, so that uninstalling the
+   * operator (helm uninstall) garbage-collects the Lease instead of leaving it behind.
+   */
+  owner?: () => Promise<V1OwnerReference | undefined>;
 }
 
 export const DEFAULT_LEASE_DURATION_MS = 15_000;
@@ -211,7 +217,8 @@ export class LeaderElector {
       if (decision.action === 'wait') return false;
       const spec = nextLeaseSpec(record, identity, now, leaseDurationMs);
       if (decision.action === 'create' || !lease) {
-        const body = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace }, spec };
+        const owner = await this.config.owner?.();
+        const body = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace, ...(owner ? { ownerReferences: [owner] } : {}) }, spec };
         await this.call(bound, (options) => this.api.createNamespacedLease({ namespace, body }, options));
       } else {
         // replace carries the resourceVersion we read: of two candidates, only one can win.

@@ -10,17 +10,21 @@ import { startOperator } from './manager.js';
 import { SettingsError, parseSettings, type OperatorSettings } from './settings.js';
 
 /** A KubeConfig from --kubeconfig / $KUBECONFIG, else the pod's in-cluster ServiceAccount. */
-export function loadKubeConfig(settings: Pick<OperatorSettings, 'kubeconfig'>): KubeConfig {
+export function loadKubeConfig(settings: Pick<OperatorSettings, 'kubeconfig'>, env: NodeJS.ProcessEnv = process.env): KubeConfig {
   const config = new KubeConfig();
   if (settings.kubeconfig) config.loadFromFile(settings.kubeconfig);
+  // Outside a pod loadFromCluster() yields a config without a server, and every list/watch would retry "Invalid URL" forever.
+  else if (!env.KUBERNETES_SERVICE_HOST) throw new SettingsError('no cluster to connect to: pass --kubeconfig <file>, set KUBECONFIG, or run in a pod (KUBERNETES_SERVICE_HOST is not set)');
   else config.loadFromCluster();
   return config;
 }
 
 export async function main(argv: string[]): Promise<number> {
   let settings: OperatorSettings;
+  let kubeConfig: KubeConfig;
   try {
     settings = parseSettings(argv);
+    kubeConfig = loadKubeConfig(settings);
   } catch (error) {
     if (error instanceof SettingsError) {
       process.stderr.write(`${error.message}\n`);
@@ -29,7 +33,7 @@ export async function main(argv: string[]): Promise<number> {
     throw error;
   }
   const logger = createLogger('eventide-operator', { level: settings.logLevel });
-  const operator = await startOperator({ kubeConfig: loadKubeConfig(settings), settings, logger });
+  const operator = await startOperator({ kubeConfig, settings, logger });
   logger.info(
     { identity: settings.identity, leaderElect: settings.leaderElect, namespace: settings.namespace, ops: operator.opsUrl, dispatcherImage: settings.dispatcherImage },
     'operator started',

@@ -1,4 +1,4 @@
-import type { KubeConfig, KubernetesListObject, KubernetesObject, V1ConfigMap, V1Deployment, V1Service } from '@kubernetes/client-node';
+import type { KubeConfig, KubernetesListObject, KubernetesObject, V1ConfigMap, V1Deployment, V1OwnerReference, V1Service } from '@kubernetes/client-node';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { GROUP, VERSION } from '../api/v1alpha1/index.js';
@@ -6,6 +6,7 @@ import { createOpsApp, listen } from '../common/httpServer.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { keyOf, type StoredEventTrigger, type StoredFunction } from './cache.js';
 import { Controller } from './controller.js';
+import { apiErrorMessage } from './errors.js';
 import { EventRecorder } from './events.js';
 import { dispatcherStateUrl, sourceOfDispatcher } from './eventtrigger/dispatcher.js';
 import { DispatcherStates } from './eventtrigger/dispatcherStates.js';
@@ -236,6 +237,7 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
         leaseDurationMs: settings.leaseDurationMs,
         renewDeadlineMs: settings.renewDeadlineMs,
         retryPeriodMs: settings.retryPeriodMs,
+        ...(settings.leaseOwner ? { owner: () => leaseOwnerReference(clients, settings.namespace, settings.leaseOwner!, logger) } : {}),
       },
       logger,
     );
@@ -286,4 +288,16 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
       logger.info('stopped');
     },
   };
+}
+
+/** The operator's Deployment as the Lease's owner; none (with a warning) when it cannot be read: the Lease then outlives an uninstall. */
+async function leaseOwnerReference(clients: ReturnType<typeof makeClients>, namespace: string, name: string, logger: Logger): Promise<V1OwnerReference | undefined> {
+  try {
+    const deployment = await clients.apps.readNamespacedDeployment({ name, namespace });
+    if (!deployment.metadata?.uid) return undefined;
+    return { apiVersion: 'apps/v1', kind: 'Deployment', name, uid: deployment.metadata.uid };
+  } catch (error) {
+    logger.warn({ deployment: `${namespace}/${name}`, err: apiErrorMessage(error) }, 'cannot read the operator Deployment to own the Lease; the Lease will outlive an uninstall');
+    return undefined;
+  }
 }

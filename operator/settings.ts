@@ -18,6 +18,8 @@ export interface OperatorSettings {
   metricsHost: string;
   leaderElect: boolean;
   leaseName: string;
+  /** The operator's own Deployment (in `namespace`), made the Lease's owner so that uninstalling removes it. */
+  leaseOwner?: string;
   leaseDurationMs: number;
   renewDeadlineMs: number;
   retryPeriodMs: number;
@@ -60,6 +62,7 @@ export const USAGE = `Usage: eventide-operator [flags]
   --metrics-host <addr>        address to listen on (default ${DEFAULT_SETTINGS.metricsHost})
   --leader-elect               run only while holding the Lease (for more than one replica)
   --lease-name <name>          default ${DEFAULT_SETTINGS.leaseName}
+  --lease-owner <deployment>   the operator's Deployment, owner of the Lease it creates ($EVENTIDE_LEASE_OWNER)
   --identity <id>              name in the Lease (default: $POD_NAME or hostname, plus a random suffix)
   --workers <n>                concurrent reconciles per kind (default ${DEFAULT_SETTINGS.workers})
   --log-level <level>          trace|debug|info|warn|error ($LOG_LEVEL, default info)
@@ -97,6 +100,7 @@ export function parseSettings(argv: string[], env: NodeJS.ProcessEnv = process.e
         'metrics-host': { type: 'string' },
         'leader-elect': { type: 'boolean' },
         'lease-name': { type: 'string' },
+        'lease-owner': { type: 'string' },
         identity: { type: 'string' },
         workers: { type: 'string' },
         'log-level': { type: 'string' },
@@ -122,6 +126,7 @@ export function parseSettings(argv: string[], env: NodeJS.ProcessEnv = process.e
     metricsHost: v['metrics-host'] ?? DEFAULT_SETTINGS.metricsHost,
     leaderElect: v['leader-elect'] ?? DEFAULT_SETTINGS.leaderElect,
     leaseName: v['lease-name'] ?? DEFAULT_SETTINGS.leaseName,
+    ...((v['lease-owner'] ?? env.EVENTIDE_LEASE_OWNER) ? { leaseOwner: (v['lease-owner'] ?? env.EVENTIDE_LEASE_OWNER)! } : {}),
     leaseDurationMs: DEFAULT_SETTINGS.leaseDurationMs,
     renewDeadlineMs: DEFAULT_SETTINGS.renewDeadlineMs,
     retryPeriodMs: DEFAULT_SETTINGS.retryPeriodMs,

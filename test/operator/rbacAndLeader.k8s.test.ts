@@ -37,6 +37,8 @@ let saKubeconfig: string;
 let serviceAccount: string;
 const operators: Operator[] = [];
 let child: ChildProcess | undefined;
+/** The chart's operator Deployment, applied as rendered (no controller runs it here): the Lease's owner. */
+let operatorDeployment: { name: string; uid: string };
 
 /** A logger that keeps every line, to assert the operator never hit a permission error. */
 function recordingLogger(lines: string[]) {
@@ -46,7 +48,7 @@ function recordingLogger(lines: string[]) {
 async function start(identity: string, lines: string[] = []): Promise<Operator> {
   const operator = await startOperator({
     kubeConfig: kubeConfigFrom(saKubeconfig),
-    settings: settingsWith({ identity, leaderElect: true, namespace: SYSTEM_NS, metricsPort: 0, metricsHost: '127.0.0.1', workers: 2 }),
+    settings: settingsWith({ identity, leaderElect: true, namespace: SYSTEM_NS, metricsPort: 0, metricsHost: '127.0.0.1', workers: 2, leaseOwner: operatorDeployment.name }),
     logger: recordingLogger(lines),
   });
   operators.push(operator);
@@ -82,6 +84,12 @@ beforeAll(async () => {
   serviceAccount = rbac.find((d) => d.kind === 'ServiceAccount')!.metadata.name;
   saKubeconfig = await cp.makeServiceAccountKubeconfig(SYSTEM_NS, serviceAccount);
   const bindings = rbac.filter((d) => d.kind !== 'ServiceAccount');
+  const deployment = parseAllDocuments(rendered.stdout)
+    .map((d) => d.toJS() as { kind?: string; metadata?: { name?: string } } | null)
+    .find((d) => d?.kind === 'Deployment')!;
+  await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify(deployment));
+  const applied = (await getJson<{ metadata: { name: string; uid: string } }>(cp, ['deployment', deployment.metadata!.name!, '-n', SYSTEM_NS]))!;
+  operatorDeployment = { name: applied.metadata.name, uid: applied.metadata.uid };
   await kubectlOk(cp, ['apply', '-f', '-'], bindings.map((d) => JSON.stringify(d)).join('\n---\n'));
   const whoami = await cp.kubectl(['auth', 'can-i', 'list', 'pods', '--kubeconfig', saKubeconfig]);
   expect(whoami.stdout.trim()).toBe('no'); // really a restricted identity, not the admin
@@ -101,6 +109,9 @@ describe('operator with the chart\'s RBAC', () => {
     leader = await start('replica-a', lines);
     await eventually('replica-a to lead', async () => leader.isLeader());
     expect(await leaseHolder()).toBe('replica-a');
+    // Owned by the operator's Deployment, so helm uninstall garbage-collects it (the chart's RBAC suffices).
+    const lease = await getJson<V1Lease>(cp, ['lease', 'eventide-operator', '-n', SYSTEM_NS]);
+    expect(lease?.metadata?.ownerReferences).toEqual([{ apiVersion: 'apps/v1', kind: 'Deployment', name: operatorDeployment.name, uid: operatorDeployment.uid }]);
 
     await kubectlOk(cp, ['apply', '-f', '-'], fnYaml('approve-order'));
     await kubectlOk(cp, ['create', 'secret', 'generic', 'kitchen-db', '-n', NS, '--from-literal=url=postgres://kitchen@db:5432/kitchen']);
