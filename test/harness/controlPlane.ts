@@ -16,8 +16,7 @@ import { fileURLToPath } from 'node:url';
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BUILD_SCRIPT = join(REPO_ROOT, 'test', 'controlplane', 'build.sh');
 const REQUIRED_BINARIES = ['etcd', 'kube-apiserver'] as const;
-const SERVICE_CIDR = '10.0.0.0/24';
-const SERVICE_IP = '10.0.0.1';
+const DEFAULT_SERVICE_CIDR = '10.0.0.0/24';
 
 export interface ControlPlaneOptions {
   /** Start kube-controller-manager (Deployment → ReplicaSet → Pod, garbage collector, namespace deletion, SA tokens). */
@@ -52,6 +51,15 @@ export interface ControlPlaneOptions {
   readyTimeoutMs?: number;
   /** Keep the temp dir (certs, kubeconfigs, component logs) after stop, for debugging. Also EVENTIDE_CONTROLPLANE_KEEP=1. */
   keepDir?: boolean;
+  /**
+   * Serve a real node (realNode.ts) rather than loopback clients only: the apiserver binds and advertises
+   * `node.ip`, so pods reach it through the `kubernetes` Service; it authorizes Node,RBAC with
+   * NodeRestriction (the kubelet acts as `system:node:<name>`), admits pods with their ServiceAccount
+   * tokens, and reaches kubelets with a client certificate of its own (logs, exec).
+   */
+  node?: { ip: string };
+  /** Service ClusterIP range (default 10.0.0.0/24); its first address is the `kubernetes` Service. */
+  serviceCidr?: string;
 }
 
 export interface KubectlResult {
@@ -63,7 +71,7 @@ export interface KubectlResult {
 export interface ControlPlane {
   /** Admin (`system:masters`) kubeconfig, self-contained (certificates embedded). */
   readonly kubeconfigPath: string;
-  /** https://127.0.0.1:<port> */
+  /** https://127.0.0.1:<port> (https://<node.ip>:<port> with `node`) */
   readonly server: string;
   readonly binDir: string;
   /** Temp dir with certificates, kubeconfigs and `<component>.log` files. */
@@ -82,6 +90,12 @@ export interface ControlPlane {
    * must exist), with a token from the TokenRequest API (`kubectl create token`). Returns its path.
    */
   makeServiceAccountKubeconfig(namespace: string, name: string): Promise<string>;
+  /**
+   * Kubeconfig with a client certificate for `cn` (in group `org`) from the cluster CA, for components
+   * that authenticate as themselves (kubelet: `system:node:<name>` in `system:nodes`; kube-proxy:
+   * `system:kube-proxy`). Returns its path.
+   */
+  issueKubeconfig(name: string, identity: { cn: string; org?: string }): Promise<string>;
   /** Registers `count` fake nodes for kwok (needs `kwok: true`) and waits until they are Ready; returns their names. */
   addFakeNodes(count: number): Promise<string[]>;
   /** Kills every process and removes the temp dir. Idempotent. */
@@ -332,6 +346,17 @@ async function httpOk(url: string): Promise<boolean> {
 
 const FAKE_NODE_ANNOTATION = 'kwok.x-k8s.io/node';
 
+/** The first address of an IPv4 CIDR: the ClusterIP kube-apiserver gives the `kubernetes` Service. */
+function firstServiceIp(cidr: string): string {
+  const [address = '', bits = ''] = cidr.split('/');
+  const octets = address.split('.').map(Number);
+  if (octets.length !== 4 || octets.some((o) => !(o >= 0 && o <= 255)) || !/^\d+$/.test(bits)) {
+    throw new Error(`serviceCidr ${cidr} is not an IPv4 CIDR`);
+  }
+  const value = (octets.reduce((n, o) => n * 256 + o, 0) + 1) >>> 0;
+  return [24, 16, 8, 0].map((shift) => (value >>> shift) & 255).join('.');
+}
+
 /** A Node for kwok to play: room for many pods, no taints. */
 function fakeNode(name: string): Record<string, unknown> {
   const resources = { cpu: '32', memory: '256Gi', pods: '250' };
@@ -347,6 +372,9 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   if (opts.podReadyDelayMs !== undefined && !opts.kwok) throw new Error('podReadyDelayMs needs startControlPlane({ kwok: true })');
   const binDir = opts.binDir ?? (await ensureControlPlaneBinaries({ build: opts.build ?? true }));
   const scheduler = opts.scheduler || opts.kwok === true;
+  const serviceCidr = opts.serviceCidr ?? DEFAULT_SERVICE_CIDR;
+  const serviceIp = firstServiceIp(serviceCidr);
+  const hostIp = opts.node?.ip ?? '127.0.0.1';
   for (const b of [
     ...REQUIRED_BINARIES,
     ...(opts.controllerManager ? ['kube-controller-manager'] : []),
@@ -421,7 +449,8 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       usage: 'server',
       sans: [
         'DNS:localhost', 'DNS:kubernetes', 'DNS:kubernetes.default', 'DNS:kubernetes.default.svc',
-        'DNS:kubernetes.default.svc.cluster.local', 'IP:127.0.0.1', `IP:${SERVICE_IP}`,
+        'DNS:kubernetes.default.svc.cluster.local', 'IP:127.0.0.1', `IP:${serviceIp}`,
+        ...(opts.node ? [`IP:${opts.node.ip}`] : []),
       ],
     });
     const admin = await issueCert(dir, { name: 'admin', cn: 'eventide-admin', org: 'system:masters', usage: 'client' });
@@ -452,7 +481,28 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     }
 
     // --- kube-apiserver
-    const server = `https://127.0.0.1:${apiPort}`;
+    const server = `https://${hostIp}:${apiPort}`;
+    // A real node's pods need what loopback-only tests leave out: the `kubernetes` Service's endpoint
+    // (the node IP), Node authorization for kubelets, ServiceAccount tokens in pods, and the
+    // apiserver's own identity towards kubelets.
+    const kubeletClient = opts.node
+      ? await issueCert(dir, { name: 'apiserver-kubelet-client', cn: 'kube-apiserver-kubelet-client', org: 'system:masters', usage: 'client' })
+      : undefined;
+    const accessArgs = kubeletClient
+      ? [
+          '--authorization-mode=Node,RBAC',
+          '--enable-admission-plugins=NodeRestriction',
+          `--kubelet-client-certificate=${kubeletClient.cert}`,
+          `--kubelet-client-key=${kubeletClient.key}`,
+          '--kubelet-preferred-address-types=InternalIP',
+        ]
+      : [
+          // The `kubernetes` Service cannot have a loopback endpoint (the reconciler logs an error every
+          // 10s); nothing in-cluster needs it here.
+          '--endpoint-reconciler-type=none',
+          '--authorization-mode=RBAC',
+          '--disable-admission-plugins=ServiceAccount',
+        ];
     const apiserver = spawnComponent('kube-apiserver', [
       `--etcd-servers=${etcdUrl}`,
       `--cert-dir=${join(dir, 'apiserver-certs')}`,
@@ -460,17 +510,13 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       `--tls-private-key-file=${serving.key}`,
       `--client-ca-file=${caCertPath}`,
       `--secure-port=${apiPort}`,
-      '--bind-address=127.0.0.1',
-      '--advertise-address=127.0.0.1',
-      // The `kubernetes` Service cannot have a loopback endpoint (the reconciler logs an error every
-      // 10s); nothing in-cluster needs it here.
-      '--endpoint-reconciler-type=none',
-      `--service-cluster-ip-range=${SERVICE_CIDR}`,
-      '--authorization-mode=RBAC',
+      `--bind-address=${hostIp}`,
+      `--advertise-address=${hostIp}`,
+      `--service-cluster-ip-range=${serviceCidr}`,
+      ...accessArgs,
       '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
       `--service-account-key-file=${saPub}`,
       `--service-account-signing-key-file=${saKey}`,
-      '--disable-admission-plugins=ServiceAccount',
       `--requestheader-client-ca-file=${frontProxyCa.cert}`,
       '--requestheader-allowed-names=front-proxy-client',
       '--requestheader-username-headers=X-Remote-User',
@@ -517,7 +563,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         // Every default controller: deployment, replicaset, garbage collector (owner-reference
         // cascades), namespace, serviceaccount(-token), root-ca publisher, job, ...
         '--controllers=*',
-        `--service-cluster-ip-range=${SERVICE_CIDR}`,
+        `--service-cluster-ip-range=${serviceCidr}`,
         '--leader-elect=false',
         '--bind-address=127.0.0.1',
         `--secure-port=${await freePort()}`,
@@ -540,7 +586,8 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       ]);
     }
 
-    const kubectlEnv = { ...process.env, KUBECONFIG: kubeconfigPath };
+    // Discovery cache in our dir, not ~/.kube/cache, where every test's apiserver port left a folder.
+    const kubectlEnv = { ...process.env, KUBECONFIG: kubeconfigPath, KUBECACHEDIR: join(dir, 'kubectl-cache') };
     const kubectl = (args: string[], input?: string): Promise<KubectlResult> =>
       run(kubectlPath, args, input === undefined ? { env: kubectlEnv } : { env: kubectlEnv, input });
 
@@ -558,6 +605,9 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         `--manage-nodes-with-annotation-selector=${FAKE_NODE_ANNOTATION}=fake`,
         '--cidr=10.244.0.1/16',
         '--node-ip=127.0.0.1',
+        // Without node Leases the controller-manager judges a fake node by its status, which kwok refreshes
+        // too rarely: about once a minute the node turned Unknown and its pods NotReady for a moment.
+        '--node-lease-duration-seconds=40',
         ...stageArgs,
       ]);
     }
@@ -589,7 +639,16 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       return path;
     };
 
-    return { kubeconfigPath, server, binDir, dir, caCertPath, kubectlPath, kubectl, makeServiceAccountKubeconfig, addFakeNodes, stop };
+    const issueKubeconfig = async (name: string, identity: { cn: string; org?: string }): Promise<string> => {
+      const cert = await issueCert(dir, { name, cn: identity.cn, ...(identity.org ? { org: identity.org } : {}), usage: 'client' });
+      const path = join(dir, `${name}.kubeconfig`);
+      writeFileSync(path, kubeconfig(server, caCertPath, cert), { mode: 0o600 });
+      return path;
+    };
+
+    return {
+      kubeconfigPath, server, binDir, dir, caCertPath, kubectlPath, kubectl, makeServiceAccountKubeconfig, issueKubeconfig, addFakeNodes, stop,
+    };
   } catch (error) {
     await stop();
     throw error;
