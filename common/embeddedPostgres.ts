@@ -1,5 +1,5 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, chownSync, mkdirSync, statSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, rmSync, chownSync, mkdirSync, statSync } from 'node:fs';
 import { freePort } from './loopback.js';
 import { tmpdir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -12,6 +12,11 @@ export interface EmbeddedPostgresOptions {
   user?: string;
   /** Port to listen on; a free one is picked when absent. */
   port?: number;
+  /**
+   * Reachable beyond loopback (pods of a real node reach a database outside the cluster, as a managed
+   * one would be): extra addresses to listen on, and the networks allowed in with a password (scram).
+   */
+  network?: { listen: string[]; allow: string[] };
 }
 
 /** A running throwaway PostgreSQL server with logical replication enabled. */
@@ -134,6 +139,12 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions = {
   await run(join(binDir, 'initdb'), ['-D', dataDir, '-U', user, '--auth=trust', '-E', 'UTF8', '--locale=C.UTF-8', '--no-sync'], identity);
   const port = options.port ?? (await freePort());
   const settings = { ...DEFAULT_SETTINGS, ...options.settings };
+  if (options.network) {
+    settings.listen_addresses = ['127.0.0.1', ...options.network.listen].join(',');
+    settings.password_encryption = 'scram-sha-256';
+    const lines = options.network.allow.map((cidr) => `host all all ${cidr} scram-sha-256\n`).join('');
+    appendFileSync(join(dataDir, 'pg_hba.conf'), lines);
+  }
   const args = ['-D', dataDir, '-p', String(port), '-k', socketDir];
   for (const [name, value] of Object.entries(settings)) args.push('-c', `${name}=${value}`);
 

@@ -297,6 +297,12 @@ export async function startRealNode(opts: RealNodeOptions = {}): Promise<RealNod
       return res?.ok === true;
     });
     lap('kube-proxy up');
+    // A packet to a ClusterIP that kube-proxy does not translate — in the instant a Service gets its first
+    // endpoint, between its REJECT rule going and its DNAT coming (two tables, two commits) — would leave by
+    // the default route. In a cluster it dies at the gateway; here an intercepting HTTP proxy answers it with
+    // a 404, which a dispatcher rightly dead-letters. Refuse it on the node instead (forwarded pod traffic
+    // only: the host's own ClusterIP traffic never passes FORWARD). The teardown's iptables undo removes it.
+    await run('iptables', ['-I', 'FORWARD', '1', '-d', SERVICE_CIDR, '-p', 'tcp', '-m', 'comment', '--comment', 'eventide-node: untranslated ClusterIP', '-j', 'REJECT', '--reject-with', 'tcp-reset']);
 
     // --- CoreDNS Ready, and the default ServiceAccount pods are admitted with
     const rollout = await cp.kubectl(['-n', 'kube-system', 'rollout', 'status', 'deploy/coredns', `--timeout=${Math.round(readyTimeoutMs / 1000)}s`]);
