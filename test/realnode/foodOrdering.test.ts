@@ -228,7 +228,7 @@ describe.skipIf(skipReason !== undefined)('the food-ordering system on a real no
       await eventually('a new leader', async () => {
         const now = await lease();
         return now && now !== leader ? now : undefined;
-      });
+      }, 180_000);
     });
     // A few reconciles later nothing it manages was rewritten.
     await new Promise((r) => setTimeout(r, 5000));
@@ -260,7 +260,7 @@ describe.skipIf(skipReason !== undefined)('the food-ordering system on a real no
     const table = await eventually('refund-issued False TableNotFound', async () => {
       const out = await kubectl(['get', 'et', '-n', APP_NS]);
       return /refund-issued\s+refunds\s+assign-agent\s+False\s+TableNotFound/.test(out) ? out : undefined;
-    });
+    }, 180_000);
     expect(table).toMatch(/new-order\s+orders\s+validate-order\s+True\s+Ready/);
     await placeOrders(3);
     await allAssigned();
