@@ -6,6 +6,7 @@
  */
 import { existsSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { walkTree } from './walkTree.js';
 
 const CGROUP_ROOT = '/sys/fs/cgroup';
 /** Top-level cgroups kubelet and containerd create (containerd's own `k8s.io` for containers made without kubelet). */
@@ -41,17 +42,7 @@ export function nodeCgroups(): string[] {
 /** Every cgroup dir under (and including) `dir`, deepest first. */
 function cgroupTree(dir: string): string[] {
   const dirs: string[] = [];
-  const walk = (d: string): void => {
-    let entries;
-    try {
-      entries = readdirSync(d, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const entry of entries) if (entry.isDirectory()) walk(join(d, entry.name));
-    dirs.push(d);
-  };
-  walk(dir);
+  walkTree(dir, (_path, entry) => entry.isDirectory(), (d) => dirs.push(d));
   return dirs;
 }
 

@@ -7,8 +7,9 @@
  * created in it is removed, and nothing else.
  */
 import { execFile } from 'node:child_process';
-import { lstatSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { lstatSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { walkTree } from './walkTree.js';
 
 /** Paths outside the node's own directories that kubelet, containerd or CNI write to. */
 export const HOST_PATHS = ['/var/lib/kubelet', '/var/log/containers', '/var/log/pods', '/var/lib/cni', '/run/containerd', '/run/netns'] as const;
@@ -21,20 +22,10 @@ export function listTree(root: string, mountPoints: ReadonlySet<string> = new Se
     return null;
   }
   const found: string[] = [];
-  const walk = (dir: string): void => {
-    let entries;
-    try {
-      entries = readdirSync(dir, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const entry of entries) {
-      const path = join(dir, entry.name);
-      found.push(path);
-      if (entry.isDirectory() && !mountPoints.has(path)) walk(path);
-    }
-  };
-  walk(root);
+  walkTree(root, (path, entry) => {
+    found.push(path);
+    return entry.isDirectory() && !mountPoints.has(path);
+  });
   return found;
 }
 

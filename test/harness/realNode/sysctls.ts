@@ -5,8 +5,9 @@
  * before the node starts and whatever differs at teardown is written back, so a setting the list does
  * not name is restored too.
  */
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { walkTree } from './walkTree.js';
 
 /**
  * Path under /proc/sys (`net/ipv4/ip_forward`: slashes, not sysctl(8)'s dots, as interface names may
@@ -24,30 +25,17 @@ export function isVolatileSysctl(key: string): boolean {
 /** Every sysctl root can read and write (read-only ones cannot have been changed by us), volatile ones left out. */
 export function readSysctls(root = '/proc/sys'): Sysctls {
   const values: Sysctls = {};
-  const walk = (dir: string): void => {
-    let entries;
+  walkTree(root, (path, entry) => {
+    if (entry.isDirectory()) return true;
+    const key = path.slice(root.length + 1);
+    if (isVolatileSysctl(key)) return false;
     try {
-      entries = readdirSync(dir, { withFileTypes: true });
+      if ((statSync(path).mode & 0o600) === 0o600) values[key] = readFileSync(path, 'utf8').replace(/\n$/, '');
     } catch {
-      return;
+      // Some entries refuse reads (EIO, EPERM) or vanish with their interface.
     }
-    for (const entry of entries) {
-      const path = join(dir, entry.name);
-      if (entry.isDirectory()) {
-        walk(path);
-        continue;
-      }
-      const key = path.slice(root.length + 1);
-      if (isVolatileSysctl(key)) continue;
-      try {
-        if ((statSync(path).mode & 0o600) !== 0o600) continue;
-        values[key] = readFileSync(path, 'utf8').replace(/\n$/, '');
-      } catch {
-        // Some entries refuse reads (EIO, EPERM) or vanish with their interface.
-      }
-    }
-  };
-  walk(root);
+    return false;
+  });
   return values;
 }
 
