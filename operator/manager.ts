@@ -106,22 +106,9 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     failed: (namespace) => enqueueTriggers(namespace, () => true),
   });
 
-  // Assigned below: the autoscaler wakes the Function controller, which reads the autoscaler's decisions.
-  let functionController: Controller | undefined;
-  let statesRef: DispatcherStates | undefined;
-  const autoscaler = new FunctionAutoscaler({
-    functions,
-    triggers,
-    deployments,
-    readings: { get: (namespace, name) => statesRef?.get(namespace, name) },
-    enqueue: (key) => functionController?.enqueue(key),
-    events,
-    metrics,
-    logger,
-  });
-  const functionReconciler = new ResourceReconciler(new FunctionReconciler({ functions, triggers, deployments, services, autoscaler }), { clients, events });
   const lagThresholdBytes = options.lagThresholdBytes ?? DEFAULT_LAG_THRESHOLD_BYTES;
-  const states = new DispatcherStates({
+  // The states, the autoscaler and the Function controller call each other only once running (closures).
+  const states: DispatcherStates = new DispatcherStates({
     endpoints: () =>
       deployments.list().flatMap((d) => {
         const source = d.metadata?.labels?.[LABEL_COMPONENT] === COMPONENT_DISPATCHER ? sourceOfDispatcher(d) : undefined;
@@ -153,25 +140,34 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     },
     ...(options.dropSlot ? { dropSlot: options.dropSlot } : {}),
   });
+  const autoscaler = new FunctionAutoscaler({
+    functions,
+    triggers,
+    deployments,
+    readings: states,
+    enqueue: (key) => functionController.enqueue(key),
+    events,
+    metrics,
+    logger,
+  });
+  const functionReconciler = new ResourceReconciler(new FunctionReconciler({ functions, triggers, deployments, services, autoscaler }), { clients, events });
   const controllerDeps = { logger, metrics, workers: settings.workers };
-  statesRef = states;
-  functionController = new Controller(functionReconciler, controllerDeps);
+  const functionController = new Controller(functionReconciler, controllerDeps);
   const eventTriggerController = new Controller(new ResourceReconciler(triggerReconciler, { clients, events }), controllerDeps);
   triggerController = eventTriggerController;
   const controllers = [functionController, eventTriggerController];
-  const fnController = functionController;
   for (const c of controllers) metrics.queueDepths.set(c.kind, () => c.queue.len());
 
   // Informer handlers map every change to the keys it concerns, and only enqueue.
   functions.on((_event, fn) => {
-    fnController.enqueue(keyOf(fn));
+    functionController.enqueue(keyOf(fn));
     enqueueTriggers(fn.metadata?.namespace ?? '', (t) => targetsFunction(t, fn.metadata?.name));
   });
   triggers.on((event, t) => {
     triggerController?.enqueue(keyOf(t));
     // Its delivery timeout bounds how long the Function's pods may take to stop.
     const fn = functionKeyOfTrigger(t);
-    if (fn) fnController.enqueue(fn);
+    if (fn) functionController.enqueue(fn);
     if (event !== 'delete') return;
     if (t.metadata?.uid) triggerReconciler.forget(t.metadata.uid);
     // Without its finalizer (removed by hand), a deleted trigger's siblings must drop it from their config.
@@ -179,7 +175,7 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
   });
   const enqueueOwners = (_event: string, obj: V1Deployment | V1Service | V1ConfigMap) => {
     const fn = functionKeyOfChild(obj);
-    if (fn) fnController.enqueue(fn);
+    if (fn) functionController.enqueue(fn);
     for (const key of ownerKeysOfDispatcherObject(obj)) triggerController?.enqueue(key);
   };
   deployments.on(enqueueOwners);
@@ -214,7 +210,7 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     await synced;
     if (stopping) return;
     controllersStarted = true;
-    fnController.start(functions.list().map(keyOf));
+    functionController.start(functions.list().map(keyOf));
     eventTriggerController.start(triggers.list().map(keyOf));
     autoscaler.start();
     states.start();

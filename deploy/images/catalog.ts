@@ -4,7 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parse, parseAllDocuments } from 'yaml';
+import { parse } from 'yaml';
+import { loadManifests } from '../../api/v1alpha1/manifests.js';
 
 /** One image built from one of the project's Dockerfiles. */
 export interface ImageSpec {
@@ -48,10 +49,9 @@ export function imageCatalog(repoRoot: string): ImageSpec[] {
     { ref: chartImage(values.dispatcher.image, chart.appVersion), dockerfile: 'deploy/Dockerfile.dispatcher' },
     { ref: chartImage(values.functionRuntime.image, chart.appVersion), dockerfile: 'functions/runtime/Dockerfile.base' },
   ].map((image) => ({ ...image, name: shortName(image.ref), buildArgs: {} }));
-  const functions = parseAllDocuments(readFileSync(join(repoRoot, FUNCTION_MANIFESTS), 'utf8'))
-    .map((doc) => doc.toJS() as { kind?: string; metadata: { name: string }; spec: { image: string } })
-    .filter((doc) => doc.kind === 'Function')
-    .map((fn) => ({
+  // Loaded as the dispatcher loads them: validated, so a typo in an image there fails here with its field named.
+  const functions = loadManifests([join(repoRoot, FUNCTION_MANIFESTS)])
+    .functions.map((fn) => ({
       name: shortName(fn.spec.image),
       ref: fn.spec.image,
       dockerfile: 'functions/food-ordering/Dockerfile',

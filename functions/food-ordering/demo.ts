@@ -194,7 +194,24 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     let lines = 0;
     /** What the demo waits for now, under the live view's rows. */
     let waitingFor: string | undefined;
-    const render = async (final = false) => {
+    // One render at a time: the ticker and the waits below both ask for one, and two interleaved would
+    // query the database twice and garble the live view's cursor moves.
+    let rendering: ReturnType<typeof drawView> | undefined;
+    const render = async (final = false): ReturnType<typeof drawView> => {
+      // A render under way serves a caller that only wants the numbers; the final one draws after it.
+      while (rendering) {
+        const done = await rendering.catch(() => undefined);
+        if (!final && done) return done;
+      }
+      const current = drawView(final);
+      rendering = current;
+      try {
+        return await current;
+      } finally {
+        if (rendering === current) rendering = undefined;
+      }
+    };
+    const drawView = async (final: boolean) => {
       const [c, m] = await Promise.all([counts(), metrics()]);
       const rows = progressRows(c, m, running.status(), running.problems());
       if (live) {

@@ -4,7 +4,7 @@
  * pod: SIGTERM, time to drain, then SIGKILL.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -32,9 +32,13 @@ export class LocalProcesses {
     });
     this.running.add(child);
     this.logs.set(child, '');
+    // One append stream per process: a synchronous write per output chunk would stall the demo's loop.
+    const logFile = this.logDir ? createWriteStream(`${this.logDir}/${name}.log`, { flags: 'a' }) : undefined;
+    logFile?.on('error', () => undefined);
+    child.once('close', () => logFile?.end());
     const keep = (chunk: Buffer) => {
       this.logs.set(child, ((this.logs.get(child) ?? '') + chunk.toString()).slice(-4000));
-      if (this.logDir) appendFileSync(`${this.logDir}/${name}.log`, chunk);
+      logFile?.write(chunk);
     };
     child.stdout!.on('data', keep);
     child.stderr!.on('data', keep);

@@ -4,12 +4,11 @@
  * uses (operator/function/demand.ts, operator/function/scaleDecision.ts), then asks its LocalDeployment
  * for that count. Only the reading and the asking are local.
  */
-import { parseDuration } from '../../api/v1alpha1/duration.js';
 import type { FunctionSpecT } from '../../api/v1alpha1/schema.js';
-import { parseDispatcherState } from '../../common/dispatcherState.js';
+import { readDispatcherState } from '../../operator/eventtrigger/dispatcherStates.js';
 import type { DispatcherReading } from '../../operator/eventtrigger/serving.js';
 import { sumDemand } from '../../operator/function/demand.js';
-import { decideScale, type ScaleDecision, type ScaleMemory, type ScaleSpec } from '../../operator/function/scaleDecision.js';
+import { decideScale, scaleSpecOf as operatorScaleSpec, type ScaleDecision, type ScaleMemory, type ScaleSpec } from '../../operator/function/scaleDecision.js';
 
 /** A Function's spec.scale with its defaults applied. */
 export type FunctionScale = NonNullable<FunctionSpecT['scale']>;
@@ -23,17 +22,11 @@ export interface LocalScaleOverrides {
   idleTimeoutMs?: number;
 }
 
-/** The decider's spec from a Function's spec.scale (durations in milliseconds). Pure. */
+/** The operator's spec for a Function's spec.scale, with the demo's local overrides. Pure. */
 export function scaleSpecOf(scale: FunctionScale, overrides: LocalScaleOverrides = {}): ScaleSpec {
-  const scaleDownDelayMs = parseDuration(scale.scaleDownDelay);
-  const idleTimeoutMs = overrides.idleTimeoutMs ?? parseDuration(scale.idleTimeout);
-  return {
-    min: scale.min,
-    max: scale.max,
-    target: scale.target,
-    scaleDownDelayMs: overrides.idleTimeoutMs === undefined ? scaleDownDelayMs : Math.min(scaleDownDelayMs, idleTimeoutMs),
-    idleTimeoutMs,
-  };
+  const spec = operatorScaleSpec(scale);
+  if (overrides.idleTimeoutMs === undefined) return spec;
+  return { ...spec, idleTimeoutMs: overrides.idleTimeoutMs, scaleDownDelayMs: Math.min(spec.scaleDownDelayMs, overrides.idleTimeoutMs) };
 }
 
 /** One decision for one Function from the local dispatcher's reading, as the operator makes it. Pure. */
@@ -71,17 +64,6 @@ export interface LocalScalerOptions {
   stateUrl: string;
   intervalMs?: number;
   now?: () => number;
-}
-
-/** Reads the dispatcher's state; never throws: a failure is a reading with an error, as the operator records it. */
-export async function readDispatcherState(url: string, timeoutMs: number, now: number): Promise<DispatcherReading> {
-  try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-    if (response.status !== 200) return { error: `GET ${url} answered ${response.status}`, at: now };
-    return { report: parseDispatcherState(await response.json()), at: now };
-  } catch (error) {
-    return { error: (error as Error).message, at: now };
-  }
 }
 
 /** Decides every Function's replicas once a second until stopped. */
@@ -140,7 +122,7 @@ export class LocalScaler {
   }
 
   private async decideAll(): Promise<void> {
-    this.reading = await readDispatcherState(this.options.stateUrl, this.intervalMs, this.now());
+    this.reading = await readDispatcherState(this.options.stateUrl, this.intervalMs);
     if (this.stopped) return;
     const now = this.now();
     for (const fn of this.functions) {

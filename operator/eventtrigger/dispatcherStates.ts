@@ -76,16 +76,8 @@ export class DispatcherStates {
     this.options.polled?.();
   }
 
-  private async read(endpoint: DispatcherEndpoint): Promise<DispatcherReading> {
-    try {
-      const response = await fetch(endpoint.url, { signal: AbortSignal.any([AbortSignal.timeout(this.options.timeoutMs), this.abort.signal]) });
-      if (!response.ok) return { error: `${endpoint.url} answered HTTP ${response.status}`, at: Date.now() };
-      return { report: parseDispatcherState(await response.json()), at: Date.now() };
-    } catch (error) {
-      const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-      const why = (error as Error).name === 'TimeoutError' ? `no answer within ${this.options.timeoutMs} ms` : (cause?.code ?? cause?.message ?? (error as Error).message);
-      return { error: `${endpoint.url}: ${why}`, at: Date.now() };
-    }
+  private read(endpoint: DispatcherEndpoint): Promise<DispatcherReading> {
+    return readDispatcherState(endpoint.url, this.options.timeoutMs, this.abort.signal);
   }
 
   /** The triggers of this dispatcher whose reported state (or lag side of the threshold) changed. */
@@ -117,5 +109,18 @@ export class DispatcherStates {
 
   private knownTriggers(prefix: string): string[] {
     return [...this.fingerprints.keys()].filter((id) => id.startsWith(`${prefix}@`)).map((id) => id.slice(prefix.length + 1));
+  }
+}
+
+/** Reads one dispatcher's GET /state; never throws: what went wrong is the reading (the demo's local scaler reads it so too). */
+export async function readDispatcherState(url: string, timeoutMs: number, signal?: AbortSignal): Promise<DispatcherReading> {
+  try {
+    const response = await fetch(url, { signal: signal ? AbortSignal.any([AbortSignal.timeout(timeoutMs), signal]) : AbortSignal.timeout(timeoutMs) });
+    if (!response.ok) return { error: `${url} answered HTTP ${response.status}`, at: Date.now() };
+    return { report: parseDispatcherState(await response.json()), at: Date.now() };
+  } catch (error) {
+    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+    const why = (error as Error).name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (cause?.code ?? cause?.message ?? (error as Error).message);
+    return { error: `${url}: ${why}`, at: Date.now() };
   }
 }

@@ -65,6 +65,8 @@ export interface EventTriggerReconcilerDeps {
 
 type Stored = StoredEventTrigger & { metadata: { name: string; namespace: string; uid: string } };
 
+const DURATION = new RegExp(DURATION_PATTERN);
+
 
 /**
  * EventTrigger → its source's dispatcher (one Deployment + ConfigMap per Secret key, shared by every
@@ -290,7 +292,7 @@ export class EventTriggerReconciler implements KindReconciler<EventTriggerResour
       const limit: FunctionLimit = { name };
       if (typeof spec?.concurrency === 'number' && Number.isInteger(spec.concurrency) && spec.concurrency > 0) limit.concurrency = spec.concurrency;
       const activationTimeout = spec?.scale?.activationTimeout;
-      if (typeof activationTimeout === 'string' && new RegExp(DURATION_PATTERN).test(activationTimeout)) limit.activationTimeout = activationTimeout;
+      if (typeof activationTimeout === 'string' && DURATION.test(activationTimeout)) limit.activationTimeout = activationTimeout;
       if (limit.concurrency !== undefined || limit.activationTimeout !== undefined) limits.set(name, limit);
     }
     return [...limits.values()];

@@ -1,5 +1,5 @@
 import type { V1Deployment } from '@kubernetes/client-node';
-import { parseDuration, parseFunction, type FunctionResource } from '../../api/v1alpha1/index.js';
+import { parseFunction, type FunctionResource } from '../../api/v1alpha1/index.js';
 import type { Logger } from '../../common/logger.js';
 import type { Cache, StoredEventTrigger, StoredFunction } from '../cache.js';
 import type { EventRecorder } from '../events.js';
@@ -9,7 +9,7 @@ import { dispatcherName } from '../eventtrigger/source.js';
 import type { DispatcherReading } from '../eventtrigger/serving.js';
 import { storedSourceOf, targetsFunction } from '../eventtrigger/keys.js';
 import { sumDemand, type FunctionDemand } from './demand.js';
-import { decideScale, type ScaleDecision, type ScaleMemory, type ScaleSpec } from './scaleDecision.js';
+import { decideScale, scaleSpecOf, type ScaleDecision, type ScaleMemory, type ScaleSpec } from './scaleDecision.js';
 
 /** What the autoscaler last decided for a Function: the replicas its Deployment should have, and why. */
 export interface AutoscaleStatus {
@@ -82,7 +82,9 @@ export class FunctionAutoscaler {
   /** Decides every autoscaled Function once. */
   tick(): void {
     const seen = new Set<string>();
+    const live = new Set<string>();
     for (const stored of this.deps.functions.list()) {
+      live.add(stored.metadata?.uid ?? '');
       const fn = this.autoscaled(stored);
       if (!fn) continue;
       const key = `${fn.metadata.namespace}/${fn.metadata.name}`;
@@ -93,7 +95,6 @@ export class FunctionAutoscaler {
         this.deps.logger.error({ function: key, err: (error as Error).message }, 'autoscaling decision failed');
       }
     }
-    const live = new Set(this.deps.functions.list().map((f) => f.metadata?.uid ?? ''));
     for (const uid of this.parsed.keys()) if (!live.has(uid)) this.parsed.delete(uid);
     for (const key of this.tracked.keys()) {
       if (seen.has(key)) continue;
@@ -105,14 +106,7 @@ export class FunctionAutoscaler {
 
   private decide(key: string, fn: Autoscaled): void {
     const { namespace, name } = fn.metadata as { namespace: string; name: string };
-    const scale = fn.spec.scale;
-    const spec: ScaleSpec = {
-      min: scale.min,
-      max: scale.max,
-      target: scale.target,
-      scaleDownDelayMs: parseDuration(scale.scaleDownDelay),
-      idleTimeoutMs: parseDuration(scale.idleTimeout),
-    };
+    const spec = scaleSpecOf(fn.spec.scale);
     const found = this.demandOf(namespace, name);
     const previous = this.tracked.get(key);
     const current = previous?.status.desiredReplicas ?? this.deploymentReplicas(namespace, name, fn) ?? spec.min;

@@ -9,6 +9,8 @@
  * with nothing pending, never below what the requests in flight need, and not down at all while the
  * demand cannot be read (a dispatcher that does not answer means "hold", never "zero").
  */
+import { parseDuration } from '../../api/v1alpha1/duration.js';
+import type { FunctionSpecT } from '../../api/v1alpha1/schema.js';
 
 export interface ScaleSpec {
   min: number;
@@ -17,6 +19,17 @@ export interface ScaleSpec {
   target: number;
   scaleDownDelayMs: number;
   idleTimeoutMs: number;
+}
+
+/** The decider's spec from a Function's spec.scale (defaults applied): durations in milliseconds. Pure. */
+export function scaleSpecOf(scale: NonNullable<FunctionSpecT['scale']>): ScaleSpec {
+  return {
+    min: scale.min,
+    max: scale.max,
+    target: scale.target,
+    scaleDownDelayMs: parseDuration(scale.scaleDownDelay),
+    idleTimeoutMs: parseDuration(scale.idleTimeout),
+  };
 }
 
 /** The demand summed over every dispatcher that serves a trigger of the Function. */

@@ -19,7 +19,7 @@ import { buildImages } from '../../deploy/images/build.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../common/embeddedPostgres.js';
 import { helm, CHART_DIR } from '../chart/helmBinary.js';
 import { realNodeUnsupportedReason, startRealNode, type RealNode } from '../harness/realNode.js';
-import { eventually } from '../operator/support.js';
+import { eventually, getJson as getJsonOf, kubectlOk } from '../operator/support.js';
 
 const REPO_ROOT = resolve(import.meta.dirname, '..', '..');
 const FOOD = join(REPO_ROOT, 'functions', 'food-ordering');
@@ -53,21 +53,9 @@ let postgres: EmbeddedPostgres;
 let db: pg.Pool;
 let helmInstallStartedAt = 0;
 
-async function kubectl(args: string[], input?: string): Promise<string> {
-  const result = await node.kubectl(args, input);
-  if (result.code !== 0) throw new Error(`kubectl ${args.join(' ')} failed (${result.code}): ${result.stderr}`);
-  return result.stdout;
-}
-
-async function getJson<T>(args: string[]): Promise<T | undefined> {
-  const result = await node.kubectl(['get', ...args, '-o', 'json']);
-  if (result.code !== 0) {
-    if (/NotFound|not found/.test(result.stderr)) return undefined;
-    throw new Error(`kubectl get ${args.join(' ')} failed: ${result.stderr}`);
-  }
-  return JSON.parse(result.stdout) as T;
-}
-
+/** kubectl as admin on the node's control plane: throws on failure (the project's helpers, as elsewhere). */
+const kubectl = (args: string[], input?: string) => kubectlOk(node.controlPlane, args, input);
+const getJson = <T>(args: string[]) => getJsonOf<T>(node.controlPlane, args);
 
 async function helmOk(args: string[]): Promise<string> {
   const result = await helm([...args, '--kubeconfig', node.kubeconfigPath]);
