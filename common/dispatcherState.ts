@@ -44,6 +44,28 @@ export interface DispatcherStateReport {
   triggers: Record<string, TriggerStateReport>;
   /** Demand per Function (`namespace/name`) across the triggers this dispatcher serves for it: what autoscaling reads. */
   functions: Record<string, FunctionDemandReport>;
+  /** Backfills this dispatcher knows of (`namespace/name`): from its manifests and from `eventide backfill start`. */
+  backfills?: Record<string, BackfillStateReport>;
+}
+
+/** One backfill as the dispatcher runs it; eventide.backfills in the source database holds the same, durably. */
+export interface BackfillStateReport {
+  /** `namespace/name` of the EventTrigger it sends rows through. */
+  trigger: string;
+  /** metadata.uid of the Backfill resource it runs (absent for one started by the CLI). */
+  uid?: string;
+  phase: 'Pending' | 'Running' | 'Complete' | 'Failed' | 'Cancelled';
+  /** Rows read and settled (delivered, dead-lettered, in the backlog, or filtered out). */
+  rowsRead: number;
+  /** Of those, rows sent as events (they passed the filters). */
+  rowsSent: number;
+  rowsEstimate?: number;
+  /** Primary key of the last row of the last completed chunk, as Postgres prints it (columns joined by ","). */
+  cursor?: string;
+  startTime?: string;
+  completionTime?: string;
+  /** What it waits for, or why it failed. */
+  message?: string;
 }
 
 export interface FunctionDemandReport {
@@ -86,5 +108,5 @@ export function parseDispatcherState(value: unknown): DispatcherStateReport {
   }
   if (typeof doc.source.slot !== 'string' || typeof doc.source.lagBytes !== 'number') throw new Error('source: slot and lagBytes are required');
   const report = doc as DispatcherStateReport;
-  return { ...report, configFingerprint: report.configFingerprint ?? '', functions: report.functions ?? {} };
+  return { ...report, configFingerprint: report.configFingerprint ?? '', functions: report.functions ?? {}, backfills: report.backfills ?? {} };
 }

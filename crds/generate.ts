@@ -14,6 +14,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { TSchema } from '@sinclair/typebox';
 import { stringify } from 'yaml';
 import {
+  BackfillSpec,
+  BackfillStatus,
   EventTriggerSpec,
   EventTriggerStatus,
   FunctionSpec,
@@ -294,6 +296,25 @@ const KINDS: KindDefinition[] = [
       { name: 'Suspended', type: 'boolean', jsonPath: '.spec.suspend', description: 'While true, matching changes wait in the backlog instead of being delivered.' },
       { name: 'Schema', type: 'string', jsonPath: '.spec.table.schema', priority: 1 },
       { name: 'Operations', type: 'string', jsonPath: '.spec.operations', priority: 1 },
+      ageColumn,
+    ],
+  },
+  {
+    kind: 'Backfill',
+    plural: 'backfills',
+    singular: 'backfill',
+    shortName: 'bf',
+    spec: BackfillSpec,
+    status: BackfillStatus,
+    rules: [],
+    // A run to completion, like a Job: its phase and progress say more than a Ready condition would.
+    columns: [
+      { name: 'Trigger', type: 'string', jsonPath: '.spec.trigger.name' },
+      { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
+      { name: 'Progress', type: 'string', jsonPath: '.status.progress', description: 'Rows read of the estimate, as a percentage.' },
+      { name: 'Rows', type: 'integer', jsonPath: '.status.rowsRead', description: 'Rows read and settled so far.' },
+      { name: 'Estimate', type: 'integer', jsonPath: '.status.rowsEstimate', priority: 1, description: "The table's row count when the backfill started." },
+      { name: 'Message', type: 'string', jsonPath: '.status.message', priority: 1 },
       ageColumn,
     ],
   },

@@ -4,6 +4,7 @@ import { Dispatcher, StartAbortedError } from './dispatcher.js';
 import { DISPATCH_USAGE, parseDispatchSettings } from './settings.js';
 import { runDeadLettersCommand, DEADLETTERS_USAGE } from './deadletters/command.js';
 import { EVENTS_USAGE, runEventsCommand, runInvokeCommand } from './backlog/command.js';
+import { BACKFILL_USAGE, runBackfillCommand } from './backfill/command.js';
 
 const USAGE = `eventide: functions triggered by database events
 
@@ -12,10 +13,12 @@ Commands:
   deadletters   list or replay events that could not be delivered
   events        list the events waiting in trigger backlogs, or redeliver them with fresh retries
   invoke        send a row's current state through a trigger (op "manual")
+  backfill      send a table's existing rows through a trigger (op "read"), follow or cancel it
 
 ${DISPATCH_USAGE}
 ${DEADLETTERS_USAGE}
-${EVENTS_USAGE}`;
+${EVENTS_USAGE}
+${BACKFILL_USAGE}`;
 
 /** Errors whose message is the whole story for the user (`common/errors.ts`): printed without a stack. */
 function isUserError(error: unknown): error is EventideError {
@@ -65,6 +68,8 @@ export async function main(argv: string[]): Promise<number> {
         return await runEventsCommand(rest);
       case 'invoke':
         return await runInvokeCommand(rest);
+      case 'backfill':
+        return await runBackfillCommand(rest);
       case undefined:
       case '--help':
       case 'help':

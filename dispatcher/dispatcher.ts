@@ -2,11 +2,15 @@ import type { Server } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { loadManifests, parseDuration, type ManifestSet } from '../api/v1alpha1/index.js';
-import type { DispatcherStateReport, FunctionDemandReport, TriggerServingState, TriggerStateReport } from '../common/dispatcherState.js';
+import type { BackfillStateReport, DispatcherStateReport, FunctionDemandReport, TriggerServingState, TriggerStateReport } from '../common/dispatcherState.js';
 import { createOpsApp, listen } from '../common/httpServer.js';
 import { redactUrl, type Logger } from '../common/logger.js';
 import { recheckDelayMs, problemsHealByThemselves } from './admission/recheck.js';
 import type { TriggerProblem } from './admission/triggerProblem.js';
+import { BackfillWindows } from './backfill/backfillWindows.js';
+import { Backfills, requestOf } from './backfill/backfills.js';
+import type { ServedTrigger } from './backfill/backfillRunner.js';
+import { BACKFILL_CHANNEL, BackfillStore } from './backfill/store.js';
 import { BacklogNotifications } from './backlog/backlogNotifications.js';
 import { BacklogWriter } from './backlog/backlogWriter.js';
 import { BACKLOG_CONNECTION_OPTIONS, BacklogStore } from './backlog/store.js';
@@ -23,6 +27,7 @@ import { ChangeIntake } from './pipeline/changeIntake.js';
 import { FunctionGates } from './pipeline/concurrencyGate.js';
 import { FunctionActivations } from './pipeline/functionActivation.js';
 import { attemptDelivery, type TriggerDelivery } from './pipeline/deliveryAttempt.js';
+import type { PendingEvent } from './pipeline/pendingEvent.js';
 import { TriggerFlow, type FlowObserver, type LaneSettings } from './pipeline/triggerFlow.js';
 import { WindowShares } from './pipeline/windowShares.js';
 import { columnsRead, routedTables } from './routing/triggerMatcher.js';
@@ -45,6 +50,7 @@ interface Resources {
   deadLetterPool: pg.Pool;
   deadLetters: DeadLetterStore;
   backlog: BacklogStore;
+  backfillStore: BackfillStore;
   writer: BacklogWriter;
   sender: HttpSender;
   /** Aborted at stop(), after the drain: dead-letter sink notifications still running give up. */
@@ -57,6 +63,7 @@ interface Streaming {
   stream: ReplicationStream<PgoutputMessage>;
   done: Promise<void>;
   notifications: BacklogNotifications;
+  backfills: Backfills;
 }
 
 /** start() was given up on (SIGTERM while the database could not be reached): not an error. */
@@ -66,6 +73,8 @@ export class StartAbortedError extends Error {
 }
 
 const FAILURE_SUMMARY_INTERVAL_MS = 10_000;
+/** How often the backfill table is looked at without a notification (a CLI cancel whose NOTIFY was missed). */
+const BACKFILL_SYNC_MS = 5_000;
 const BACKLOG_GAUGE_INTERVAL_MS = 5_000;
 const TICK_MS = 1_000;
 const FILE_CHECK_MS = 2_000;
@@ -118,6 +127,7 @@ export class Dispatcher {
   private walEndPolledAt = 0;
   private lastGaugeUpdate = 0;
   private filesReadAt = 0;
+  private backfillsSyncedAt = 0;
 
   private constructor(
     private readonly settings: DispatchSettings,
@@ -254,13 +264,15 @@ export class Dispatcher {
     const names = config.names;
     const catalog = new TypeCatalog((sql, params) => resources.pool.query(sql, params));
     const decoder = new RowDecoder(catalog, (sql, params) => resources.pool.query(sql, params));
+    const windows = new BackfillWindows(logger);
     const intake = new ChangeIntake<PgoutputMessage>({
       decoder,
       routes: () => this.config.routes,
       eventId,
       startLsn,
       logger,
-      dispatch: (event) => this.flows.get(event.triggerKey)!.accept(event),
+      dispatch: (event) => this.handOn(event),
+      interceptor: windows,
       onChange: (change) => this.metrics.eventsReceived.inc({ table: `${change.schema}.${change.table}`, op: change.op }),
       onMatch: (event) => this.metrics.eventsMatched.inc({ trigger: event.triggerKey }),
       onRelation: (message) => this.checkRelation(message),
@@ -293,20 +305,36 @@ export class Dispatcher {
         },
       },
     );
+    const backfills = new Backfills({
+      pool: resources.pool,
+      store: resources.backfillStore,
+      windows,
+      logger,
+      served: (trigger) => this.servedTrigger(trigger),
+      streamProgress: () => intake.progress(),
+      observe: {
+        rowsRead: (backfill, count) => this.metrics.backfillRowsRead.inc({ backfill }, count),
+        readsSent: (backfill, count) => this.metrics.backfillReadsSent.inc({ backfill }, count),
+      },
+    });
     const notifications = new BacklogNotifications(
       connectionConfig(settings.databaseUrl, settings.databaseTls),
       logger,
       (trigger) => this.flows.get(trigger)?.backlogAdded(),
       async () => {
         for (const s of await resources.backlog.summary()) if (s.events > 0) this.flows.get(s.trigger)?.backlogAdded();
+        void backfills.sync();
       },
+      new Map([[BACKFILL_CHANNEL, () => void backfills.sync()]]),
     );
-    this.streaming = { intake, stream, notifications, done: Promise.resolve() };
+    this.streaming = { intake, stream, notifications, backfills, done: Promise.resolve() };
     this.sourceProblem = undefined;
     this.stateValue = 'streaming';
     this.applyConfig(config, waiting);
     this.streaming.done = stream.run();
     notifications.start();
+    void backfills.sync(config);
+    this.backfillsSyncedAt = Date.now();
     this.timers.push(setInterval(() => this.tick(), TICK_MS));
     this.scheduleRecheck();
     logger.info(
@@ -339,6 +367,10 @@ export class Dispatcher {
       void this.updateBacklogGauges();
     }
     this.finishRetiring();
+    if (this.streaming && Date.now() - this.backfillsSyncedAt >= BACKFILL_SYNC_MS) {
+      this.backfillsSyncedAt = Date.now();
+      void this.streaming.backfills.sync();
+    }
     // Reading the manifests parses and validates every trigger (filters compiled): every 2 s is soon enough.
     const filesDue = this.settings.watchConfig && Date.now() - this.filesReadAt >= FILE_CHECK_MS;
     if (filesDue || Date.now() >= this.recheck.at) this.scheduleReload(filesDue);
@@ -419,6 +451,29 @@ export class Dispatcher {
     this.updateTriggerStates();
   }
 
+  /** Hands an event of the stream (or a backfill's read in front of a change) to its trigger's flow. */
+  private handOn(event: PendingEvent): void | Promise<void> {
+    const flow = this.flows.get(event.triggerKey);
+    if (flow) return flow.accept(event);
+    // A read for a trigger no longer served: its backfill drops the chunk and reads it again later.
+    if (event.readOf) return event.readOf.settled();
+    throw new Error(`no flow for trigger ${event.triggerKey}: a routed event must have one`);
+  }
+
+  /** A trigger as a backfill may use it: served, not retiring, not suspended; else what it waits for. */
+  private servedTrigger(key: string): ServedTrigger | { waiting: string } {
+    const delivery = this.config.deliveries.get(key);
+    const flow = this.flows.get(key);
+    const route = this.config.routes.find((r) => r.key === key);
+    if (!delivery || !flow || !route || this.retiring.has(key)) {
+      const aside = this.config.setAside.get(key);
+      return { waiting: aside ? `waiting: EventTrigger ${key} is set aside (${aside.problem.reason}): ${aside.problem.message}` : `waiting: this dispatcher serves no EventTrigger ${key}` };
+    }
+    if (flow.suspended) return { waiting: `waiting: EventTrigger ${key} is suspended (spec.suspend)` };
+    const { concurrency, batch } = delivery.trigger.spec;
+    return { route, capacity: concurrency * batch.maxSize, offerRead: (event) => flow.offerRead(event) };
+  }
+
   private finishRetiring(): void {
     for (const key of this.retiring) {
       const flow = this.flows.get(key);
@@ -460,7 +515,8 @@ export class Dispatcher {
           notifySignal: sinkNotifications.signal,
           activations: this.activations,
         }),
-      settleLive: (event) => this.streaming!.intake.settle(event),
+      // A backfill's read belongs to no transaction of the slot: its backfill counts it instead.
+      settleLive: (event) => (event.readOf ? event.readOf.settled() : this.streaming!.intake.settle(event)),
       streamProgress: () => this.streaming!.intake.progress(),
     });
   }
@@ -561,6 +617,7 @@ export class Dispatcher {
     const before = new Set(this.config.deliveries.keys());
     this.applyConfig(next, waiting);
     this.scheduleRecheck();
+    if (changed) void this.streaming?.backfills.sync(next);
     const added = [...next.deliveries.keys()].filter((k) => !before.has(k));
     for (const [trigger, s] of next.setAside) if (before.has(trigger)) this.logger.error({ trigger, reason: s.problem.reason }, `trigger set aside: ${s.problem.message}`);
     if (changed || added.length > 0) {
@@ -657,7 +714,25 @@ export class Dispatcher {
       configFingerprint: config.fingerprint,
       triggers,
       functions: this.functionDemand(config),
+      backfills: this.streaming ? this.streaming.backfills.state() : this.pendingBackfills(config),
     };
+  }
+
+  /** The manifests' backfills while the database has not been reached. */
+  private pendingBackfills(config: ServedConfig): Record<string, BackfillStateReport> {
+    const out: Record<string, BackfillStateReport> = {};
+    for (const backfill of config.backfills) {
+      const request = requestOf(backfill);
+      out[request.name] = {
+        trigger: request.trigger,
+        ...(request.uid !== undefined ? { uid: request.uid } : {}),
+        phase: 'Pending',
+        rowsRead: 0,
+        rowsSent: 0,
+        message: `waiting: ${this.sourceProblem ?? 'connecting to the database'}`,
+      };
+    }
+    return out;
   }
 
   /**
@@ -718,6 +793,7 @@ export class Dispatcher {
     const streaming = this.streaming!;
     streaming.stream.pauseReading();
     await this.reloading;
+    await streaming.backfills.stop();
     await Promise.all([...this.flows.values()].map((flow) => flow.stop(this.settings.drainTimeoutMs)));
     await this.resources.writer.close(this.settings.drainTimeoutMs);
     await streaming.stream.stop();
@@ -762,6 +838,7 @@ function openResources(settings: DispatchSettings, logger: Logger): Resources {
   backlogPool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle backlog connection failed'));
   const backlog = new BacklogStore(backlogPool);
   return {
+    backfillStore: new BackfillStore(pool),
     pool,
     backlogPool,
     deadLetterPool,

@@ -24,6 +24,8 @@ export interface DispatcherMetrics {
   triggerSuspended: Gauge<'trigger'>;
   triggerSetAside: Gauge<'trigger' | 'reason'>;
   functionUnavailable: Gauge<'function'>;
+  backfillRowsRead: Counter<'backfill'>;
+  backfillReadsSent: Counter<'backfill'>;
 }
 
 /** Creates the dispatcher's metrics under the `eventide_dispatcher_` prefix. */
@@ -81,6 +83,13 @@ export function createDispatcherMetrics(): DispatcherMetrics {
       name: 'eventide_dispatcher_function_unavailable',
       help: '1 while the function refuses connections (no ready pod: scaled to zero, a rollout); its events wait without spending retries until its activation timeout.',
       labelNames: ['function'],
+      registers,
+    }),
+    backfillRowsRead: new Counter({ name: 'eventide_dispatcher_backfill_rows_read_total', help: 'Rows a backfill read from its table.', labelNames: ['backfill'], registers }),
+    backfillReadsSent: new Counter({
+      name: 'eventide_dispatcher_backfill_reads_sent_total',
+      help: "Read events a backfill handed to its trigger's lane (rows that passed the filters).",
+      labelNames: ['backfill'],
       registers,
     }),
   };

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { parseDuration, resourceKey, type EventTriggerResource, type ManifestSet } from '../api/v1alpha1/index.js';
+import { parseDuration, resourceKey, type BackfillResource, type EventTriggerResource, type InvalidManifest, type ManifestSet } from '../api/v1alpha1/index.js';
 import { secretEnvName } from '../common/secretEnv.js';
 import { combineProblems, type TriggerProblem } from './admission/triggerProblem.js';
 import { retryConfigFromDelivery } from './delivery/retryRules.js';
@@ -30,6 +30,9 @@ export interface ServedConfig {
   /** How long a Function's events wait for it to have a ready pod (`Function.spec.scale.activationTimeout`), by `namespace/name`. */
   activationTimeouts: Map<string, number>;
   names: SourceNames;
+  /** The Backfill resources of the manifests, and those that failed validation. */
+  backfills: BackfillResource[];
+  invalidBackfills: InvalidManifest[];
   /** Changes whenever the manifests do: a reload with the same fingerprint is a no-op. */
   fingerprint: string;
 }
@@ -133,9 +136,17 @@ export function resolveConfig(
     if (fn.spec.scale) activationTimeouts.set(resourceKey(fn.metadata), parseDuration(fn.spec.scale.activationTimeout));
   }
   const fingerprint = createHash('sha256')
-    .update(JSON.stringify([manifests.triggers.map((t) => [t.metadata, t.spec]), manifests.functions.map((f) => [f.metadata, f.spec.concurrency, f.spec.scale]), manifests.invalid]))
+    .update(
+      JSON.stringify([
+        manifests.triggers.map((t) => [t.metadata, t.spec]),
+        manifests.functions.map((f) => [f.metadata, f.spec.concurrency, f.spec.scale]),
+        manifests.backfills.map((b) => [b.metadata, b.spec]),
+        manifests.invalid,
+      ]),
+    )
     .digest('hex');
-  return { routes, deliveries, setAside, functionLimits, activationTimeouts, names, fingerprint };
+  const invalidBackfills = manifests.invalid.filter((i) => i.kind === 'Backfill');
+  return { routes, deliveries, setAside, functionLimits, activationTimeouts, names, backfills: manifests.backfills, invalidBackfills, fingerprint };
 }
 
 /** The config with these triggers set aside too (problems found in the database). Pure. */

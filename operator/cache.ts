@@ -1,5 +1,5 @@
 import type { KubernetesObject, V1ObjectMeta } from '@kubernetes/client-node';
-import type { EventTriggerStatusT, FunctionStatusT } from '../api/v1alpha1/index.js';
+import type { BackfillStatusT, EventTriggerStatusT, FunctionStatusT } from '../api/v1alpha1/index.js';
 
 /** An eventide resource as the API server returns it: defaults applied by the CRD, not yet parsed. */
 export interface StoredResource<Status> extends KubernetesObject {
@@ -10,6 +10,7 @@ export interface StoredResource<Status> extends KubernetesObject {
 
 export type StoredFunction = StoredResource<FunctionStatusT>;
 export type StoredEventTrigger = StoredResource<EventTriggerStatusT>;
+export type StoredBackfill = StoredResource<BackfillStatusT>;
 
 /** Read access to an informer's cache. */
 export interface Cache<T> {

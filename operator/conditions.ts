@@ -112,17 +112,25 @@ export class ConditionManager<T extends string> {
   }
 
   private stamp(type: string, state: ConditionState): ConditionT {
-    const before = this.previous.find((c) => c.type === type);
-    const lastTransitionTime = before && before.status === state.status ? before.lastTransitionTime : this.context.now;
-    return {
-      type,
-      status: state.status,
-      reason: state.reason,
-      message: state.message,
-      lastTransitionTime,
-      ...(this.context.generation !== undefined ? { observedGeneration: this.context.generation } : {}),
-    };
+    return stampCondition(this.previous, type, state, this.context);
   }
+}
+
+/**
+ * A condition with its timestamps: `lastTransitionTime` carried from `previous` unless the status
+ * flips, so rewriting the same state is a no-op. For kinds whose conditions are not a roll-up.
+ */
+export function stampCondition(previous: readonly ConditionT[], type: string, state: ConditionState, context: { generation?: number; now: string }): ConditionT {
+  const before = previous.find((c) => c.type === type);
+  const lastTransitionTime = before && before.status === state.status ? before.lastTransitionTime : context.now;
+  return {
+    type,
+    status: state.status,
+    reason: state.reason,
+    message: state.message,
+    lastTransitionTime,
+    ...(context.generation !== undefined ? { observedGeneration: context.generation } : {}),
+  };
 }
 
 function initializing(type: string): ConditionState {

@@ -46,7 +46,7 @@ export function withSignal(clients: KubeClients, signal: AbortSignal): KubeClien
   return { ...clients, signal };
 }
 
-export const PLURALS = { Function: 'functions', EventTrigger: 'eventtriggers' } as const;
+export const PLURALS = { Function: 'functions', EventTrigger: 'eventtriggers', Backfill: 'backfills' } as const;
 export type EventideKind = keyof typeof PLURALS;
 
 function describe(obj: KubernetesObject): string {

@@ -4,7 +4,10 @@ import type { AddressInfo } from 'node:net';
 import { GROUP, VERSION } from '../api/v1alpha1/index.js';
 import { createOpsApp, listen } from '../common/httpServer.js';
 import { createLogger, type Logger } from '../common/logger.js';
-import { keyOf, type StoredEventTrigger, type StoredFunction } from './cache.js';
+import { keyOf, type StoredBackfill, type StoredEventTrigger, type StoredFunction } from './cache.js';
+import { BackfillTriggerIndex, backfillKeysOfTrigger } from './backfill/keys.js';
+import { ParsedBackfills } from './backfill/parsed.js';
+import { BackfillReconciler } from './backfill/reconciler.js';
 import { Controller } from './controller.js';
 import { apiErrorMessage } from './errors.js';
 import { EventRecorder } from './events.js';
@@ -76,6 +79,11 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     { resource: 'eventtriggers', path: `/apis/${GROUP}/${VERSION}/${PLURALS.EventTrigger}`, list: customList<StoredEventTrigger>(PLURALS.EventTrigger) },
     deps,
   );
+  const backfills = new ResilientInformer<StoredBackfill>(
+    kubeConfig,
+    { resource: 'backfills', path: `/apis/${GROUP}/${VERSION}/${PLURALS.Backfill}`, list: customList<StoredBackfill>(PLURALS.Backfill) },
+    deps,
+  );
   const labelSelector = MANAGED_SELECTOR;
   const deployments = new ResilientInformer<V1Deployment>(
     kubeConfig,
@@ -92,7 +100,8 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     { resource: 'configmaps', path: '/api/v1/configmaps', labelSelector, list: () => clients.core.listConfigMapForAllNamespaces({ labelSelector }) },
     deps,
   );
-  const informers = [functions, triggers, deployments, services, configMaps];
+  // Backfills too before any reconcile: a dispatcher config derived without them would cancel the ones running.
+  const informers = [functions, triggers, backfills, deployments, services, configMaps];
 
   const events = new EventRecorder(clients.core, settings.identity, logger);
   // Assigned below; the Secret watcher's handlers need it before the controller can be built.
@@ -117,16 +126,21 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     changed: (keys) => {
       for (const key of keys) triggerController?.enqueue(key);
     },
+    backfillsChanged: (keys) => {
+      for (const key of keys) backfillController.enqueue(key);
+    },
     polled: () => autoscaler.tick(),
     intervalMs: options.statePollMs ?? 1000,
     timeoutMs: 2000,
     lagThresholdBytes,
     logger,
   });
+  const parsedBackfills = new ParsedBackfills();
   const triggerReconciler = new EventTriggerReconciler({
     clients,
     triggers,
     functions,
+    backfills: { valid: (namespace) => parsedBackfills.valid(backfills.list(namespace)) },
     deployments,
     configMaps,
     services,
@@ -155,7 +169,9 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
   const functionController = new Controller(functionReconciler, controllerDeps);
   const eventTriggerController = new Controller(new ResourceReconciler(triggerReconciler, { clients, events }), controllerDeps);
   triggerController = eventTriggerController;
-  const controllers = [functionController, eventTriggerController];
+  const backfillReconciler = new BackfillReconciler({ backfills, triggers, parsed: parsedBackfills, states, events });
+  const backfillController = new Controller(new ResourceReconciler(backfillReconciler, { clients, events }), controllerDeps);
+  const controllers = [functionController, eventTriggerController, backfillController];
   for (const c of controllers) metrics.queueDepths.set(c.kind, () => c.queue.len());
 
   // Informer handlers map every change to the keys it concerns, and only enqueue.
@@ -165,6 +181,8 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
   });
   triggers.on((event, t) => {
     triggerController?.enqueue(keyOf(t));
+    // Whether its Backfills are accepted, and by which dispatcher.
+    for (const key of backfillKeysOfTrigger(backfills.list(t.metadata?.namespace ?? ''), t)) backfillController.enqueue(key);
     // Its delivery timeout bounds how long the Function's pods may take to stop.
     const fn = functionKeyOfTrigger(t);
     if (fn) functionController.enqueue(fn);
@@ -172,6 +190,13 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     if (t.metadata?.uid) triggerReconciler.forget(t.metadata.uid);
     // Without its finalizer (removed by hand), a deleted trigger's siblings must drop it from their config.
     enqueueTriggers(t.metadata?.namespace ?? '', (other) => sharesSource(other, t));
+  });
+  const backfillTriggers = new BackfillTriggerIndex();
+  backfills.on((event, b) => {
+    backfillController.enqueue(keyOf(b));
+    // Its trigger's reconcile re-derives the source's dispatcher config, with or without it.
+    for (const key of backfillTriggers.triggerKeys(event, b)) triggerController?.enqueue(key);
+    if (event === 'delete' && b.metadata?.uid) backfillReconciler.forget(b.metadata.uid);
   });
   const enqueueOwners = (_event: string, obj: V1Deployment | V1Service | V1ConfigMap) => {
     const fn = functionKeyOfChild(obj);
@@ -212,6 +237,7 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     controllersStarted = true;
     functionController.start(functions.list().map(keyOf));
     eventTriggerController.start(triggers.list().map(keyOf));
+    backfillController.start(backfills.list().map(keyOf));
     autoscaler.start();
     states.start();
     logger.info({ workers: settings.workers }, 'reconciling');

@@ -12,8 +12,11 @@ export type JsonValue = null | boolean | number | string | JsonValue[] | { [key:
 /** A row as a JSON object keyed by column name. */
 export type Row = Record<string, JsonValue>;
 
-/** What happened to the row; `manual` is a row sent on request (`eventide invoke`), as it is now. */
-export type RowOperation = 'insert' | 'update' | 'delete' | 'truncate' | 'manual';
+/**
+ * What happened to the row; `manual` is a row sent on request (`eventide invoke`), as it is now;
+ * `read` is an existing row sent by a Backfill, as it is now.
+ */
+export type RowOperation = 'insert' | 'update' | 'delete' | 'truncate' | 'manual' | 'read';
 
 /** The body of one event (`data` in CloudEvents terms). */
 export interface RowChange {

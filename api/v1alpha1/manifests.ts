@@ -4,12 +4,13 @@ import { parseAllDocuments } from 'yaml';
 import { EventideError } from '../../common/errors.js';
 import { GROUP } from './schema.js';
 import { parseResource, InvalidResourceError } from './validate.js';
-import { resourceKey, type EventTriggerResource, type FunctionResource } from './resources.js';
+import { resourceKey, type BackfillResource, type EventTriggerResource, type FunctionResource } from './resources.js';
 
 /** The eventide resources found in a set of manifest files. */
 export interface ManifestSet {
   triggers: EventTriggerResource[];
   functions: FunctionResource[];
+  backfills: BackfillResource[];
   /** Resources that failed validation, when loaded with `{ lenient: true }` (otherwise the first one throws). */
   invalid: InvalidManifest[];
 }
@@ -71,7 +72,7 @@ function yamlFiles(path: string): string[] {
 
 /** Parses YAML text into eventide resources, ignoring other kinds (a Secret beside them, say). */
 export function parseManifestText(text: string, origin: string, options: LoadOptions = {}): ManifestSet {
-  const set: ManifestSet = { triggers: [], functions: [], invalid: [] };
+  const set: ManifestSet = { triggers: [], functions: [], backfills: [], invalid: [] };
   for (const doc of parseAllDocuments(text)) {
     if (doc.errors.length) throw new ManifestError(`${origin}: invalid YAML: ${doc.errors[0]!.message}`);
     const raw: unknown = doc.toJS();
@@ -86,6 +87,7 @@ export function parseManifestText(text: string, origin: string, options: LoadOpt
       const meta = resource.metadata;
       meta.namespace ??= 'default';
       if (resource.kind === 'EventTrigger') set.triggers.push(resource);
+      else if (resource.kind === 'Backfill') set.backfills.push(resource);
       else set.functions.push(resource);
     } catch (error) {
       if (!(error instanceof InvalidResourceError)) throw error;
@@ -123,13 +125,13 @@ function readText(file: string): string {
  * since only one of the two could be served.
  */
 export function loadManifests(paths: string[], options: LoadOptions = {}): ManifestSet {
-  const set: ManifestSet = { triggers: [], functions: [], invalid: [] };
+  const set: ManifestSet = { triggers: [], functions: [], backfills: [], invalid: [] };
   const seen = new Map<string, string>();
   const files = new Map<string, string>();
   for (const file of paths.flatMap(yamlFiles)) if (!files.has(resolve(file))) files.set(resolve(file), file);
   for (const file of files.values()) {
     const found = parseManifestText(readText(file), file, options);
-    for (const [kind, resources] of [['EventTrigger', found.triggers], ['Function', found.functions]] as const) {
+    for (const [kind, resources] of [['EventTrigger', found.triggers], ['Function', found.functions], ['Backfill', found.backfills]] as const) {
       for (const resource of resources) {
         const id = `${kind} ${resourceKey(resource.metadata)}`;
         const first = seen.get(id);
@@ -142,6 +144,7 @@ export function loadManifests(paths: string[], options: LoadOptions = {}): Manif
     }
     set.triggers.push(...found.triggers);
     set.functions.push(...found.functions);
+    set.backfills.push(...found.backfills);
     set.invalid.push(...found.invalid);
   }
   return set;

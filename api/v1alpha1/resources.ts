@@ -1,5 +1,5 @@
 import type { V1ObjectMeta } from '@kubernetes/client-node';
-import type { EventTriggerSpecT, EventTriggerStatusT, FunctionSpecT, FunctionStatusT } from './schema.js';
+import type { BackfillSpecT, BackfillStatusT, EventTriggerSpecT, EventTriggerStatusT, FunctionSpecT, FunctionStatusT } from './schema.js';
 
 /** Metadata fields eventide reads; the API server fills the rest. */
 export type ObjectMeta = V1ObjectMeta & { name: string; namespace?: string };
@@ -22,7 +22,16 @@ export interface EventTriggerResource {
   status?: EventTriggerStatusT;
 }
 
-export type EventideResource = FunctionResource | EventTriggerResource;
+/** A `Backfill` resource with defaults applied. */
+export interface BackfillResource {
+  apiVersion: 'eventide.dev/v1alpha1';
+  kind: 'Backfill';
+  metadata: ObjectMeta;
+  spec: BackfillSpecT;
+  status?: BackfillStatusT;
+}
+
+export type EventideResource = FunctionResource | EventTriggerResource | BackfillResource;
 
 /** `namespace/name`, the key everything about a resource is filed under. */
 export function resourceKey(meta: { namespace?: string; name: string }): string {

@@ -288,10 +288,62 @@ export const EventTriggerStatus = Type.Object({
   dispatcher: Type.Optional(Type.String({ description: 'Name of the dispatcher Deployment serving this trigger\'s source.' })),
 });
 
+export const BackfillSpec = Type.Object(
+  {
+    trigger: Type.Object(
+      { name: Type.String({ minLength: 1, maxLength: 253, description: 'Name of an EventTrigger in the same namespace.' }) },
+      { description: "The EventTrigger whose function receives the table's existing rows, through the trigger's own lane: its filter, format, signing, retries and dead letters." },
+    ),
+    filter: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 4096,
+        description: 'CEL expression over `new` (the row) that must be true for the row to be sent, on top of the trigger\'s own filter, e.g. "new.status == \'open\'".',
+      }),
+    ),
+    batchSize: Type.Integer({
+      minimum: 1,
+      maximum: 10000,
+      default: 1000,
+      description: 'Rows read per chunk (one query in primary-key order, no lock held on the table); the memory a backfill holds is one or two chunks.',
+    }),
+    rowsPerSecond: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 1000000, description: 'Most rows sent per second. Unset: as fast as the function takes them, leaving half of the trigger\'s concurrency to live changes.' }),
+    ),
+  },
+  {
+    description:
+      "Sends every existing row of an EventTrigger's table to its function as an event of op `read`, consistent with live changes " +
+      '(a row is never sent in a state older than a change already delivered), resumable after a restart.',
+  },
+);
+
+export const BackfillPhase = Type.Union([Type.Literal('Pending'), Type.Literal('Running'), Type.Literal('Complete'), Type.Literal('Failed'), Type.Literal('Cancelled')], {
+  description: 'Pending: not started (waiting for its trigger or dispatcher); Running; Complete: every row was read and settled; Failed (see message); Cancelled.',
+});
+
+export const BackfillStatus = Type.Object({
+  conditions: Type.Optional(Type.Array(Condition)),
+  observedGeneration: Type.Optional(Type.Integer()),
+  phase: Type.Optional(BackfillPhase),
+  rowsRead: Type.Optional(Type.Integer({ description: 'Rows read from the table and settled (delivered, dead-lettered, kept in the backlog, or left out by a filter).' })),
+  rowsSent: Type.Optional(Type.Integer({ description: 'Of those, rows that passed the filters and were sent as events.' })),
+  rowsEstimate: Type.Optional(Type.Integer({ description: "The table's row count when the backfill started (the planner's estimate for large tables)." })),
+  progress: Type.Optional(Type.String({ description: 'rowsRead of rowsEstimate, as a percentage (for kubectl get).' })),
+  cursor: Type.Optional(Type.String({ description: 'Primary key of the last row of the last completed chunk: where a restart resumes.' })),
+  startTime: Type.Optional(Type.String({ description: 'When the first chunk was read.' })),
+  completionTime: Type.Optional(Type.String({ description: 'When the backfill completed, failed or was cancelled.' })),
+  message: Type.Optional(Type.String({ description: 'What the backfill is doing or waiting for, or why it failed.' })),
+  dispatcher: Type.Optional(Type.String({ description: 'Name of the dispatcher Deployment running it.' })),
+});
+
 export type EventTriggerSpecT = Static<typeof EventTriggerSpec>;
 export type FunctionSpecT = Static<typeof FunctionSpec>;
 export type ConditionT = Static<typeof Condition>;
 export type FunctionStatusT = Static<typeof FunctionStatus>;
 export type EventTriggerStatusT = Static<typeof EventTriggerStatus>;
+export type BackfillSpecT = Static<typeof BackfillSpec>;
+export type BackfillStatusT = Static<typeof BackfillStatus>;
+export type BackfillPhaseT = Static<typeof BackfillPhase>;
 export type OperationT = Static<typeof Operation>;
 export type DeliveryT = Static<typeof Delivery>;

@@ -1,8 +1,8 @@
 import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value';
 import type { TSchema } from '@sinclair/typebox';
 import { DURATION_PATTERN } from './duration.js';
-import { EventTriggerSpec, FunctionSpec, eventTriggerRules, functionRules, type CrossFieldRule, API_VERSION } from './schema.js';
-import type { EventTriggerResource, FunctionResource, EventideResource } from './resources.js';
+import { BackfillSpec, EventTriggerSpec, FunctionSpec, eventTriggerRules, functionRules, type CrossFieldRule, API_VERSION } from './schema.js';
+import type { BackfillResource, EventTriggerResource, FunctionResource, EventideResource } from './resources.js';
 import { parse as parseCel } from '@marcbachmann/cel-js';
 import { EventideError } from '../../common/errors.js';
 
@@ -134,6 +134,17 @@ export function parseFunction(raw: Record<string, unknown>): FunctionResource {
   return { ...(raw as object), spec } as FunctionResource;
 }
 
+/** Validates a Backfill manifest and fills in defaults; throws InvalidResourceError naming each bad field. */
+export function parseBackfill(raw: Record<string, unknown>): BackfillResource {
+  const label = `Backfill ${describe(raw)}`;
+  const spec = withDefaults<BackfillResource['spec']>(BackfillSpec, raw.spec);
+  const problems = [...checkMeta(raw, label), ...schemaProblems(BackfillSpec, spec, 'spec')];
+  const filter = filterProblem(spec.filter);
+  if (filter) problems.push(filter);
+  if (problems.length) throw new InvalidResourceError(label, problems);
+  return { ...(raw as object), spec } as BackfillResource;
+}
+
 /** Parses any eventide resource by its kind. */
 export function parseResource(raw: Record<string, unknown>): EventideResource {
   switch (raw.kind) {
@@ -141,8 +152,10 @@ export function parseResource(raw: Record<string, unknown>): EventideResource {
       return parseEventTrigger(raw);
     case 'Function':
       return parseFunction(raw);
+    case 'Backfill':
+      return parseBackfill(raw);
     default:
-      throw new InvalidResourceError(describe(raw), [`kind: expected Function or EventTrigger, got ${String(raw.kind)}`]);
+      throw new InvalidResourceError(describe(raw), [`kind: expected Function, EventTrigger or Backfill, got ${String(raw.kind)}`]);
   }
 }
 

@@ -26,6 +26,7 @@ describe('resolving triggers one by one', () => {
         trigger('other-slot', { source: { connectionSecretRef: { name: 'db' }, slotName: 'zzz' } }),
       ],
       functions: [],
+      backfills: [],
       invalid: [{ kind: 'EventTrigger', key: 'shop/bad-filter', generation: 7, message: 'f: EventTrigger shop/bad-filter is invalid: spec.filter: x', problems: ['spec.filter: x'] }],
     };
     const config = resolveConfig(manifests, settings, {});
@@ -42,13 +43,13 @@ describe('resolving triggers one by one', () => {
   });
 
   it('a trigger naming a slot other than the one chosen is set aside as SlotConflict', () => {
-    const config = resolveConfig({ triggers: [trigger('a', { source: { connectionSecretRef: { name: 'db' }, slotName: 'one' } }), trigger('b', { source: { connectionSecretRef: { name: 'db' }, slotName: 'two' } })], functions: [], invalid: [] }, settings, {});
+    const config = resolveConfig({ triggers: [trigger('a', { source: { connectionSecretRef: { name: 'db' }, slotName: 'one' } }), trigger('b', { source: { connectionSecretRef: { name: 'db' }, slotName: 'two' } })], functions: [], backfills: [], invalid: [] }, settings, {});
     expect(config.names.slot).toBe('one');
     expect(config.setAside.get('shop/b')?.problem.reason).toBe('SlotConflict');
   });
 
   it('problems found in the database move a served trigger aside', () => {
-    const config = resolveConfig({ triggers: [trigger('a'), trigger('b')], functions: [], invalid: [] }, settings, {});
+    const config = resolveConfig({ triggers: [trigger('a'), trigger('b')], functions: [], backfills: [], invalid: [] }, settings, {});
     const next = withProblems(config, new Map([['shop/b', { reason: 'TableNotFound' as const, message: 'gone' }]]));
     expect(next.routes.map((r) => r.key)).toEqual(['shop/a']);
     expect(next.setAside.get('shop/b')).toEqual({ problem: { reason: 'TableNotFound', message: 'gone' }, generation: 3 });

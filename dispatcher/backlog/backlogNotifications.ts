@@ -25,6 +25,8 @@ export class BacklogNotifications {
     private readonly logger: Logger,
     private readonly onAdded: (trigger: string) => void,
     private readonly resync: () => Promise<void>,
+    /** Other channels listened to on the same connection (the CLI's backfill requests), with what to do on a notification. */
+    private readonly others: ReadonlyMap<string, (payload: string) => void> = new Map(),
   ) {}
 
   start(): void {
@@ -46,10 +48,12 @@ export class BacklogNotifications {
     client.on('end', () => this.lost(client, new Error('connection ended')));
     client.on('notification', (message) => {
       if (message.channel === BACKLOG_CHANNEL && message.payload) this.onAdded(message.payload);
+      else this.others.get(message.channel)?.(message.payload ?? '');
     });
     try {
       await client.connect();
       await client.query(`LISTEN ${BACKLOG_CHANNEL}`);
+      for (const channel of this.others.keys()) await client.query(`LISTEN ${channel}`);
       if (this.stopped) {
         await client.end().catch(() => undefined);
         return;

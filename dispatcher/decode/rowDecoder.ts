@@ -49,6 +49,10 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
     return { commitLsn: parseLsn(message.commitLsn), endLsn: parseLsn(message.commitEndLsn) };
   }
 
+  logicalMessage(message: PgoutputMessage): { prefix: string; content: Uint8Array } | undefined {
+    return message.tag === 'message' ? message : undefined;
+  }
+
   async decode(message: PgoutputMessage): Promise<DecodedRowChange[]> {
     try {
       return await this.decodeOnce(message);

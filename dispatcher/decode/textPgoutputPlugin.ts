@@ -88,9 +88,12 @@ class TextPgoutputParser extends PgoutputParser {
 /** A pgoutput plugin (protocol 1) whose messages keep row values as text. */
 export type TextPgoutputPlugin = AbstractPlugin & { parse(buffer: Buffer): PgoutputMessage };
 
-/** Creates the plugin for one replication connection. */
+/**
+ * Creates the plugin for one replication connection. Logical messages are asked for: a backfill writes
+ * its chunks' watermarks into the WAL as messages and reads them back here, in stream order.
+ */
 export function createTextPgoutputPlugin(publicationNames: string[]): TextPgoutputPlugin {
-  const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames });
+  const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames, messages: true });
   (plugin as unknown as { parser: PgoutputParser }).parser = new TextPgoutputParser();
   return plugin as unknown as TextPgoutputPlugin;
 }

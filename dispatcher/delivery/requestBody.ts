@@ -14,7 +14,8 @@ export function structuredEventJson(event: PendingEvent): string {
   return `${head.slice(0, -1)},"data":${event.dataJson}}`;
 }
 
-const HASURA_OPS = { insert: 'INSERT', update: 'UPDATE', delete: 'DELETE', truncate: 'TRUNCATE', manual: 'MANUAL' } as const;
+// Hasura has no op for a backfilled row; MANUAL (its "invoke") is the nearest: the row as it is now, not a change.
+const HASURA_OPS = { insert: 'INSERT', update: 'UPDATE', delete: 'DELETE', truncate: 'TRUNCATE', manual: 'MANUAL', read: 'MANUAL' } as const;
 
 /** Hasura's event-trigger payload, so handlers written for Hasura move over unchanged (its id a UUID, as Hasura's). */
 export function hasuraEventJson(event: PendingEvent, triggerName: string, maxRetries: number, currentRetry: number): string {

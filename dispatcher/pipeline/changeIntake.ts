@@ -8,7 +8,7 @@ import { rowChangeJson, type PendingEvent } from './pendingEvent.js';
 
 /** A decoded row change as intake needs it. */
 export interface DecodedRowChange {
-  op: Exclude<RowOperation, 'manual'>;
+  op: Exclude<RowOperation, 'manual' | 'read'>;
   schema: string;
   table: string;
   /** Rows as JSON text (exact to_jsonb form) and as JS values (for filters). */
@@ -36,6 +36,30 @@ export interface ChangeDecoder<M extends IntakeMessage> {
   commit(message: M): { commitLsn: Lsn; endLsn: Lsn } | undefined;
   /** Row changes in the message (a TRUNCATE may name several tables); empty for non-change messages. */
   decode(message: M): DecodedRowChange[] | Promise<DecodedRowChange[]>;
+  /** A logical message (pg_logical_emit_message): its prefix and content. */
+  logicalMessage(message: M): { prefix: string; content: Uint8Array } | undefined;
+}
+
+/** Where a change is in the stream. */
+export interface StreamPosition {
+  commitLsn: Lsn;
+  changeLsn: Lsn;
+  ordinal: number;
+}
+
+/**
+ * Something that reads the stream beside the triggers and may put events in front of a change: the
+ * backfills, whose reads of a row must reach the row's trigger before a newer change to the row does.
+ */
+export interface StreamInterceptor {
+  /** Whether any change must be shown to readsBefore now; false keeps the per-change cost at one read of a field. */
+  readonly watching: boolean;
+  /** A logical message arrived; a returned promise holds the stream until it settles. */
+  logicalMessage(prefix: string, content: Uint8Array): void | Promise<void>;
+  /** A transaction committed (its changes were all handed on). */
+  committed(xid: number): void;
+  /** Events to hand on before this change, in order. */
+  readsBefore(change: DecodedRowChange, xid: number, at: StreamPosition): readonly PendingEvent[];
 }
 
 /** Builds the event id for one trigger's view of one change; stable across restarts. */
@@ -60,6 +84,7 @@ export interface IntakeOptions<M extends IntakeMessage> {
    * row that lacks it is routed.
    */
   onRelation?(message: M): void;
+  interceptor?: StreamInterceptor;
 }
 
 interface OpenTransaction {
@@ -136,6 +161,8 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
     const commit = decoder.commit(message);
     if (commit) return this.onCommit(commit);
     if (message.tag === 'relation') this.options.onRelation?.(message);
+    const logical = decoder.logicalMessage(message);
+    if (logical) return this.options.interceptor?.logicalMessage(logical.prefix, logical.content);
     const changes = await decoder.decode(message);
     for (const change of changes) await this.onChange(item.lsn, change);
   }
@@ -167,6 +194,7 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
     this.current = undefined;
     this.lastReceivedEnd = commit.endLsn;
     this.watermark.seal(txn.tracked, commit.endLsn);
+    this.options.interceptor?.committed(txn.xid);
   }
 
   private async onChange(changeLsn: Lsn, change: DecodedRowChange): Promise<void> {
@@ -178,6 +206,13 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
     txn.seen += 1;
     if (txn.seen <= txn.alreadyRegistered) return;
     this.options.onChange?.(change);
+    const interceptor = this.options.interceptor;
+    if (interceptor?.watching) {
+      for (const read of interceptor.readsBefore(change, txn.xid, { commitLsn: txn.tracked.commitLsn, changeLsn, ordinal: txn.ordinal })) {
+        const handedOn = this.options.dispatch(read);
+        if (handedOn) await handedOn;
+      }
+    }
     const matches = matchRoutes(this.options.routes(), change);
     if (matches.length === 0) return;
     const lsn = txn.lsnText;

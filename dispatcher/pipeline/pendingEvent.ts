@@ -25,6 +25,13 @@ export interface PendingEvent extends LaneEvent {
   readonly bytes: number;
   /** Set on an event loaded from the backlog: its row, removed once the event settles. */
   readonly backlogId?: number;
+  /** Set on a backfill's read: told once the event is settled (it holds no transaction of the slot). */
+  readonly readOf?: ReadTicket;
+}
+
+/** What a backfill's read carries to learn when it is settled: delivered, dead-lettered or durably parked. */
+export interface ReadTicket {
+  settled(): void;
 }
 
 /** Schema → table → the body's "table" JSON, serialised once per table. */

@@ -176,6 +176,19 @@ export class TriggerFlow {
     return this.parkFromStream(event);
   }
 
+  /**
+   * Takes a backfill's read if the trigger can deliver it now: on the fast path, not failing, with room
+   * in its share. Otherwise false, and the backfill offers it again later: reads never push a trigger
+   * onto its backlog, nor crowd out live changes there.
+   */
+  offerRead(event: PendingEvent): boolean {
+    if (this.modeValue !== 'direct' || this.suspendedValue || this.failing || this.closed) return false;
+    if (!this.options.shares.tryAdmit(this.options.key, event.bytes)) return false;
+    this.live += 1;
+    this.lane.enqueue(event);
+    return true;
+  }
+
   private parkFromStream(event: PendingEvent): void | Promise<void> {
     const reason: ParkReason = this.suspendedValue ? 'suspended' : this.modeValue === 'parking' ? 'backlog-ahead' : 'share-full';
     this.enterParking();

@@ -64,6 +64,10 @@ export const privilegeAdvice = {
     `the database role "${role}" may not use the backlog table eventide.backlog (${reason}): grant it CREATE on the database, ` +
     `or create the schema for it (CREATE SCHEMA eventide AUTHORIZATION ${quoteIdent(role)}), or, where the table exists, ` +
     `GRANT SELECT, INSERT, UPDATE, DELETE ON eventide.backlog TO ${quoteIdent(role)}; GRANT USAGE ON SEQUENCE eventide.backlog_id_seq TO ${quoteIdent(role)}`,
+  backfills: (role: string, reason: string) =>
+    `the database role "${role}" may not use the backfill table eventide.backfills (${reason}): grant it CREATE on the database, ` +
+    `or create the schema for it (CREATE SCHEMA eventide AUTHORIZATION ${quoteIdent(role)}), or, where the table exists, ` +
+    `GRANT SELECT, INSERT, UPDATE, DELETE ON eventide.backfills TO ${quoteIdent(role)}`,
 };
 
 /** Quotes an identifier for SQL. */

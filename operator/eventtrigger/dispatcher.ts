@@ -1,7 +1,7 @@
 import type { V1ConfigMap, V1Deployment, V1EnvVar, V1ResourceRequirements, V1Secret, V1Service, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
 import { createHash } from 'node:crypto';
 import { stringify } from 'yaml';
-import { API_VERSION, type EventTriggerResource } from '../../api/v1alpha1/index.js';
+import { API_VERSION, type BackfillResource, type EventTriggerResource } from '../../api/v1alpha1/index.js';
 import { DATABASE_URL_ENV, secretEnvName } from '../../common/secretEnv.js';
 import {
   COMPONENT_DISPATCHER,
@@ -94,11 +94,29 @@ function dispatcherMeta(source: SourceRef, members: readonly EventTriggerResourc
 }
 
 /**
+ * The Backfills a source's dispatcher runs: those in the source's namespace whose spec.trigger names one
+ * of its triggers, sorted by name. One naming any other trigger (missing, invalid, on another source)
+ * is in no dispatcher's config: a dispatcher cancels a Backfill that leaves its config.
+ */
+export function backfillsOfSource(source: SourceRef, members: readonly EventTriggerResource[], backfills: readonly BackfillResource[]): BackfillResource[] {
+  const triggers = new Set(members.map((t) => t.metadata.name));
+  return backfills
+    .filter((b) => (b.metadata.namespace ?? 'default') === source.namespace && triggers.has(b.spec.trigger.name))
+    .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
+}
+
+/**
  * The dispatcher's configuration: the source's EventTrigger manifests (name, namespace and spec only),
  * sorted, as multi-document YAML the dispatcher loads as it loads local files. The chosen slot and
- * publication are written into every spec, so the dispatcher never has to derive them.
+ * publication are written into every spec, so the dispatcher never has to derive them. Then the
+ * Functions' limits, then the Backfills of its triggers (see backfillsOfSource).
  */
-export function dispatcherConfig(source: SourceRef, members: readonly EventTriggerResource[], functions: readonly FunctionLimit[] = []): string {
+export function dispatcherConfig(
+  source: SourceRef,
+  members: readonly EventTriggerResource[],
+  functions: readonly FunctionLimit[] = [],
+  backfills: readonly BackfillResource[] = [],
+): string {
   const slot = chooseSlot(source, members);
   const triggers = sortedMembers(members).map((t) =>
     stringify(
@@ -130,15 +148,38 @@ export function dispatcherConfig(source: SourceRef, members: readonly EventTrigg
         { sortMapEntries: true },
       ),
     );
-  return [...triggers, ...limits].join('---\n');
+  const runs = backfillsOfSource(source, members, backfills).map((b) =>
+    stringify(
+      {
+        apiVersion: API_VERSION,
+        kind: 'Backfill',
+        // The uid tells the dispatcher (and its durable record) this object from an older one of the same
+        // name; the operator trusts a /state entry only with this uid.
+        metadata: {
+          name: b.metadata.name,
+          namespace: source.namespace,
+          ...(b.metadata.uid !== undefined ? { uid: b.metadata.uid } : {}),
+          ...(b.metadata.generation !== undefined ? { generation: b.metadata.generation } : {}),
+        },
+        spec: b.spec,
+      },
+      { sortMapEntries: true },
+    ),
+  );
+  return [...triggers, ...limits, ...runs].join('---\n');
 }
 
-export function makeDispatcherConfigMap(source: SourceRef, members: readonly EventTriggerResource[], functions: readonly FunctionLimit[] = []): V1ConfigMap {
+export function makeDispatcherConfigMap(
+  source: SourceRef,
+  members: readonly EventTriggerResource[],
+  functions: readonly FunctionLimit[] = [],
+  backfills: readonly BackfillResource[] = [],
+): V1ConfigMap {
   return {
     apiVersion: 'v1',
     kind: 'ConfigMap',
     metadata: dispatcherMeta(source, members),
-    data: { [DISPATCHER_CONFIG_KEY]: dispatcherConfig(source, members, functions) },
+    data: { [DISPATCHER_CONFIG_KEY]: dispatcherConfig(source, members, functions, backfills) },
   };
 }
 
@@ -316,9 +357,10 @@ export function desiredDispatcherObjects(
   settings: DispatcherSettings,
   secretsDigest?: string,
   functions: readonly FunctionLimit[] = [],
+  backfills: readonly BackfillResource[] = [],
 ): DispatcherObjects {
   return {
-    configMap: makeDispatcherConfigMap(source, members, functions),
+    configMap: makeDispatcherConfigMap(source, members, functions, backfills),
     deployment: makeDispatcherDeployment(source, members, settings, secretsDigest),
     service: makeDispatcherService(source, members),
   };

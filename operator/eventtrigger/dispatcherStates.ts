@@ -14,6 +14,8 @@ export interface DispatcherStatesOptions {
   endpoints(): DispatcherEndpoint[];
   /** Called with `namespace/name` of each trigger whose reported state changed, and on a lag threshold crossing every trigger of the dispatcher. */
   changed(triggerKeys: string[]): void;
+  /** Called with `namespace/name` of each Backfill whose reported entry changed, appeared or went, or whose dispatcher turned unreachable. */
+  backfillsChanged?(backfillKeys: string[]): void;
   /** Called after every round of reads (the autoscaler decides on fresh numbers). */
   polled?(): void;
   intervalMs: number;
@@ -65,14 +67,17 @@ export class DispatcherStates {
     const live = new Set(endpoints.map((e) => `${e.namespace}/${e.name}`));
     for (const key of this.readings.keys()) if (!live.has(key)) this.readings.delete(key);
     const changed: string[] = [];
+    const backfills: string[] = [];
     await Promise.all(
       endpoints.map(async (endpoint) => {
         const reading = await this.read(endpoint);
         this.readings.set(`${endpoint.namespace}/${endpoint.name}`, reading);
         changed.push(...this.noteChanges(endpoint, reading));
+        backfills.push(...this.noteBackfillChanges(endpoint, reading));
       }),
     );
     if (changed.length > 0) this.options.changed(changed);
+    if (backfills.length > 0) this.options.backfillsChanged?.(backfills);
     this.options.polled?.();
   }
 
@@ -103,6 +108,30 @@ export class DispatcherStates {
     // A Function past its activation timeout makes the triggers that target it not serving (few, rare: wake them all).
     for (const [fn, demand] of Object.entries(report.functions)) {
       note(`${prefix}#function@${fn}`, String(demand.activationTimedOut === true), () => keys);
+    }
+    return changed;
+  }
+
+  /**
+   * The Backfills of this dispatcher whose entry changed (its counts move while it runs), appeared or
+   * went; all it reported before when it cannot be read (their status says so).
+   */
+  private noteBackfillChanges(endpoint: DispatcherEndpoint, reading: DispatcherReading): string[] {
+    const prefix = `${endpoint.namespace}/${endpoint.name}~`;
+    const now = new Map<string, string>();
+    if (!('error' in reading)) for (const [key, b] of Object.entries(reading.report.backfills ?? {})) now.set(key, JSON.stringify(b));
+    const changed: string[] = [];
+    for (const id of [...this.fingerprints.keys()]) {
+      if (!id.startsWith(prefix)) continue;
+      const key = id.slice(prefix.length);
+      if (now.has(key)) continue;
+      this.fingerprints.delete(id);
+      changed.push(key);
+    }
+    for (const [key, fingerprint] of now) {
+      if (this.fingerprints.get(prefix + key) === fingerprint) continue;
+      this.fingerprints.set(prefix + key, fingerprint);
+      changed.push(key);
     }
     return changed;
   }

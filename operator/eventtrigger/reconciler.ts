@@ -2,6 +2,7 @@ import type { V1ConfigMap, V1Deployment, V1Service } from '@kubernetes/client-no
 import {
   InvalidResourceError,
   parseEventTrigger,
+  type BackfillResource,
   type ObjectMeta,
   type EventTriggerResource,
   type EventTriggerStatusT,
@@ -51,6 +52,11 @@ export interface EventTriggerReconcilerDeps {
   configMaps: Cache<V1ConfigMap>;
   services: Cache<V1Service>;
   secrets: SecretWatcher;
+  /**
+   * The valid, not-deleting Backfills of a namespace (from the cache): a source's dispatcher config
+   * carries those that name one of its triggers. Without it (some tests) the config has none.
+   */
+  backfills?: { valid(namespace: string): readonly BackfillResource[] };
   /** What the dispatchers report on /state; without it (a standby, some tests) Serving stays Unknown. */
   states?: DispatcherStates;
   /** WAL a slot may hold back before its triggers say Lagging. */
@@ -220,7 +226,8 @@ export class EventTriggerReconciler implements KindReconciler<EventTriggerResour
       const digest = this.deps.secrets.ensure(namespace)
         ? secretsHash(source, members, (secret) => this.deps.secrets.get(namespace, secret))
         : live?.spec?.template.metadata?.annotations?.[SECRETS_HASH_ANNOTATION];
-      const objects = desiredDispatcherObjects(source, members, this.deps.settings, digest, this.functionLimits(namespace, members));
+      const backfills = this.deps.backfills?.valid(namespace) ?? [];
+      const objects = desiredDispatcherObjects(source, members, this.deps.settings, digest, this.functionLimits(namespace, members), backfills);
       const choice = chooseSlot(source, members);
       const current: RecordedSlot = { slot: choice.slotName, publication: choice.publicationName, drop: members.some((m) => m.spec.source.dropSlotOnDelete) };
       const plan = planSlots(recorded, current);

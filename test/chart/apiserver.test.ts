@@ -83,7 +83,7 @@ describe('CRDs and chart on a real kube-apiserver', () => {
     const installed = await helm(['install', 'eventide', CHART_DIR, '--namespace', RELEASE_NAMESPACE], { KUBECONFIG: cp.kubeconfigPath });
     expect(installed.code, installed.stderr).toBe(0);
     expect(installed.stderr).not.toMatch(/PodSecurity/);
-    const established = await cp.kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/functions.eventide.dev', 'crd/eventtriggers.eventide.dev']);
+    const established = await cp.kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/functions.eventide.dev', 'crd/eventtriggers.eventide.dev', 'crd/backfills.eventide.dev']);
     expect(established.code, established.stderr).toBe(0);
     const replicas = await cp.kubectl(['get', 'deployment', 'eventide', '-n', RELEASE_NAMESPACE, '-o', 'jsonpath={.spec.replicas}']);
     expect(replicas.stdout).toBe('2');
@@ -92,7 +92,7 @@ describe('CRDs and chart on a real kube-apiserver', () => {
   it('accepts `kubectl apply -f crds/` (structural schemas, CEL rules within the cost budget)', async () => {
     const applied = await cp.kubectl(['apply', '--server-side', '--force-conflicts', '-f', join(REPO_ROOT, 'crds')]);
     expect(applied.code, applied.stderr).toBe(0);
-    for (const name of ['functions.eventide.dev', 'eventtriggers.eventide.dev']) {
+    for (const name of ['functions.eventide.dev', 'eventtriggers.eventide.dev', 'backfills.eventide.dev']) {
       const got = await cp.kubectl(['get', 'crd', name, '-o', 'json']);
       const conditions = (JSON.parse(got.stdout) as { status: { conditions: { type: string; status: string }[] } }).status.conditions;
       expect(conditions).toContainEqual(expect.objectContaining({ type: 'Established', status: 'True' }));
@@ -167,6 +167,11 @@ describe('CRDs and chart on a real kube-apiserver', () => {
     { verb: 'update', resource: 'eventtriggers.eventide.dev', sub: 'status', namespace: USER_NAMESPACE, allowed: false },
     { verb: 'update', resource: 'leases.coordination.k8s.io', namespace: RELEASE_NAMESPACE, allowed: true },
     { verb: 'delete', resource: 'eventtriggers.eventide.dev', namespace: USER_NAMESPACE, allowed: false },
+    { verb: 'watch', resource: 'backfills.eventide.dev', namespace: '--all-namespaces', allowed: true },
+    { verb: 'patch', resource: 'backfills.eventide.dev', sub: 'status', namespace: USER_NAMESPACE, allowed: true },
+    { verb: 'update', resource: 'backfills.eventide.dev', sub: 'status', namespace: USER_NAMESPACE, allowed: false },
+    { verb: 'patch', resource: 'backfills.eventide.dev', namespace: USER_NAMESPACE, allowed: false },
+    { verb: 'delete', resource: 'backfills.eventide.dev', namespace: USER_NAMESPACE, allowed: false },
     { verb: 'create', resource: 'secrets', namespace: USER_NAMESPACE, allowed: false },
     { verb: 'create', resource: 'pods', namespace: USER_NAMESPACE, allowed: false },
     { verb: 'update', resource: 'leases.coordination.k8s.io', namespace: USER_NAMESPACE, allowed: false },

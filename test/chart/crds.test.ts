@@ -46,7 +46,7 @@ describe('generated CRD files', () => {
 
   it('carry the generated header and parse back to exactly what buildCrds() returns', () => {
     const built = new Map(buildCrds().map((c) => [`${c.spec.group}_${c.spec.names.plural}.yaml`, c]));
-    expect([...renderCrdFiles().keys()].sort()).toEqual(['eventide.dev_eventtriggers.yaml', 'eventide.dev_functions.yaml']);
+    expect([...renderCrdFiles().keys()].sort()).toEqual(['eventide.dev_backfills.yaml', 'eventide.dev_eventtriggers.yaml', 'eventide.dev_functions.yaml']);
     for (const dir of CRD_OUTPUT_DIRS) {
       for (const [name, object] of built) {
         const text = readFileSync(join(REPO_ROOT, dir, name), 'utf8');
@@ -61,6 +61,7 @@ describe('CRD shape', () => {
   const cases = [
     { kind: 'Function', plural: 'functions', shortName: 'fn', columns: ['Image', 'Ready', 'Reason', 'Desired', 'Replicas', 'Available', 'Scaling', 'Age'] },
     { kind: 'EventTrigger', plural: 'eventtriggers', shortName: 'et', columns: ['Table', 'Function/Sink', 'Ready', 'Reason', 'Suspended', 'Age'] },
+    { kind: 'Backfill', plural: 'backfills', shortName: 'bf', columns: ['Trigger', 'Phase', 'Progress', 'Rows', 'Age'] },
   ];
 
   it.each(cases)('$kind is namespaced, $plural.$shortName, one served+storage version with a status subresource', ({ kind, plural, shortName, columns }) => {
@@ -68,7 +69,7 @@ describe('CRD shape', () => {
     expect(c.apiVersion).toBe('apiextensions.k8s.io/v1');
     expect(c.metadata.name).toBe(`${plural}.${GROUP}`);
     expect(c.spec.scope).toBe('Namespaced');
-    expect(c.spec.names).toMatchObject({ kind, plural, shortNames: [shortName] });
+    expect(c.spec.names).toMatchObject({ kind, plural, shortNames: [shortName], categories: ['eventide'] });
     expect(c.spec.versions).toHaveLength(1);
     const version = c.spec.versions[0]!;
     expect(version).toMatchObject({ name: VERSION, served: true, storage: true, subresources: { status: {} } });
@@ -78,8 +79,27 @@ describe('CRD shape', () => {
     );
     // Priority-0 columns are what `kubectl get` shows by default.
     expect(version.additionalPrinterColumns.filter((col) => !col.priority).map((col) => col.name)).toEqual(columns);
+    // A Backfill runs to completion, like a Job: its phase stands where the others show Ready.
     const ready = version.additionalPrinterColumns.find((col) => col.name === 'Ready');
-    expect(ready?.jsonPath).toBe('.status.conditions[?(@.type=="Ready")].status');
+    if (kind === 'Backfill') expect(ready).toBeUndefined();
+    else expect(ready?.jsonPath).toBe('.status.conditions[?(@.type=="Ready")].status');
+  });
+
+  it('shows a Backfill\'s trigger, phase, progress and rows; the estimate and the message with -o wide', () => {
+    const columns = crd('Backfill').spec.versions[0]!.additionalPrinterColumns.map(({ name, type, jsonPath, priority }) => ({ name, type, jsonPath, priority }));
+    expect(columns).toEqual([
+      { name: 'Trigger', type: 'string', jsonPath: '.spec.trigger.name', priority: undefined },
+      { name: 'Phase', type: 'string', jsonPath: '.status.phase', priority: undefined },
+      { name: 'Progress', type: 'string', jsonPath: '.status.progress', priority: undefined },
+      { name: 'Rows', type: 'integer', jsonPath: '.status.rowsRead', priority: undefined },
+      { name: 'Estimate', type: 'integer', jsonPath: '.status.rowsEstimate', priority: 1 },
+      { name: 'Message', type: 'string', jsonPath: '.status.message', priority: 1 },
+      { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp', priority: undefined },
+    ]);
+    const spec = rootSchema('Backfill').properties!.spec!;
+    expect(spec.properties!.batchSize).toMatchObject({ type: 'integer', minimum: 1, maximum: 10000, default: 1000 });
+    expect(spec.required).toEqual(['trigger']);
+    expect(spec['x-kubernetes-validations']).toBeUndefined();
   });
 
   it.each(cases)('$kind has a structural schema: every node typed, no forbidden keywords', ({ kind }) => {
@@ -140,7 +160,7 @@ describe('CRD shape', () => {
   });
 
   it('makes status conditions a list map keyed by type', () => {
-    for (const kind of ['Function', 'EventTrigger']) {
+    for (const kind of ['Function', 'EventTrigger', 'Backfill']) {
       const conditions = rootSchema(kind).properties!.status!.properties!.conditions!;
       expect(conditions).toMatchObject({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] });
     }

@@ -78,6 +78,9 @@ describe('helm chart', () => {
       grant('eventide.dev', ['functions', 'eventtriggers'], ['get', 'list', 'watch', 'patch']),
       grant('eventide.dev', ['functions/status', 'eventtriggers/status'], ['patch']),
       grant('eventide.dev', ['functions/finalizers', 'eventtriggers/finalizers'], ['update']),
+      // Backfills are read and reported on, never written (their dispatcher runs them).
+      grant('eventide.dev', ['backfills'], ['get', 'list', 'watch']),
+      grant('eventide.dev', ['backfills/status'], ['patch']),
       grant('apps', ['deployments'], ['get', 'list', 'watch', 'create', 'patch', 'delete']),
       grant('', ['services', 'configmaps'], ['get', 'list', 'watch', 'create', 'patch', 'delete']),
       grant('', ['secrets'], ['get', 'list', 'watch']),
@@ -202,6 +205,6 @@ describe('helm chart', () => {
     const result = await helm(['show', 'crds', CHART_DIR]);
     expect(result.code, result.stderr).toBe(0);
     const names = parseAllDocuments(result.stdout).map((d) => (d.toJS() as Manifest).metadata.name).sort();
-    expect(names).toEqual(['eventtriggers.eventide.dev', 'functions.eventide.dev']);
+    expect(names).toEqual(['backfills.eventide.dev', 'eventtriggers.eventide.dev', 'functions.eventide.dev']);
   });
 });

@@ -61,6 +61,7 @@ describe('CRDs', () => {
     const crds = await kubectlOk(cp, ['get', 'crd', '-o', 'name']);
     expect(crds).toContain('functions.eventide.dev');
     expect(crds).toContain('eventtriggers.eventide.dev');
+    expect(crds).toContain('backfills.eventide.dev');
   });
 
   it('reject a Function whose port is out of range, naming the field', async () => {

@@ -105,7 +105,7 @@ describe('operator with the chart\'s RBAC', () => {
   const lines: string[] = [];
   let leader: Operator;
 
-  it('acquires the Lease and reconciles Functions and EventTriggers end to end, with no permission error', async () => {
+  it('acquires the Lease and reconciles Functions, EventTriggers and Backfills end to end, with no permission error', async () => {
     leader = await start('replica-a', lines);
     await eventually('replica-a to lead', async () => leader.isLeader());
     expect(await leaseHolder()).toBe('replica-a');
@@ -137,6 +137,17 @@ describe('operator with the chart\'s RBAC', () => {
       return conditionOf(t, 'SourceReady')?.status === 'True' && conditionOf(t, 'FunctionResolved')?.status === 'True' ? t : undefined;
     });
     expect(trigger.metadata.finalizers).toContain('eventide.dev/dispatcher');
+    // A Backfill: read (list/watch), carried into the dispatcher's ConfigMap, its status written (patch backfills/status).
+    await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify({
+      apiVersion: 'eventide.dev/v1alpha1', kind: 'Backfill', metadata: { name: 'approval-history', namespace: NS }, spec: { trigger: { name: 'approval' } },
+    }));
+    await eventually('the Backfill in the dispatcher config', async () =>
+      ((await getJson<{ data?: Record<string, string> }>(cp, ['configmap', dispatcher, '-n', NS]))?.data?.['triggers.yaml'] ?? '').includes('kind: Backfill'),
+    );
+    await eventually('the Backfill\'s status', async () => {
+      const b = await getJson<{ status?: { phase?: string; conditions?: StoredCondition[] } }>(cp, ['backfill', 'approval-history', '-n', NS]);
+      return b?.status?.phase === 'Pending' && conditionOf(b, 'Accepted')?.reason === 'DispatcherPending';
+    });
     // Events reach `kubectl describe` (needs events create).
     await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify({
       apiVersion: 'eventide.dev/v1alpha1', kind: 'EventTrigger', metadata: { name: 'bad-filter', namespace: NS },

@@ -15,7 +15,7 @@ export const CRDS_DIR = join(REPO_ROOT, 'crds');
 export async function installCrds(cp: ControlPlane): Promise<void> {
   const applied = await cp.kubectl(['apply', '--server-side', '-f', CRDS_DIR]);
   if (applied.code !== 0) throw new Error(`installing CRDs failed: ${applied.stderr}`);
-  const established = await cp.kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/functions.eventide.dev', 'crd/eventtriggers.eventide.dev']);
+  const established = await cp.kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/functions.eventide.dev', 'crd/eventtriggers.eventide.dev', 'crd/backfills.eventide.dev']);
   if (established.code !== 0) throw new Error(`CRDs not established: ${established.stderr}`);
 }
 
