@@ -28,6 +28,7 @@ import {
   createSlots,
   dropSlot,
   PUBLICATION,
+  sinkHas,
   startBenchDispatcher,
   stopBenchDispatcher,
   tableSql,
@@ -38,8 +39,8 @@ import {
   writeRows,
   type DispatcherRun,
 } from './harness.js';
-import { fmtMs, fmtRate, notes, record } from './report.js';
-import { startSink, type LatencySummary, type Sink, type SinkStats } from './sink.js';
+import { fmtMs, fmtRate, latencyRatio, notes, record } from './report.js';
+import { startSink, type LatencySummary, type Sink } from './sink.js';
 
 export interface BacklogBenchOptions {
   /** Rows of the slow-path run (a). */
@@ -73,18 +74,6 @@ async function writeWhileFrozen(db: pg.Client, run: DispatcherRun, n: number): P
     process.kill(run.pid, 'SIGCONT');
   }
   return Date.now();
-}
-
-async function sinkHas(sink: Sink, n: number, run: DispatcherRun, timeoutMs = 15 * 60_000): Promise<SinkStats> {
-  return waitFor(
-    `${n} events at the sink`,
-    async () => {
-      const s = await sink.stats();
-      return s.events >= n && s;
-    },
-    timeoutMs,
-    () => run.output().slice(-4000),
-  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -274,10 +263,8 @@ async function benchDownSibling(pgServer: EmbeddedPostgres, db: pg.Client, sink:
 
   const b = baseline.latency;
   const d = measured.latency;
-  // Latencies have millisecond resolution: a reading under 1 ms counts as 0.5 ms in the ratios.
-  const ratio = (x: number, y: number) => Math.max(x, 0.5) / Math.max(y, 0.5);
-  record({ figure: `sibling down: healthy p50 commit→delivered @${rate}/s`, value: fmtMs(d.p50), baseline: `sibling up ${fmtMs(b.p50)}`, ratio: ratio(d.p50, b.p50), target: '' });
-  record({ figure: `sibling down: healthy p99 commit→delivered @${rate}/s`, value: fmtMs(d.p99), baseline: `sibling up ${fmtMs(b.p99)}`, ratio: ratio(d.p99, b.p99), target: '' });
+  record({ figure: `sibling down: healthy p50 commit→delivered @${rate}/s`, value: fmtMs(d.p50), baseline: `sibling up ${fmtMs(b.p50)}`, ratio: latencyRatio(d.p50, b.p50), target: '' });
+  record({ figure: `sibling down: healthy p99 commit→delivered @${rate}/s`, value: fmtMs(d.p99), baseline: `sibling up ${fmtMs(b.p99)}`, ratio: latencyRatio(d.p99, b.p99), target: '' });
   notes.push(
     `down sibling (${seconds} s at ${rate} rows/s per table, --sibling-load ${options.siblingLoad}× direct; baseline: the same two streams, the sibling's function answering 200): ` +
       `the down trigger's function was attempted ${after.downAttempts} times (all 503) for ${measured.downWritten} rows; ${after.downParked} events parked, ` +

@@ -38,7 +38,6 @@
  *    --sibling-load times that direct rate.
  */
 import { cpus } from 'node:os';
-import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
 import { Agent, request } from 'undici';
@@ -56,12 +55,14 @@ import { buildRoutes } from '../dispatcher/routing/triggerMatcher.js';
 import { ReplicationStream, type StreamConsumer } from '../dispatcher/source/replicationStream.js';
 import { removeDir, writeManifests } from '../test/harness/dispatcherFixture.js';
 import { benchBacklog } from './backlogPhases.js';
+import { benchFlags } from './flags.js';
 import {
   createSlots,
   cpuSecondsOf,
   dispatcherDefaults,
   dropSlot,
   memoryOf,
+  PG_SETTINGS,
   PUBLICATION,
   SCHEMA,
   sleep,
@@ -73,7 +74,7 @@ import {
   writeAtRate,
   writeRows,
 } from './harness.js';
-import { fmtMs, fmtRate, notes, printTable, record } from './report.js';
+import { fmtMs, fmtRate, latencyRatio, notes, printTable, record } from './report.js';
 import { startSink, summarize, type Sink, type SinkStats } from './sink.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -103,39 +104,23 @@ interface BenchOptions {
 const PHASES = 'decode,e2e,latency,rss,backlog';
 
 function benchOptions(): BenchOptions {
-  const { values } = parseArgs({
-    options: {
-      quick: { type: 'boolean' },
-      only: { type: 'string' },
-      'decode-rows': { type: 'string' },
-      'decode-rounds': { type: 'string' },
-      'e2e-rows': { type: 'string' },
-      concurrency: { type: 'string' },
-      'batch-size': { type: 'string' },
-      'latency-rate': { type: 'string' },
-      'latency-seconds': { type: 'string' },
-      'rss-rows': { type: 'string' },
-      'rss-batch-size': { type: 'string' },
-      'profile-dir': { type: 'string' },
-      'dispatcher-args': { type: 'string' },
-      'backlog-rows': { type: 'string' },
-      'sibling-seconds': { type: 'string' },
-      'sibling-load': { type: 'string' },
-    },
-    strict: true,
-  });
-  const env = (name: string) => process.env[`BENCH_${name.toUpperCase().replaceAll('-', '_')}`];
-  const quick = values.quick ?? ['1', 'true'].includes(env('quick') ?? '');
-  const text = (name: keyof typeof values & string, fallback: string, quickFallback: string) => {
-    const given = values[name] ?? env(name);
-    return typeof given === 'string' ? given : quick ? quickFallback : fallback;
-  };
-  const number = (name: keyof typeof values & string, fallback: number, quickFallback: number) => {
-    const raw = text(name, String(fallback), String(quickFallback));
-    const value = Number(raw);
-    if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} must be a positive number, got "${raw}"`);
-    return value;
-  };
+  const { text, number, given } = benchFlags([
+    'only',
+    'decode-rows',
+    'decode-rounds',
+    'e2e-rows',
+    'concurrency',
+    'batch-size',
+    'latency-rate',
+    'latency-seconds',
+    'rss-rows',
+    'rss-batch-size',
+    'profile-dir',
+    'dispatcher-args',
+    'backlog-rows',
+    'sibling-seconds',
+    'sibling-load',
+  ]);
   const phases = new Set(text('only', PHASES, PHASES).split(','));
   for (const phase of phases) if (!PHASES.split(',').includes(phase)) throw new Error(`--only: unknown phase "${phase}" (phases: ${PHASES})`);
   return {
@@ -149,8 +134,8 @@ function benchOptions(): BenchOptions {
     latencySeconds: number('latency-seconds', 10, 3),
     rssRows: number('rss-rows', 1_000_000, 200_000),
     rssBatchSize: number('rss-batch-size', 100, 100),
-    profileDir: values['profile-dir'] ?? env('profile-dir'),
-    dispatcherArgs: (values['dispatcher-args'] ?? env('dispatcher-args') ?? '').split(' ').filter(Boolean),
+    profileDir: given('profile-dir'),
+    dispatcherArgs: (given('dispatcher-args') ?? '').split(' ').filter(Boolean),
     backlogRows: number('backlog-rows', 100_000, 20_000),
     siblingSeconds: number('sibling-seconds', 20, 10),
     siblingLoad: number('sibling-load', 0.25, 0.25),
@@ -475,12 +460,12 @@ async function benchLatency(pgServer: EmbeddedPostgres, db: pg.Client, sink: Sin
   const d = dispatcherStats.latency!;
   const b = bareStats.latency!;
   const c = summarize(commits)!;
-  record({ figure: `latency p50 commit→delivered @${rate}/s`, value: fmtMs(d.p50), baseline: `bare undici POST ${fmtMs(b.p50)}`, ratio: Math.max(d.p50, 0.5) / Math.max(b.p50, 0.5), target: '' });
+  record({ figure: `latency p50 commit→delivered @${rate}/s`, value: fmtMs(d.p50), baseline: `bare undici POST ${fmtMs(b.p50)}`, ratio: latencyRatio(d.p50, b.p50), target: '' });
   record({
     figure: `latency p99 commit→delivered @${rate}/s`,
     value: fmtMs(d.p99),
     baseline: `bare undici POST ${fmtMs(b.p99)}`,
-    ratio: Math.max(d.p99, 0.5) / Math.max(b.p99, 0.5),
+    ratio: latencyRatio(d.p99, b.p99),
     target: '≤ 25 ms',
     check: d.p99 <= 25,
   });
@@ -571,10 +556,7 @@ async function main(): Promise<void> {
       `phases ${[...options.phases].join(',')}`,
   );
   const started = Date.now();
-  const pgServer = await startEmbeddedPostgres({
-    // The memory phase freezes the dispatcher while the backlog is written; keep the walsender waiting.
-    settings: { wal_sender_timeout: '10min', max_wal_size: '8GB', checkpoint_timeout: '30min' },
-  });
+  const pgServer = await startEmbeddedPostgres({ settings: PG_SETTINGS });
   const sink = await startSink();
   const db = new pg.Client({ connectionString: pgServer.url });
   try {

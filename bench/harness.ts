@@ -3,16 +3,23 @@
  * child process (with its metrics), and a few /proc readings.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { freePort } from '../common/loopback.js';
 import { metricSum, parsePrometheusText } from '../test/harness/controlledSink.js';
 import { removeDir, writeManifests } from '../test/harness/dispatcherFixture.js';
+import type { Sink, SinkStats } from './sink.js';
 
 // ---------------------------------------------------------------------------------------------
 // Database
 // ---------------------------------------------------------------------------------------------
+
+/**
+ * The bench server's settings: no checkpoint in the middle of a measurement, and a walsender that keeps
+ * waiting while the memory phase freezes the dispatcher (SIGSTOP) as its backlog is written.
+ */
+export const PG_SETTINGS = { wal_sender_timeout: '10min', max_wal_size: '8GB', checkpoint_timeout: '30min' };
 
 export const PUBLICATION = 'bench';
 export const TXN_ROWS = 10_000;
@@ -104,6 +111,16 @@ export function memoryOf(pid: number): { rss: number; hwm: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
   return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
+}
+
+/** Resets a process's VmHWM to its VmRSS now (clear_refs 5), so the next VmHWM is the peak from here on; false when the kernel refuses. */
+export function resetPeakRss(pid: number): boolean {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** CPU seconds (user + system) a process has used. */
@@ -206,6 +223,19 @@ export async function startBenchDispatcher(
     return metricSum(parsePrometheusText(text), name, labels) ?? 0;
   };
   return { child, pid: child.pid!, port, output: () => log, manifestFile, manifestDir, metric };
+}
+
+/** Waits until the sink has counted `n` events (reads of a backfill included); its stats then. */
+export async function sinkHas(sink: Sink, n: number, run: DispatcherRun, timeoutMs = 15 * 60_000): Promise<SinkStats> {
+  return waitFor(
+    `${n} events at the sink`,
+    async () => {
+      const s = await sink.stats();
+      return s.events >= n && s;
+    },
+    timeoutMs,
+    () => run.output().slice(-4000),
+  );
 }
 
 /** SIGTERM (the dispatcher drains and exits; a CPU profile is written then). */

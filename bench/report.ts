@@ -15,6 +15,8 @@ export const notes: string[] = [];
 export const fmtRate = (perSecond: number, unit = '/s') => `${Math.round(perSecond).toLocaleString('en-US')} ${unit}`;
 /** Latencies are whole milliseconds (ce-time and Date.now() have no finer resolution). */
 export const fmtMs = (ms: number) => (ms < 1 ? '< 1 ms' : `${ms.toFixed(0)} ms`);
+/** The ratio of two latencies of millisecond resolution: a reading under 1 ms counts as 0.5 ms. */
+export const latencyRatio = (measured: number, baseline: number) => Math.max(measured, 0.5) / Math.max(baseline, 0.5);
 
 export function record(row: Omit<Row, 'verdict' | 'ratio'> & { ratio: number; check?: boolean }): void {
   const verdict = row.check === undefined ? '' : row.check ? 'met' : 'MISSED';

@@ -2,14 +2,17 @@
  * The bench's function: a minimal node:http server in a child process of its own (so it never shares
  * an event loop with what it measures) that answers every request at once, 200 unless told otherwise,
  * counts events (binary and batched CloudEvents) and, when asked, records each event's latency: receipt
- * time minus its ce-time (the commit time), or minus x-bench-sent-at for the bare clients.
+ * time minus its ce-time (the commit time), or minus x-bench-sent-at for the bare clients. A backfill's
+ * reads (type dev.eventide.row.read) are counted among the events and apart, and have no latency (their
+ * time is when their chunk was read, not a commit).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:http';
 import { fileURLToPath } from 'node:url';
-import { ATTEMPT_HEADER } from '../api/v1alpha1/index.js';
+import { ATTEMPT_HEADER, EVENT_TYPE_PREFIX } from '../api/v1alpha1/index.js';
 
 const SELF = fileURLToPath(import.meta.url);
+const READ_TYPE = `${EVENT_TYPE_PREFIX}read`;
 
 type SinkCommand = { cmd: 'reset'; recordLatency: boolean } | { cmd: 'stats' } | { cmd: 'answer'; status: number };
 
@@ -21,11 +24,15 @@ export interface LatencySummary {
 }
 
 export interface SinkStats {
+  /** Events received, a backfill's reads included. */
   events: number;
+  /** Of those, a backfill's reads. */
+  reads: number;
   requests: number;
   /** Date.now() of the first and last receipt since the last reset. */
   firstAt: number;
   lastAt: number;
+  /** Of the events that are not reads. */
   latency: LatencySummary | null;
   /** The first request since the reset, to replay from the bare client. */
   sample: { headers: Record<string, string>; body: string } | null;
@@ -49,6 +56,7 @@ function countOccurrences(text: string, needle: string): number {
 /** Runs in the child: answers 200 to everything (or the status set by `answer`), counts events, measures latency. */
 function runSink(): void {
   let events = 0;
+  let reads = 0;
   let requests = 0;
   let firstAt = 0;
   let lastAt = 0;
@@ -66,12 +74,18 @@ function runSink(): void {
       let n = 1;
       if (contentType.startsWith('application/cloudevents-batch+json')) {
         if (recordLatency) {
-          const items = JSON.parse(body) as { time: string }[];
-          for (const item of items) latencies.push(now - Date.parse(item.time));
+          const items = JSON.parse(body) as { time: string; type: string }[];
+          for (const item of items) {
+            if (item.type === READ_TYPE) reads += 1;
+            else latencies.push(now - Date.parse(item.time));
+          }
           n = items.length;
         } else {
           n = countOccurrences(body, '"specversion"');
+          reads += countOccurrences(body, `"${READ_TYPE}"`);
         }
+      } else if (req.headers['ce-type'] === READ_TYPE) {
+        reads += 1;
       } else if (recordLatency) {
         const sentAt = req.headers['x-bench-sent-at'];
         const time = req.headers['ce-time'];
@@ -98,13 +112,13 @@ function runSink(): void {
     let reply: SinkStats | null = null;
     switch (message.cmd) {
       case 'reset':
-        events = requests = firstAt = lastAt = 0;
+        events = reads = requests = firstAt = lastAt = 0;
         latencies = [];
         sample = null;
         recordLatency = message.recordLatency;
         break;
       case 'stats':
-        reply = { events, requests, firstAt, lastAt, latency: summarize(latencies), sample };
+        reply = { events, reads, requests, firstAt, lastAt, latency: summarize(latencies), sample };
         break;
       case 'answer':
         status = message.status;

@@ -94,6 +94,21 @@ export interface FunctionDemandReport {
 }
 
 const STATES: readonly string[] = ['serving', 'suspended', 'set-aside', 'waiting'];
+const BACKFILL_PHASES: readonly string[] = ['Pending', 'Running', 'Complete', 'Failed', 'Cancelled'] satisfies BackfillStateReport['phase'][];
+
+/** Throws naming the entry when a backfill entry of /state is not one the operator can mirror into status. */
+function checkBackfill(key: string, value: unknown): void {
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new Error(`backfill ${key}: not an object`);
+  const entry = value as Partial<Record<keyof BackfillStateReport, unknown>>;
+  if (typeof entry.phase !== 'string' || !BACKFILL_PHASES.includes(entry.phase)) throw new Error(`backfill ${key}: phase must be one of ${BACKFILL_PHASES.join(', ')}`);
+  if (typeof entry.trigger !== 'string') throw new Error(`backfill ${key}: trigger must be a string`);
+  for (const field of ['rowsRead', 'rowsSent'] as const) {
+    if (typeof entry[field] !== 'number' || !Number.isFinite(entry[field])) throw new Error(`backfill ${key}: ${field} must be a number`);
+  }
+  if (entry.rowsEstimate !== undefined && (typeof entry.rowsEstimate !== 'number' || !Number.isFinite(entry.rowsEstimate))) {
+    throw new Error(`backfill ${key}: rowsEstimate must be a number when present`);
+  }
+}
 
 /** Reads a /state answer; throws naming what is wrong, so a broken or foreign endpoint is reported, never trusted. */
 export function parseDispatcherState(value: unknown): DispatcherStateReport {
@@ -105,6 +120,11 @@ export function parseDispatcherState(value: unknown): DispatcherStateReport {
     if (!trigger || typeof trigger !== 'object' || !STATES.includes((trigger as TriggerStateReport).state)) {
       throw new Error(`trigger ${key}: state must be one of ${STATES.join(', ')}`);
     }
+  }
+  // Absent (a dispatcher from before backfills) reads as none.
+  if (doc.backfills !== undefined && doc.backfills !== null) {
+    if (typeof doc.backfills !== 'object' || Array.isArray(doc.backfills)) throw new Error('backfills must be an object keyed by namespace/name');
+    for (const [key, backfill] of Object.entries(doc.backfills)) checkBackfill(key, backfill);
   }
   if (typeof doc.source.slot !== 'string' || typeof doc.source.lagBytes !== 'number') throw new Error('source: slot and lagBytes are required');
   const report = doc as DispatcherStateReport;

@@ -34,8 +34,8 @@ describe('backfills', () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
   });
 
-  async function setUp(options: { rows?: number; trigger?: Record<string, unknown>; answerDelayMs?: number } = {}) {
-    const db = await startSourceDatabase('CREATE TABLE items (id int PRIMARY KEY, version int NOT NULL DEFAULT 0, note text); CREATE TABLE bare (id int, note text);');
+  async function setUp(options: { rows?: number; trigger?: Record<string, unknown>; answerDelayMs?: number; others?: (sinkUrl: string) => Record<string, unknown>[] } = {}) {
+    const db = await startSourceDatabase('CREATE TABLE items (id int PRIMARY KEY, version int NOT NULL DEFAULT 0, note text); CREATE TABLE bare (id int, note text); ALTER TABLE bare REPLICA IDENTITY FULL;');
     cleanups.push(() => db.close());
     await db.sql(`INSERT INTO items SELECT g, 0, 'existing' FROM generate_series(1, ${options.rows ?? ROWS}) g`);
     const sink: ControlledSink = await startControlledSink(async () => {
@@ -43,16 +43,26 @@ describe('backfills', () => {
       return { status: 200 };
     });
     cleanups.push(() => sink.close());
-    const trigger = triggerManifest('items', { table: { name: 'items' }, sink: { url: sink.url }, operations: ['insert', 'update', 'delete'], concurrency: 16, ...options.trigger });
-    const file = writeManifests([trigger]);
-    const withBackfills = (...backfills: Record<string, unknown>[]) => writeFileSync(file, [trigger, ...backfills].map((m) => stringify(m)).join('---\n'));
+    let triggerSpec: Record<string, unknown> = { table: { name: 'items' }, sink: { url: sink.url }, operations: ['insert', 'update', 'delete'], concurrency: 16, ...options.trigger };
+    let backfills: Record<string, unknown>[] = [];
+    const others = options.others?.(sink.url) ?? [];
+    const file = writeManifests([triggerManifest('items', triggerSpec), ...others]);
+    const write = () => writeFileSync(file, [triggerManifest('items', triggerSpec), ...others, ...backfills].map((m) => stringify(m)).join('---\n'));
+    const withBackfills = (...next: Record<string, unknown>[]) => {
+      backfills = next;
+      write();
+    };
+    const withTrigger = (spec: Record<string, unknown>) => {
+      triggerSpec = { ...triggerSpec, ...spec };
+      write();
+    };
     const start = async () => {
       const proc = await startDispatcherProcess(['--database-url', db.url, '-f', file, '--watch-config']);
       cleanups.push(() => proc.kill('SIGKILL'));
       await proc.ready(60_000);
       return proc;
     };
-    return { db, sink, file, withBackfills, start };
+    return { db, sink, file, withBackfills, withTrigger, start };
   }
 
   it('sends every existing row as a read, never older than a live change already sent, while the table changes', async () => {
@@ -131,4 +141,107 @@ describe('backfills', () => {
     expect(row.n).toBe(1);
     console.log(`backfill: ${reads.length} reads, ${sink.deliveries.length - reads.length} live events, ${deleted.size} deletes`);
   }, 240_000);
+
+  it('kill -9 in the middle: a restart resumes from the last completed chunk and completes; a row read twice keeps its event id', async () => {
+    const { db, sink, withBackfills, start } = await setUp({ answerDelayMs: 3 });
+    withBackfills(backfillManifest('resumed', { batchSize: 500 }));
+    const first = await start();
+    await eventually(async () => ((await backfillState(first, 'resumed'))?.rowsRead ?? 0) >= 5000, 60_000, '5000 rows read');
+    await first.kill('SIGKILL');
+    const durable = (await db.sql("SELECT cursor, rows_read::int AS rows FROM eventide.backfills WHERE name = 'test/resumed'")).rows[0] as { cursor: string[]; rows: number };
+    expect(durable.rows).toBeGreaterThanOrEqual(5000);
+    expect(Number(durable.cursor[0])).toBe(durable.rows); // no row deleted: the cursor is the last key of the completed chunks
+    const readBefore = sink.deliveries.length;
+    const second = await start();
+    const done = await eventually(async () => {
+      const state = await backfillState(second, 'resumed');
+      return state?.phase === 'Complete' ? state : undefined;
+    }, 90_000, 'the backfill complete after the restart');
+    // Counted once per row: the chunk cut off by the kill was recorded by the second run only.
+    expect(done).toMatchObject({ rowsRead: ROWS, rowsSent: ROWS, rowsEstimate: ROWS, cursor: String(ROWS) });
+    expect(second.output()).toMatch(new RegExp(`"from":\\["${durable.cursor[0]}"\\],"msg":"backfill running"`));
+    const ids = new Map<number, Set<string>>();
+    for (const d of sink.deliveries) (ids.get(idOf(d)) ?? ids.set(idOf(d), new Set()).get(idOf(d))!).add(d.id);
+    const missing = Array.from({ length: ROWS }, (_, i) => i + 1).filter((id) => !ids.has(id));
+    expect(missing).toEqual([]);
+    // Duplicates (rows in flight at the kill, read again) carry the same id: same key, same row version.
+    expect([...ids.values()].filter((set) => set.size > 1)).toEqual([]);
+    // The restart resumed rather than starting over: far fewer than ROWS were sent again.
+    expect(sink.deliveries.length - readBefore).toBeLessThan(ROWS - 4000);
+  }, 240_000);
+
+  it('a filter limits the rows; the trigger\'s own filter and format apply; a suspended trigger makes the backfill wait', async () => {
+    const { sink, withBackfills, withTrigger, start } = await setUp({ rows: 2000, trigger: { filter: 'new.id <= 1000', format: 'hasura', suspend: true } });
+    const proc = await start();
+    withBackfills(backfillManifest('tenth', { filter: 'new.id % 10 == 0' }));
+    await eventually(async () => (await backfillState(proc, 'tenth'))?.message?.includes('suspended'), 30_000, 'the backfill waiting for the suspended trigger');
+    await sleep(1000);
+    expect(sink.deliveries).toHaveLength(0);
+    expect(await backfillState(proc, 'tenth')).toMatchObject({ phase: 'Pending', rowsRead: 0, message: 'waiting: EventTrigger test/items is suspended (spec.suspend)' });
+    withTrigger({ suspend: false });
+    const done = await eventually(async () => {
+      const state = await backfillState(proc, 'tenth');
+      return state?.phase === 'Complete' ? state : undefined;
+    }, 60_000, 'the backfill complete once the trigger resumed');
+    // Read every row; sent the ones both filters pass: id a multiple of 10, at most 1000.
+    expect(done).toMatchObject({ rowsRead: 2000, rowsSent: 100, rowsEstimate: 2000 });
+    await eventually(() => sink.deliveries.length >= 100, 10_000, '100 deliveries');
+    await sleep(500);
+    const events = sink.deliveries.map((d) => d.data as { event: { op: string; data: { old: unknown; new: { id: number } } }; trigger: { name: string } });
+    expect(events).toHaveLength(100);
+    expect(events.map((e) => e.event.data.new.id).sort((a, b) => a - b)).toEqual(Array.from({ length: 100 }, (_, i) => (i + 1) * 10));
+    expect(events[0]).toMatchObject({ event: { op: 'MANUAL', data: { old: null } }, trigger: { name: 'items' } });
+  }, 120_000);
+
+  it('cancel stops a running backfill (CLI, or its resource removed); status shows progress; a table without a primary key is refused', async () => {
+    const { db, sink, withBackfills, start } = await setUp({
+      rows: 3000,
+      others: (url) => [triggerManifest('bare', { table: { name: 'bare' }, sink: { url }, operations: ['insert'] })],
+    });
+    const proc = await start();
+    withBackfills(
+      backfillManifest('slow', { rowsPerSecond: 200, batchSize: 100 }),
+      backfillManifest('removed', { rowsPerSecond: 200, batchSize: 100 }),
+      { ...backfillManifest('no-key', {}), spec: { trigger: { name: 'bare' } } },
+    );
+    const refused = await eventually(async () => {
+      const state = await backfillState(proc, 'no-key');
+      return state?.phase === 'Failed' ? state : undefined;
+    }, 30_000, 'the backfill of a table without a primary key failed').catch(async (error: Error) => {
+      throw new Error(`${error.message}: ${JSON.stringify(await backfillState(proc, 'no-key'))}`);
+    });
+    expect(refused.message).toBe(
+      'table public.bare has no primary key: a backfill reads a table in primary-key order, chunk by chunk, and needs the key to tell which live change touches which row it read; add one (ALTER TABLE "public"."bare" ADD PRIMARY KEY (...))',
+    );
+    await eventually(async () => ((await backfillState(proc, 'slow'))?.rowsRead ?? 0) >= 300, 30_000, 'the slow backfill under way');
+
+    const status = await runEventide(['backfill', 'status', '--database-url', db.url, 'test/slow']);
+    expect(status.code).toBe(0);
+    expect(status.stdout).toMatch(/Running/);
+    expect(status.stdout).toMatch(/\d+(\.\d+)?%/);
+    const list = await runEventide(['backfill', 'status', '--database-url', db.url]);
+    expect(list.stdout).toMatch(/^test\/no-key\s+test\/bare\s+Failed/m);
+
+    const cancelled = await runEventide(['backfill', 'cancel', '--database-url', db.url, 'test/slow']);
+    expect(cancelled.code).toBe(0);
+    withBackfills(backfillManifest('slow', { rowsPerSecond: 200, batchSize: 100 }), { ...backfillManifest('no-key', {}), spec: { trigger: { name: 'bare' } } });
+    for (const name of ['slow', 'removed']) {
+      await eventually(async () => (await backfillState(proc, name))?.phase === 'Cancelled', 30_000, `${name} cancelled`);
+    }
+    const readsNow = () => sink.deliveries.filter((d) => d.type === 'dev.eventide.row.read').length;
+    await sleep(500);
+    const settled = readsNow();
+    await sleep(2000);
+    expect(readsNow()).toBe(settled); // nothing more after the cancel
+    expect(settled).toBeLessThan(2 * 3000);
+    const rows = (await db.sql("SELECT name, phase, message FROM eventide.backfills ORDER BY name")).rows;
+    expect(rows).toEqual([
+      { name: 'test/no-key', phase: 'Failed', message: refused.message },
+      { name: 'test/removed', phase: 'Cancelled', message: 'cancelled: its Backfill resource was deleted' },
+      { name: 'test/slow', phase: 'Cancelled', message: expect.any(String) },
+    ]);
+    // A cancelled resource still in the manifests stays cancelled (it is the same object).
+    await sleep(3000);
+    expect((await backfillState(proc, 'slow'))?.phase).toBe('Cancelled');
+  }, 120_000);
 });
