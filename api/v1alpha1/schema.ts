@@ -140,7 +140,12 @@ export const EventTriggerSpec = Type.Object(
     batch: Type.Object(
       {
         maxSize: Type.Integer({ minimum: 1, maximum: 1000, default: 1, description: 'Events per request; more than 1 sends a JSON array.' }),
-        maxWait: Duration('How long a partial batch waits for more events.', '50ms'),
+        maxWait: Duration(
+          'How long a partial batch may wait for more events before it is sent. 0s (the default): a partial batch goes as soon as a ' +
+            'delivery slot is free, and batches fill by themselves while requests are in flight; set it to trade latency for fuller ' +
+            'batches (a function with a high cost per request).',
+          '0s',
+        ),
       },
       { default: {}, description: 'Batching of events into one request.' },
     ),

@@ -119,6 +119,37 @@ describe('TriggerLane', () => {
     expect(batches.slice(1).flat().sort()).toEqual(['x2', 'y1']);
   });
 
+  it('adaptive batching: a partial batch goes at once while a slot is free; a burst leaves as full batches; more fill while requests are in flight', async () => {
+    const batches: { ids: string[]; at: number }[] = [];
+    const holds: (() => void)[] = [];
+    const release = () => holds.shift()?.();
+    const { l, waitFor } = lane({
+      concurrency: 2,
+      batchMaxSize: 10,
+      attempt: async (entries) => {
+        batches.push({ ids: entries.map((e) => e.event.id), at: Date.now() });
+        if (batches.length <= 3) await new Promise<void>((resolve) => holds.push(resolve));
+        return ok(entries);
+      },
+    });
+    const t0 = Date.now();
+    l.enqueue({ id: 'lone', orderingKey: 'lone' });
+    await sleep(5);
+    expect(batches.map((b) => b.ids)).toEqual([['lone']]); // no maxWait: the function is not kept waiting for company
+    expect(batches[0]!.at - t0).toBeLessThan(20);
+    for (let i = 0; i < 25; i++) l.enqueue({ id: `e${i}`, orderingKey: `k${i}` });
+    await sleep(5);
+    // One slot was free: the burst's first full batch took it; the rest waits for a slot and fills meanwhile.
+    expect(batches.map((b) => b.ids.length)).toEqual([1, 10]);
+    release();
+    await sleep(5);
+    expect(batches.map((b) => b.ids.length)).toEqual([1, 10, 10]);
+    release();
+    release();
+    await waitFor(26);
+    expect(batches.map((b) => b.ids.length)).toEqual([1, 10, 10, 5]);
+  });
+
   it('stop() waits for attempts in flight and starts no new ones', async () => {
     const { l, settled } = lane({
       concurrency: 1,

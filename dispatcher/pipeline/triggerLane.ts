@@ -103,6 +103,7 @@ export class TriggerLane<E extends LaneEvent> {
   private held: LaneEntry<E>[] = [];
   private batchTimer: NodeJS.Timeout | undefined;
   private flushPartialBatch = false;
+  private pumpScheduled = false;
   private stopped = false;
   private readonly abort = new AbortController();
   private idleWaiters: (() => void)[] = [];
@@ -155,7 +156,19 @@ export class TriggerLane<E extends LaneEvent> {
     }
     if (!first) return;
     this.markReady(entry.keys[0]!);
-    this.pump();
+    // Batches: decide once the burst being read (one socket read's worth of changes) is queued, so it
+    // leaves as full batches rather than as a first lone event and the rest.
+    if (this.options.batchMaxSize > 1) this.pumpSoon();
+    else this.pump();
+  }
+
+  private pumpSoon(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
   }
 
   /** Events waiting or in flight. */
@@ -298,6 +311,8 @@ export class TriggerLane<E extends LaneEvent> {
   private pump(): void {
     const { concurrency, batchMaxSize, batchMaxWaitMs } = this.options;
     while (!this.stopped && this.inFlight < concurrency && this.readyCount > 0) {
+      // Adaptive batching: with a delivery slot free, a partial batch goes now (batches fill by themselves
+      // while requests are in flight); only a maxWait the trigger asks for holds it back to fill.
       if (batchMaxSize > 1 && this.readyCount < batchMaxSize && !this.flushPartialBatch && batchMaxWaitMs > 0) {
         this.batchTimer ??= setTimeout(() => {
           this.batchTimer = undefined;

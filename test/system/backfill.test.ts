@@ -144,7 +144,7 @@ beforeAll(async () => {
   ]);
   await eventually(
     'the trigger Ready',
-    async () => conditionOf(await getJson<BackfillJson>(cp, ['eventtrigger', 'items', '-n', NS]), 'Ready')?.status === 'True',
+    async () => conditionOf(await getJson<{ status?: { conditions?: StoredCondition[] } }>(cp, ['eventtrigger', 'items', '-n', NS]), 'Ready')?.status === 'True',
     120_000,
   );
 }, 300_000);
@@ -163,6 +163,7 @@ describe('Backfill through the operator and the dispatcher it deploys', () => {
     const from = sink.requests.length;
     await apply([backfill('all-items', { batchSize: 500 })]);
     const wait = await cp.kubectl(['wait', '--for=condition=Complete', '--timeout=90s', 'backfill/all-items', '-n', NS]);
+    // kubectl wait only says it timed out: then fail with the status, /state and the dispatcher's log.
     if (wait.code !== 0) await waitForComplete('all-items', 1000);
     const b = await waitForComplete('all-items');
 
