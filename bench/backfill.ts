@@ -254,6 +254,9 @@ interface BackfillRun {
   cpu: { perK: number; cores: number };
   peakRss: number | undefined;
   maxRss: number;
+  /** VmRSS when the backfill was added. */
+  startRss: number;
+  start: WalReading;
   walWritten: number;
   end: WalReading;
   maxRetained: number;
@@ -266,6 +269,7 @@ async function runBackfill(bench: Bench, name: string, alongside?: () => Promise
   await sink.reset(alongside !== undefined);
   const walBefore = await walReading(monitor);
   const cpuBefore = cpuSecondsOf(run.pid);
+  const startRss = memoryOf(run.pid).rss;
   const hwmReset = resetPeakRss(run.pid);
   const sampler = startSampler(bench);
   const writtenAt = addBackfill(bench, name);
@@ -294,6 +298,8 @@ async function runBackfill(bench: Bench, name: string, alongside?: () => Promise
     cpu: cpuOver(bench, cpuBefore, seconds, state.rowsRead),
     peakRss: hwmReset ? memoryOf(run.pid).hwm : undefined,
     maxRss: samples.maxRss,
+    startRss,
+    start: walBefore,
     walWritten: end.at - walBefore.at,
     end,
     maxRetained: samples.maxRetained,
@@ -326,18 +332,20 @@ async function benchThroughput(bench: Bench): Promise<number> {
   const live = await measureLive(bench);
   console.log(`  live: ${options.liveRows.toLocaleString('en-US')} events delivered at ${fmtRate(live.rate, 'ev/s')} (the writer committed ${fmtRate(live.writeRate, 'rows/s')})`);
   record({ figure: `backfill (batchSize ${options.batchSize}), manifest → Complete`, value: fmtRate(rate, 'rows/s'), baseline: `live batched delivery ${fmtRate(live.rate, 'ev/s')}`, ratio: rate / live.rate, target: '' });
-  reportThroughputNotes(backfill, live);
+  reportThroughputNotes(backfill, live, options.batchSize);
   reportMemoryAndWal(bench, backfill, '', live.peakRss);
   return live.rate;
 }
 
-function reportThroughputNotes(backfill: BackfillRun, live: Awaited<ReturnType<typeof measureLive>>): void {
+function reportThroughputNotes(backfill: BackfillRun, live: Awaited<ReturnType<typeof measureLive>>, batchSize: number): void {
   const running = backfill.seconds - backfill.pickupSeconds;
+  // The last chunk is the one that reads fewer rows than batchSize (none, when the count is a multiple of it).
+  const chunks = Math.floor(backfill.state.rowsRead / batchSize) + 1;
   notes.push(
     `backfill of (1): ${backfill.state.rowsRead.toLocaleString('en-US')} rows read (rowsEstimate ${backfill.state.rowsEstimate ?? '?'}), ${backfill.reads.toLocaleString('en-US')} reads at the sink ` +
       `in ${backfill.requests.toLocaleString('en-US')} requests (${(backfill.reads / Math.max(1, backfill.requests)).toFixed(1)} per request); ` +
       `${backfill.seconds.toFixed(2)} s = ${backfill.pickupSeconds.toFixed(2)} s until the dispatcher noticed the manifest (--watch-config looks every 2 s) + ` +
-      `${running.toFixed(2)} s running (${fmtRate(backfill.state.rowsRead / running, 'rows/s')}); first → last read at the sink ${backfill.sinkSeconds.toFixed(2)} s ` +
+      `${running.toFixed(2)} s running (${fmtRate(backfill.state.rowsRead / running, 'rows/s')}; ${chunks} chunks, ${((running * 1000) / chunks).toFixed(1)} ms each); first → last read at the sink ${backfill.sinkSeconds.toFixed(2)} s ` +
       `(${fmtRate(backfill.reads / backfill.sinkSeconds, 'rows/s')})`,
   );
   notes.push(
@@ -366,16 +374,18 @@ function reportMemoryAndWal(bench: Bench, backfill: BackfillRun, label: string, 
     target: '',
   });
   record({
-    figure: `WAL retained by the slot at Complete${label} (highest sampled: ${fmtBytes(backfill.maxRetained)})`,
-    value: fmtBytes(backfill.end.retained),
+    figure: `WAL retained by the slot at Complete${label}`,
+    value: `${fmtBytes(backfill.end.retained)} (max ${fmtBytes(backfill.maxRetained)})`,
     baseline: `WAL written during the backfill ${fmtBytes(backfill.walWritten)}`,
     ratio: backfill.end.retained / backfill.walWritten,
     target: '',
   });
   notes.push(
-    `memory and WAL of the backfill${label}: ${backfill.peakRss !== undefined ? 'VmHWM reset when the backfill was added' : 'VmHWM could not be reset: highest sampled VmRSS'}` +
+    `memory and WAL of the backfill${label}: VmRSS ${backfill.startRss.toFixed(1)} MiB when it was added, ` +
+      `${backfill.peakRss !== undefined ? 'VmHWM reset then' : 'VmHWM could not be reset: highest sampled VmRSS'}` +
       `${livePeakRss !== undefined ? `; peak RSS during the live baseline of (1) ${livePeakRss.toFixed(1)} MiB` : ''}; ` +
-      `WAL the server keeps for the slot (restart_lsn) at Complete ${fmtBytes(backfill.end.kept)}, highest sampled ${fmtBytes(backfill.maxKept)}`,
+      `WAL retained (current − confirmed_flush_lsn) ${fmtBytes(backfill.start.retained)} when it was added, max is the highest sampled every ${SAMPLE_MS} ms; ` +
+      `WAL the server keeps for the slot (current − restart_lsn) at Complete ${fmtBytes(backfill.end.kept)}, highest sampled ${fmtBytes(backfill.maxKept)}`,
   );
 }
 

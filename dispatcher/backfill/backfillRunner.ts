@@ -116,6 +116,11 @@ export class BackfillRunner {
     return this.stopped;
   }
 
+  /** The run of the backfill this runner runs (see BackfillRecord.run). */
+  get currentRun(): string {
+    return this.record.run;
+  }
+
   report(): BackfillStateReport {
     return backfillReport(this.record, this.message);
   }
@@ -152,7 +157,7 @@ export class BackfillRunner {
     const facts = await this.withRetries(() => readTableFacts(this.host.pool, served.route.trigger.spec.table));
     if (!facts) return;
     const filter = this.compileFilter();
-    if (!(await this.host.store.start(this.name, facts.rowsEstimate))) return this.halt();
+    if (!(await this.host.store.start(this.name, facts.rowsEstimate, this.record.run))) return this.halt();
     this.record = { ...this.record, phase: 'Running', rowsEstimate: this.record.rowsEstimate ?? facts.rowsEstimate, startedAt: this.record.startedAt ?? new Date() };
     this.host.logger.info({ backfill: this.name, trigger: this.record.trigger, rowsEstimate: facts.rowsEstimate, from: this.record.cursor }, 'backfill running');
     let cursor = this.record.cursor;
@@ -358,7 +363,7 @@ export class BackfillRunner {
       this.host.windows.forget(chunk.id);
       this.host.logger.debug({ backfill: this.name, chunk: chunk.id, rows: chunk.rowsRead, to: chunk.lastKey }, 'backfill chunk complete');
       if (chunk.lastKey !== null) {
-        const recorded = await this.withRetries(() => this.host.store.recordChunk(this.name, chunk.lastKey!, chunk.rowsRead, chunk.sendable));
+        const recorded = await this.withRetries(() => this.host.store.recordChunk(this.name, chunk.lastKey!, chunk.rowsRead, chunk.sendable, this.record.run));
         if (recorded === undefined) return true;
         if (!recorded) {
           this.halt();
@@ -372,7 +377,7 @@ export class BackfillRunner {
   }
 
   private async finish(phase: 'Complete' | 'Failed', message: string | null): Promise<void> {
-    const done = await this.withRetries(() => this.host.store.finish(this.name, phase, message)).catch(() => false);
+    const done = await this.withRetries(() => this.host.store.finish(this.name, phase, message, this.record.run)).catch(() => false);
     if (done) {
       this.record = { ...this.record, phase, message, finishedAt: new Date() };
       this.host.logger.info({ backfill: this.name, phase, rowsRead: this.record.rowsRead, rowsSent: this.record.rowsSent }, `backfill ${phase.toLowerCase()}`);

@@ -12,7 +12,7 @@ import type { DecodedRowChange } from '../pipeline/changeIntake.js';
 
 function record(name: string, trigger: string, extra: Partial<BackfillRecord> = {}): BackfillRecord {
   const now = new Date();
-  return { name, origin: 'manifest', trigger, batchSize: 1000, phase: 'Pending', cursor: null, rowsRead: 0, rowsSent: 0, rowsEstimate: null, message: null, createdAt: now, startedAt: null, finishedAt: null, updatedAt: now, ...extra };
+  return { name, run: 'r1', origin: 'manifest', trigger, batchSize: 1000, phase: 'Pending', cursor: null, rowsRead: 0, rowsSent: 0, rowsEstimate: null, message: null, createdAt: now, startedAt: null, finishedAt: null, updatedAt: now, ...extra };
 }
 
 function resource(name: string, trigger: string): BackfillResource {
@@ -41,6 +41,12 @@ describe('planning backfills', () => {
     expect(plan.run.map((r) => r.name)).toEqual(['test/a', 'test/cli', 'test/aside']);
     expect(plan.cancel.map((r) => r.name)).toEqual(['test/b']);
     expect(plan.owned.map((r) => r.name)).toEqual(['test/a', 'test/b', 'test/c', 'test/cli', 'test/aside']);
+  });
+
+  it('cancels a backfill it runs whose trigger left the manifests with it', () => {
+    const records = [record('test/gone', 'test/removed-trigger', { phase: 'Running' })];
+    expect(planBackfills(records, config([], ['test/orders'])).cancel).toEqual([]); // not known: not ours to judge
+    expect(planBackfills(records, config([], ['test/orders']), new Set(['test/gone'])).cancel.map((r) => r.name)).toEqual(['test/gone']);
   });
 
   it('asks for a resource by namespace/name, its trigger in the same namespace', () => {

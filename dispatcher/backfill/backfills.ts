@@ -27,10 +27,12 @@ export function requestOf(backfill: BackfillResource): BackfillRequest {
 export function planBackfills(
   records: readonly BackfillRecord[],
   config: Pick<ServedConfig, 'backfills' | 'deliveries' | 'setAside'>,
+  /** Backfills this dispatcher is running now: its own, even once their trigger left the manifests with them. */
+  running: ReadonlySet<string> = new Set(),
 ): { run: BackfillRecord[]; cancel: BackfillRecord[]; owned: BackfillRecord[] } {
   const inManifests = new Set(config.backfills.map((b) => resourceKey(b.metadata)));
   const ownTrigger = (trigger: string) => config.deliveries.has(trigger) || config.setAside.has(trigger);
-  const owned = records.filter((r) => inManifests.has(r.name) || ownTrigger(r.trigger));
+  const owned = records.filter((r) => inManifests.has(r.name) || ownTrigger(r.trigger) || running.has(r.name));
   const cancel = owned.filter((r) => r.origin === 'manifest' && !inManifests.has(r.name) && !FINISHED_PHASES.has(r.phase));
   const run = owned.filter((r) => !FINISHED_PHASES.has(r.phase) && !cancel.includes(r));
   return { run, cancel, owned };
@@ -70,14 +72,21 @@ export class Backfills {
       // backfills needs no more privileges than before.
       if (config.backfills.length > 0) await store.ensureSchema();
       for (const backfill of config.backfills) await store.upsertResource(requestOf(backfill));
-      const plan = planBackfills(await this.list(), config);
+      const plan = planBackfills(await this.list(), config, new Set(this.runners.keys()));
       for (const record of plan.cancel) {
         logger.info({ backfill: record.name }, 'Backfill resource removed: cancelling it');
         await store.cancel(record.name, 'cancelled: its Backfill resource was deleted');
       }
-      const records = plan.cancel.length > 0 ? planBackfills(await this.list(), config) : plan;
+      const records = plan.cancel.length > 0 ? planBackfills(await this.list(), config, new Set(this.runners.keys())) : plan;
       this.owned = records.owned;
-      for (const record of records.owned) this.runners.get(record.name)?.runner.update(record);
+      for (const record of records.owned) {
+        const running = this.runners.get(record.name)?.runner;
+        if (running && running.currentRun !== record.run) {
+          // Started afresh (another trigger or filter): the old run stops; its reads in flight are delivered as usual.
+          running.stop();
+          this.runners.delete(record.name);
+        } else running?.update(record);
+      }
       for (const record of records.run) if (!this.runners.has(record.name)) this.startRunner(record);
     } catch (error) {
       this.problem = describeError(error).message;

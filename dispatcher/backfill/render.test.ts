@@ -24,6 +24,7 @@ const T0 = Date.parse('2024-05-01T12:00:00Z');
 function record(overrides: Partial<BackfillRecord> = {}): BackfillRecord {
   return {
     name: 'shop/orders-20240501120000',
+    run: 'r1',
     origin: 'cli',
     trigger: 'shop/orders',
     batchSize: 1000,

@@ -25,6 +25,8 @@ export interface BackfillRequest {
 
 /** A backfill as eventide.backfills keeps it: the request, and its durable progress. */
 export interface BackfillRecord extends BackfillRequest {
+  /** This run of the backfill: a row started afresh (a new object, a changed trigger or filter) gets a new one. */
+  run: string;
   phase: BackfillPhaseT;
   /** Primary-key values (as Postgres prints them) of the last row of the last completed chunk. */
   cursor: string[] | null;
@@ -44,6 +46,7 @@ export const FINISHED_PHASES: ReadonlySet<BackfillPhaseT> = new Set(['Complete',
 const SCHEMA_SQL = `
 CREATE TABLE IF NOT EXISTS eventide.backfills (
   name text PRIMARY KEY,
+  run text NOT NULL DEFAULT gen_random_uuid()::text,
   uid text,
   origin text NOT NULL,
   trigger text NOT NULL,
@@ -63,11 +66,12 @@ CREATE TABLE IF NOT EXISTS eventide.backfills (
 );
 `;
 
-const COLUMNS = `name, uid, origin, trigger, filter, batch_size, rows_per_second, phase, cursor, rows_read::text AS rows_read, rows_sent::text AS rows_sent,
+const COLUMNS = `name, run, uid, origin, trigger, filter, batch_size, rows_per_second, phase, cursor, rows_read::text AS rows_read, rows_sent::text AS rows_sent,
   rows_estimate::text AS rows_estimate, message, created_at, started_at, finished_at, updated_at`;
 
 interface Row {
   name: string;
+  run: string;
   uid: string | null;
   origin: BackfillOrigin;
   trigger: string;
@@ -89,6 +93,7 @@ interface Row {
 function toRecord(r: Row): BackfillRecord {
   return {
     name: r.name,
+    run: r.run,
     ...(r.uid !== null ? { uid: r.uid } : {}),
     origin: r.origin,
     trigger: r.trigger,
@@ -142,17 +147,22 @@ export class BackfillStore {
   }
 
   /**
-   * Makes the table hold a Backfill resource: added when absent; started afresh when the row belongs
-   * to another object of the same name (another uid); a changed rate or batch size applies from the
-   * next chunk. Progress and the phase of the same object are left alone (a finished one stays finished).
+   * Makes the table hold a Backfill resource: added when absent; started afresh (a new run) when the row
+   * belongs to another object of the same name (another uid) or asks for other rows (another trigger or
+   * filter); a changed rate or batch size applies from the next chunk. Progress and the phase of the
+   * same request are left alone (a finished one stays finished).
    */
   async upsertResource(request: BackfillRequest): Promise<void> {
     const client = await this.pool.connect();
     try {
       await client.query('BEGIN');
-      const { rows } = await client.query<{ uid: string | null; origin: BackfillOrigin }>('SELECT uid, origin FROM eventide.backfills WHERE name = $1 FOR UPDATE', [request.name]);
+      const { rows } = await client.query<{ uid: string | null; origin: BackfillOrigin; trigger: string; filter: string | null }>(
+        'SELECT uid, origin, trigger, filter FROM eventide.backfills WHERE name = $1 FOR UPDATE',
+        [request.name],
+      );
       const existing = rows[0];
-      if (existing && (existing.uid !== (request.uid ?? null) || existing.origin !== 'manifest')) {
+      const sameRequest = existing && existing.uid === (request.uid ?? null) && existing.origin === 'manifest' && existing.trigger === request.trigger && existing.filter === (request.filter ?? null);
+      if (existing && !sameRequest) {
         await client.query('DELETE FROM eventide.backfills WHERE name = $1', [request.name]);
       }
       await client.query(
@@ -179,32 +189,36 @@ export class BackfillStore {
     return this.get(name);
   }
 
-  /** Marks the backfill running (keeping its first start time); false when it was cancelled meanwhile. */
-  async start(name: string, rowsEstimate: number): Promise<boolean> {
+  /**
+   * Marks the backfill running (keeping its first start time); false when it was cancelled meanwhile.
+   * With `run`, only that run of it: a runner never writes into a run started afresh since.
+   */
+  async start(name: string, rowsEstimate: number, run?: string): Promise<boolean> {
     const { rowCount } = await this.pool.query(
       `UPDATE eventide.backfills SET phase = 'Running', started_at = coalesce(started_at, now()), rows_estimate = coalesce(rows_estimate, $2),
               message = NULL, updated_at = now()
-        WHERE name = $1 AND phase IN ('Pending', 'Running')`,
-      [name, rowsEstimate],
+        WHERE name = $1 AND phase IN ('Pending', 'Running') AND ($3::text IS NULL OR run = $3)`,
+      [name, rowsEstimate, run ?? null],
     );
     return rowCount === 1;
   }
 
   /** Records a completed chunk: the cursor moves past it. False when the backfill is no longer running (cancelled). */
-  async recordChunk(name: string, cursor: string[], rowsRead: number, rowsSent: number): Promise<boolean> {
+  async recordChunk(name: string, cursor: string[], rowsRead: number, rowsSent: number, run?: string): Promise<boolean> {
     const { rowCount } = await this.pool.query(
       `UPDATE eventide.backfills SET cursor = $2, rows_read = rows_read + $3, rows_sent = rows_sent + $4, updated_at = now()
-        WHERE name = $1 AND phase = 'Running'`,
-      [name, cursor, rowsRead, rowsSent],
+        WHERE name = $1 AND phase = 'Running' AND ($5::text IS NULL OR run = $5)`,
+      [name, cursor, rowsRead, rowsSent, run ?? null],
     );
     return rowCount === 1;
   }
 
   /** Ends a running or pending backfill as Complete or Failed. */
-  async finish(name: string, phase: 'Complete' | 'Failed', message: string | null): Promise<boolean> {
+  async finish(name: string, phase: 'Complete' | 'Failed', message: string | null, run?: string): Promise<boolean> {
     const { rowCount } = await this.pool.query(
-      `UPDATE eventide.backfills SET phase = $2, message = $3, finished_at = now(), updated_at = now() WHERE name = $1 AND phase IN ('Pending', 'Running')`,
-      [name, phase, message],
+      `UPDATE eventide.backfills SET phase = $2, message = $3, finished_at = now(), updated_at = now()
+        WHERE name = $1 AND phase IN ('Pending', 'Running') AND ($4::text IS NULL OR run = $4)`,
+      [name, phase, message, run ?? null],
     );
     return rowCount === 1;
   }

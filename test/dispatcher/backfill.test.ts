@@ -47,7 +47,8 @@ describe('backfills', () => {
     let backfills: Record<string, unknown>[] = [];
     const others = options.others?.(sink.url) ?? [];
     const file = writeManifests([triggerManifest('items', triggerSpec), ...others]);
-    const write = () => writeFileSync(file, [triggerManifest('items', triggerSpec), ...others, ...backfills].map((m) => stringify(m)).join('---\n'));
+    let withItems = true;
+    const write = () => writeFileSync(file, [...(withItems ? [triggerManifest('items', triggerSpec)] : []), ...others, ...backfills].map((m) => stringify(m)).join('---\n'));
     const withBackfills = (...next: Record<string, unknown>[]) => {
       backfills = next;
       write();
@@ -56,13 +57,19 @@ describe('backfills', () => {
       triggerSpec = { ...triggerSpec, ...spec };
       write();
     };
+    /** The trigger and the backfills leave the manifests together, as a `kubectl delete -f` of their file does. */
+    const removeTriggerAndBackfills = () => {
+      withItems = false;
+      backfills = [];
+      write();
+    };
     const start = async () => {
       const proc = await startDispatcherProcess(['--database-url', db.url, '-f', file, '--watch-config']);
       cleanups.push(() => proc.kill('SIGKILL'));
       await proc.ready(60_000);
       return proc;
     };
-    return { db, sink, file, withBackfills, withTrigger, start };
+    return { db, sink, file, withBackfills, withTrigger, removeTriggerAndBackfills, start };
   }
 
   it('sends every existing row as a read, never older than a live change already sent, while the table changes', async () => {
@@ -243,5 +250,32 @@ describe('backfills', () => {
     // A cancelled resource still in the manifests stays cancelled (it is the same object).
     await sleep(3000);
     expect((await backfillState(proc, 'slow'))?.phase).toBe('Cancelled');
+  }, 120_000);
+
+  it('a changed filter starts the backfill afresh; a backfill removed with its trigger is cancelled', async () => {
+    const { db, sink, withBackfills, removeTriggerAndBackfills, start } = await setUp({
+      rows: 2000,
+      others: (url) => [triggerManifest('other', { table: { name: 'bare' }, sink: { url }, operations: ['insert'] })],
+    });
+    const proc = await start();
+    withBackfills(backfillManifest('changing', { filter: 'new.id > 0', rowsPerSecond: 100, batchSize: 50 }));
+    await eventually(async () => ((await backfillState(proc, 'changing'))?.rowsRead ?? 0) >= 100, 30_000, 'the first run under way');
+    const firstRun = (await db.sql("SELECT run FROM eventide.backfills WHERE name = 'test/changing'")).rows[0] as { run: string };
+    withBackfills(backfillManifest('changing', { filter: 'new.id > 1500', batchSize: 500 }));
+    const done = await eventually(async () => {
+      const state = await backfillState(proc, 'changing');
+      return state?.phase === 'Complete' ? state : undefined;
+    }, 60_000, 'the second run complete');
+    expect(done).toMatchObject({ rowsRead: 2000, rowsSent: 500 });
+    const row = (await db.sql("SELECT run, filter FROM eventide.backfills WHERE name = 'test/changing'")).rows[0] as { run: string; filter: string };
+    expect(row).toEqual({ run: expect.not.stringMatching(firstRun.run), filter: 'new.id > 1500' });
+    const fresh = sink.deliveries.filter((d) => d.type === 'dev.eventide.row.read' && idOf(d) > 1500);
+    expect(new Set(fresh.map(idOf)).size).toBe(500);
+
+    // The trigger and its backfill leave the manifests together (kubectl delete -f of one file): cancelled, not forgotten.
+    withBackfills(backfillManifest('gone', { rowsPerSecond: 50, batchSize: 50 }));
+    await eventually(async () => (await backfillState(proc, 'gone'))?.phase === 'Running', 30_000, 'the second backfill running');
+    removeTriggerAndBackfills();
+    await eventually(async () => ((await db.sql("SELECT phase FROM eventide.backfills WHERE name = 'test/gone'")).rows[0] as { phase: string }).phase === 'Cancelled', 30_000, 'cancelled');
   }, 120_000);
 });
