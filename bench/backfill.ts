@@ -18,7 +18,7 @@
  *    dispatcher's batched live delivery: --live-rows inserts in transactions of 1000 written while it
  *    is caught up, events / (first → last receipt at the sink).
  * 2. Live latency. A writer commits small transactions (bench/harness.ts writeAtRate) at --live-load
- *    times the live rate of (1), in 1 s slices; the sink takes receipt time minus ce-time (the commit
+ *    times the live rate of (1), in 0.5 s slices; the sink takes receipt time minus ce-time (the commit
  *    time), as bench/dispatcher.ts's latency phase. Baseline: live alone for --latency-seconds. Measured:
  *    the same while a second Backfill of the whole (by then larger) table runs; the writer starts once
  *    the first read arrived and stops after --latency-seconds or when the backfill completes.
@@ -95,6 +95,8 @@ const NAMESPACE = 'bench';
 const LIVE_TXN_ROWS = 1000;
 const BACKFILL_TIMEOUT_MS = 60 * 60_000;
 const SAMPLE_MS = 250;
+/** The live writer checks between slices whether the backfill still runs. */
+const SLICE_SECONDS = 0.5;
 
 /** What every phase uses: the server, a writer and a monitoring connection, the sink, the dispatcher and its trigger. */
 interface Bench {
@@ -180,8 +182,14 @@ async function walReading(client: pg.Client): Promise<WalReading> {
 
 const fmtBytes = (bytes: number) => (bytes < 1024 * 1024 ? `${(bytes / 1024).toFixed(1)} KiB` : `${(bytes / 1024 / 1024).toFixed(1)} MiB`);
 
+interface Samples {
+  maxRss: number;
+  maxRetained: number;
+  maxKept: number;
+}
+
 /** Samples the dispatcher's RSS and the slot's retained WAL until stopped; the highest of each. */
-function startSampler(bench: Bench): { stop(): Promise<{ maxRss: number; maxRetained: number; maxKept: number }> } {
+function startSampler(bench: Bench): { stop(): Promise<Samples> } {
   let maxRss = 0;
   let maxRetained = 0;
   let maxKept = 0;
@@ -274,7 +282,7 @@ async function runBackfill(bench: Bench, name: string, alongside?: () => Promise
   const sampler = startSampler(bench);
   const writtenAt = addBackfill(bench, name);
   let state: BackfillStateReport;
-  let samples: Awaited<ReturnType<ReturnType<typeof startSampler>['stop']>>;
+  let samples: Samples;
   try {
     if (alongside) {
       await waitFor('the first read at the sink', async () => (await sink.stats()).reads > 0, 60_000, () => run.output().slice(-4000), 20);
@@ -307,17 +315,31 @@ async function runBackfill(bench: Bench, name: string, alongside?: () => Promise
   };
 }
 
+interface LiveRate {
+  /** Events/s at the sink, first → last receipt. */
+  rate: number;
+  /** Rows/s the writer committed. */
+  writeRate: number;
+  cpu: { perK: number; cores: number };
+  peakRss: number | undefined;
+}
+
 /** The baseline of (1): --live-rows inserts in transactions of 1000 while the dispatcher is caught up. */
-async function measureLive(bench: Bench): Promise<{ rate: number; writeRate: number; cpu: { perK: number; cores: number }; peakRss: number | undefined }> {
+async function measureLive(bench: Bench): Promise<LiveRate> {
   const { sink, run, db, options } = bench;
   const n = options.liveRows;
   await sink.reset();
   const cpuBefore = cpuSecondsOf(run.pid);
   const hwmReset = resetPeakRss(run.pid);
+  const startedAt = Date.now();
   const writeSeconds = await writeRows(db, n, LIVE_TXN_ROWS);
   const stats = await sinkHas(sink, n, run);
-  const seconds = (stats.lastAt - stats.firstAt) / 1000;
-  return { rate: n / seconds, writeRate: n / writeSeconds, cpu: cpuOver(bench, cpuBefore, seconds, n), peakRss: hwmReset ? memoryOf(run.pid).hwm : undefined };
+  return {
+    rate: n / ((stats.lastAt - stats.firstAt) / 1000),
+    writeRate: n / writeSeconds,
+    cpu: cpuOver(bench, cpuBefore, (stats.lastAt - startedAt) / 1000, n),
+    peakRss: hwmReset ? memoryOf(run.pid).hwm : undefined,
+  };
 }
 
 async function benchThroughput(bench: Bench): Promise<number> {
@@ -337,7 +359,7 @@ async function benchThroughput(bench: Bench): Promise<number> {
   return live.rate;
 }
 
-function reportThroughputNotes(backfill: BackfillRun, live: Awaited<ReturnType<typeof measureLive>>, batchSize: number): void {
+function reportThroughputNotes(backfill: BackfillRun, live: LiveRate, batchSize: number): void {
   const running = backfill.seconds - backfill.pickupSeconds;
   // The last chunk is the one that reads fewer rows than batchSize (none, when the count is a multiple of it).
   const chunks = Math.floor(backfill.state.rowsRead / batchSize) + 1;
@@ -396,22 +418,27 @@ function reportMemoryAndWal(bench: Bench, backfill: BackfillRun, label: string, 
 interface LiveWindow {
   written: number;
   seconds: number;
+  /** Date.now() when the writer started and stopped. */
+  startedAt: number;
+  endedAt: number;
   latency: LatencySummary;
   commitMs: number[];
 }
 
-/** Writes at `rate` rows/s in 1 s slices for up to `seconds`, while `keepGoing`; waits for every live event at the sink. */
+/** Writes at `rate` rows/s in slices of SLICE_SECONDS for up to `seconds`, while `keepGoing`; waits for every live event at the sink. */
 async function liveWindow(bench: Bench, rate: number, seconds: number, keepGoing: () => boolean = () => true): Promise<LiveWindow> {
   const { db, sink, run } = bench;
+  const startedAt = Date.now();
   const started = performance.now();
   let written = 0;
   const commitMs: number[] = [];
   while ((performance.now() - started) / 1000 < seconds && keepGoing()) {
-    const slice = await writeAtRate(db, rate, Math.min(1, seconds - (performance.now() - started) / 1000));
+    const slice = await writeAtRate(db, rate, Math.min(SLICE_SECONDS, seconds - (performance.now() - started) / 1000));
     written += slice.written;
     commitMs.push(...slice.commitMs);
   }
   const elapsed = (performance.now() - started) / 1000;
+  const endedAt = Date.now();
   const stats = await waitFor(
     `${written} live events at the sink`,
     async () => {
@@ -421,7 +448,7 @@ async function liveWindow(bench: Bench, rate: number, seconds: number, keepGoing
     BACKFILL_TIMEOUT_MS,
     () => run.output().slice(-4000),
   );
-  return { written, seconds: elapsed, latency: stats.latency!, commitMs };
+  return { written, seconds: elapsed, startedAt, endedAt, latency: stats.latency!, commitMs };
 }
 
 async function benchLatency(bench: Bench, liveRate: number): Promise<void> {
@@ -447,8 +474,10 @@ async function benchLatency(bench: Bench, liveRate: number): Promise<void> {
     watcher.stop();
   });
   const d = during!;
+  const completedAt = backfill.state.completionTime ? Date.parse(backfill.state.completionTime) : d.endedAt;
+  const overlap = Math.max(0, Math.min(d.endedAt, completedAt) - d.startedAt) / 1000;
   console.log(
-    `  during the backfill: ${d.written} rows in ${d.seconds.toFixed(1)} s${running ? '' : ' (the backfill completed first)'}; ` +
+    `  during the backfill: ${d.written} rows in ${d.seconds.toFixed(1)} s, the backfill running for ${overlap.toFixed(1)} s of them; ` +
       `p50 ${fmtMs(d.latency.p50)}, p99 ${fmtMs(d.latency.p99)}; the backfill read ${backfill.state.rowsRead.toLocaleString('en-US')} rows in ${backfill.seconds.toFixed(2)} s`,
   );
   const a = alone.latency;
@@ -472,7 +501,7 @@ function watchRunning(bench: Bench, name: string, onEnd: () => void): { stop(): 
 function reportLatencyNotes(alone: LiveWindow, during: LiveWindow, backfill: BackfillRun, rate: number): void {
   const commits = (w: LiveWindow) => summarize(w.commitMs)!;
   notes.push(
-    `live latency (${rate} rows/s in 1 s slices of writeAtRate; sink receipt − ce-time, ms resolution, reads not counted): alone ${alone.written} rows in ${alone.seconds.toFixed(1)} s, ` +
+    `live latency (${rate} rows/s in ${SLICE_SECONDS} s slices of writeAtRate; sink receipt − ce-time, ms resolution, reads not counted): alone ${alone.written} rows in ${alone.seconds.toFixed(1)} s, ` +
       `max ${fmtMs(alone.latency.max)}; during the backfill ${during.written} rows in ${during.seconds.toFixed(1)} s, max ${fmtMs(during.latency.max)}; ` +
       `writer commit round trip p50/p99: alone ${commits(alone).p50.toFixed(2)}/${commits(alone).p99.toFixed(2)} ms, during ${commits(during).p50.toFixed(2)}/${commits(during).p99.toFixed(2)} ms`,
   );

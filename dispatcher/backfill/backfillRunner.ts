@@ -20,8 +20,8 @@ import { TokenBucket } from './tokenBucket.js';
 /** The trigger a backfill sends through, as the dispatcher serves it now. */
 export interface ServedTrigger {
   route: Route;
-  /** Offers a read to the trigger's lane; false when it cannot take one now (share full, backlog ahead, failing, suspended). */
-  offerRead(event: ReturnType<typeof placeRead>): boolean;
+  /** Offers a read to the trigger's lane (see TriggerFlow.offerRead). */
+  offerRead(event: ReturnType<typeof placeRead>): 'taken' | 'busy' | 'blocked';
   /** Events the trigger sends at once: concurrency × batch size. */
   capacity: number;
 }
@@ -61,6 +61,10 @@ const PERMANENT_CODES = new Set(['42P01', '42703', '42501', '42704']);
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 30_000;
 const IDLE_MS = 250;
+/** The lane is full for now: a settled read wakes the runner sooner, a live event's slot does not. */
+const BUSY_MS = 20;
+/** Rows decoded between yields to the event loop, so a chunk's decoding does not hold up live deliveries. */
+const DECODE_SLICE = 200;
 
 /** A backfill's record as GET /state reports it; `message`, when given, says what it waits for now. */
 export function backfillReport(record: BackfillRecord, message: string | undefined): BackfillStateReport {
@@ -184,6 +188,8 @@ export class BackfillRunner {
         await this.finish('Complete', null);
         return;
       }
+      // Hand on what can go now first, then read ahead: the next chunk is read while this one is delivered.
+      const waitMs = this.feed(trigger);
       const newest = this.chunks.at(-1);
       if (!exhausted && this.chunks.length < 2 && (newest === undefined || newest.stage === 'feeding')) {
         const chunk = await this.readNext(facts, trigger, filter, cursor);
@@ -192,7 +198,6 @@ export class BackfillRunner {
         if (chunk.rowsRead < this.record.batchSize) exhausted = true;
         continue;
       }
-      const waitMs = this.feed(trigger);
       await this.sleep(waitMs);
     }
   }
@@ -261,7 +266,8 @@ export class BackfillRunner {
     chunk.id = id;
     const ticket: ReadTicket = { settled: () => this.settled(chunk) };
     const rows: ReadRow[] = [];
-    for (const values of read.rows) {
+    for (const [i, values] of read.rows.entries()) {
+      if (i > 0 && i % DECODE_SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
       const tuple: RawTuple = Object.create(null) as RawTuple;
       facts.relation.columns.forEach((column, i) => (tuple[column.name] = values.values[i] ?? null));
       const [change] = await this.decoder.decode({ tag: 'insert', relation: facts.relation, new: tuple });
@@ -337,8 +343,10 @@ export class BackfillRunner {
         const row = chunk.window.first()!;
         const p = this.host.streamProgress();
         const placed = placeRead(row.event, { commitLsn: p, changeLsn: p, ordinal: this.host.windows.nextOrdinal() });
-        if (!trigger.offerRead(placed)) {
-          this.message = 'waiting: the trigger is not delivering directly now (its backlog is draining, or its function fails or is suspended); live changes go first';
+        const offered = trigger.offerRead(placed);
+        if (offered === 'busy') return BUSY_MS;
+        if (offered === 'blocked') {
+          this.message = 'waiting: the trigger is not delivering directly now (its backlog is draining, or its function fails); live changes go first';
           return IDLE_MS;
         }
         chunk.window.remove(row.key);

@@ -104,10 +104,24 @@ export function chunkQuery(facts: TableFacts, hasCursor: boolean): string {
 
 const AS_TEXT = { getTypeParser: () => (value: string) => value };
 
-/** Writes a watermark into the WAL, outside any transaction (so it is decoded where it is written); returns its LSN. */
+/**
+ * Writes a watermark into the WAL as a non-transactional message (decoded where it is written, not at a
+ * commit) and returns its LSN. The walsender sends only flushed WAL, and PostgreSQL 15 does not flush such
+ * a message: the small transaction around it takes an xid so its commit flushes the WAL up to it, and the
+ * watermark reaches the stream now rather than at someone else's next commit. Its transaction changes no
+ * table, so pgoutput sends nothing for it.
+ */
 async function emitWatermark(client: pg.ClientBase, mark: Watermark): Promise<string> {
-  const { rows } = await client.query<{ lsn: string }>('SELECT pg_logical_emit_message(false, $1, $2)::text AS lsn', [WATERMARK_PREFIX, JSON.stringify(mark)]);
-  return rows[0]!.lsn;
+  await client.query('BEGIN');
+  try {
+    await client.query('SELECT pg_current_xact_id()');
+    const { rows } = await client.query<{ lsn: string }>('SELECT pg_logical_emit_message(false, $1, $2)::text AS lsn', [WATERMARK_PREFIX, JSON.stringify(mark)]);
+    await client.query('COMMIT');
+    return rows[0]!.lsn;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
 }
 
 /**

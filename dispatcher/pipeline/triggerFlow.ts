@@ -178,15 +178,17 @@ export class TriggerFlow {
 
   /**
    * Takes a backfill's read if the trigger can deliver it now: on the fast path, not failing, with room
-   * in its share. Otherwise false, and the backfill offers it again later: reads never push a trigger
-   * onto its backlog, nor crowd out live changes there.
+   * in its share and at most a batch already waiting for a slot. `busy`: offer it again soon; `blocked`:
+   * the trigger cannot deliver directly (its backlog drains, its function fails, it is suspended). Reads
+   * never push a trigger onto its backlog, nor make a live change wait behind many of them.
    */
-  offerRead(event: PendingEvent): boolean {
-    if (this.modeValue !== 'direct' || this.suspendedValue || this.failing || this.closed) return false;
-    if (!this.options.shares.tryAdmit(this.options.key, event.bytes)) return false;
+  offerRead(event: PendingEvent): 'taken' | 'busy' | 'blocked' {
+    if (this.modeValue !== 'direct' || this.suspendedValue || this.failing || this.closed) return 'blocked';
+    if (this.lane.waitingToSend >= this.options.lane.batchMaxSize) return 'busy';
+    if (!this.options.shares.tryAdmit(this.options.key, event.bytes)) return 'busy';
     this.live += 1;
     this.lane.enqueue(event);
-    return true;
+    return 'taken';
   }
 
   private parkFromStream(event: PendingEvent): void | Promise<void> {

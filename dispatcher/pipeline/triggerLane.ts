@@ -290,6 +290,11 @@ export class TriggerLane<E extends LaneEvent> {
     this.ready.push(key);
   }
 
+  /** Keys whose next event could be sent now but waits for a delivery slot. */
+  get waitingToSend(): number {
+    return this.readyCount;
+  }
+
   private get readyCount(): number {
     return this.ready.length - this.readyHead;
   }
