@@ -12,6 +12,8 @@ export interface BenchFlags {
   text(name: string, fallback: string, quickFallback: string): string;
   /** A positive number: the flag as given, else its quick or full default. */
   number(name: string, fallback: number, quickFallback: number): number;
+  /** A positive number as given, else undefined (no default: the bench works it out). */
+  givenNumber(name: string): number | undefined;
 }
 
 /** Parses the command line (strict: an unknown flag is an error); `names` are the string flags besides --quick. */
@@ -25,11 +27,15 @@ export function benchFlags(names: readonly string[]): BenchFlags {
     return typeof value === 'string' ? value : undefined;
   };
   const text = (name: string, fallback: string, quickFallback: string) => given(name) ?? (quick ? quickFallback : fallback);
-  const number = (name: string, fallback: number, quickFallback: number) => {
-    const raw = text(name, String(fallback), String(quickFallback));
+  const positive = (name: string, raw: string) => {
     const value = Number(raw);
     if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} must be a positive number, got "${raw}"`);
     return value;
   };
-  return { quick, given, text, number };
+  const number = (name: string, fallback: number, quickFallback: number) => positive(name, text(name, String(fallback), String(quickFallback)));
+  const givenNumber = (name: string) => {
+    const raw = given(name);
+    return raw === undefined ? undefined : positive(name, raw);
+  };
+  return { quick, given, text, number, givenNumber };
 }

@@ -61,8 +61,11 @@ export async function writeRows(db: pg.Client, total: number, perTxn = TXN_ROWS,
   return (performance.now() - started) / 1000;
 }
 
-/** Commits small transactions so that `rate` rows/s are written; returns rows written and commit latencies. */
-export async function writeAtRate(db: pg.Client, rate: number, seconds: number, table = 'orders'): Promise<{ written: number; commitMs: number[] }> {
+/**
+ * Commits small transactions so that `rate` rows/s are written (each takes the rows due, at most
+ * `maxRowsPerTxn`: 1 gives one row per transaction); returns rows written and commit latencies.
+ */
+export async function writeAtRate(db: pg.Client, rate: number, seconds: number, table = 'orders', maxRowsPerTxn = 500): Promise<{ written: number; commitMs: number[] }> {
   const sql = insertRows(table);
   const started = performance.now();
   let written = 0;
@@ -75,16 +78,23 @@ export async function writeAtRate(db: pg.Client, rate: number, seconds: number, 
       await sleep(1);
       continue;
     }
+    const rows = Math.min(due, maxRowsPerTxn);
     const t0 = performance.now();
-    await db.query(sql, [Math.min(due, 500)]);
+    await db.query(sql, [rows]);
     commitMs.push(performance.now() - t0);
-    written += Math.min(due, 500);
+    written += rows;
   }
   return { written, commitMs };
 }
 
 export async function createSlots(db: pg.Client, names: string[]): Promise<void> {
   for (const name of names) await db.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [name]);
+}
+
+/** Whether a replication slot is in use (a walsender streams from it). */
+export async function slotActive(db: pg.Client, name: string): Promise<boolean> {
+  const result = await db.query<{ active: boolean }>('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [name]);
+  return result.rows[0]?.active === true;
 }
 
 export async function dropSlot(db: pg.Client, name: string): Promise<void> {
@@ -225,8 +235,11 @@ export async function startBenchDispatcher(
   return { child, pid: child.pid!, port, output: () => log, manifestFile, manifestDir, metric };
 }
 
-/** Waits until the sink has counted `n` events (reads of a backfill included); its stats then. */
-export async function sinkHas(sink: Sink, n: number, run: DispatcherRun, timeoutMs = 15 * 60_000): Promise<SinkStats> {
+/**
+ * Waits until the sink has counted `n` events (reads of a backfill included); its stats then. `run` is
+ * the delivering process (a dispatcher, or any child with its output kept), whose output a timeout shows.
+ */
+export async function sinkHas(sink: Sink, n: number, run: Pick<DispatcherRun, 'output'>, timeoutMs = 15 * 60_000): Promise<SinkStats> {
   return waitFor(
     `${n} events at the sink`,
     async () => {
@@ -236,6 +249,21 @@ export async function sinkHas(sink: Sink, n: number, run: DispatcherRun, timeout
     timeoutMs,
     () => run.output().slice(-4000),
   );
+}
+
+/**
+ * Writes `n` rows (transactions of 10k) while the dispatcher is frozen (SIGSTOP), so it wakes to all of
+ * them waiting in the WAL; the seconds the writes took, and Date.now() when it was woken (SIGCONT).
+ */
+export async function writeWhileFrozen(db: pg.Client, run: DispatcherRun, n: number): Promise<{ seconds: number; wokeAt: number }> {
+  process.kill(run.pid, 'SIGSTOP');
+  let seconds: number;
+  try {
+    seconds = await writeRows(db, n);
+  } finally {
+    process.kill(run.pid, 'SIGCONT');
+  }
+  return { seconds, wokeAt: Date.now() };
 }
 
 /** SIGTERM (the dispatcher drains and exits; a CPU profile is written then). */

@@ -24,9 +24,10 @@ export function record(row: Omit<Row, 'verdict' | 'ratio'> & { ratio: number; ch
   console.log(`  ${row.figure}: ${row.value} (baseline ${row.baseline}; ratio ${Number.isFinite(row.ratio) ? row.ratio.toFixed(2) : '-'})`);
 }
 
-export function printTable(): void {
-  const headers: Row = { figure: 'figure', value: 'measured', baseline: 'baseline', ratio: 'ratio', target: 'target', verdict: '' };
-  const keys = Object.keys(headers) as (keyof Row)[];
+/** Prints the rows; `labels` renames columns, and a column labelled '' is left out. */
+export function printTable(labels: Partial<Row> = {}): void {
+  const headers: Row = { figure: 'figure', value: 'measured', baseline: 'baseline', ratio: 'ratio', target: 'target', verdict: '', ...labels };
+  const keys = (Object.keys(headers) as (keyof Row)[]).filter((k) => !(k in labels) || headers[k] !== '');
   const widths = keys.map((k) => Math.max(...[headers, ...rows].map((r) => r[k].length)));
   const line = (r: Row) => keys.map((k, i) => r[k].padEnd(widths[i]!)).join(' | ').trimEnd();
   console.log('');

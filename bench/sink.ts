@@ -1,14 +1,15 @@
 /**
  * The bench's function: a minimal node:http server in a child process of its own (so it never shares
  * an event loop with what it measures) that answers every request at once, 200 unless told otherwise,
- * counts events (binary and batched CloudEvents) and, when asked, records each event's latency: receipt
- * time minus its ce-time (the commit time), or minus x-bench-sent-at for the bare clients. A backfill's
+ * counts events (binary, structured and batched CloudEvents) and, when asked, records each event's latency:
+ * receipt time minus its ce-time or `time` (the commit time), or minus x-bench-sent-at for the bare clients. A backfill's
  * reads (type dev.eventide.row.read) are counted among the events and apart, and have no latency (their
  * time is when their chunk was read, not a commit).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:http';
 import { fileURLToPath } from 'node:url';
+import { Agent } from 'undici';
 import { ATTEMPT_HEADER, EVENT_TYPE_PREFIX } from '../api/v1alpha1/index.js';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -39,6 +40,19 @@ export interface SinkStats {
 }
 
 type SinkMessage = { id: number; reply: SinkStats | null } | { ready: number };
+
+/** A request as the sink received it: what a bare client sends again. */
+export type SinkRequest = NonNullable<SinkStats['sample']>;
+
+/** The request a bare client replays: the first one the sink received since its reset (a bare JSON POST when none came). */
+export function replayOf(stats: SinkStats): SinkRequest {
+  return stats.sample ?? { headers: { 'content-type': 'application/json' }, body: '{}' };
+}
+
+/** The bare clients' undici Agent: the dispatcher's HttpSender settings (keep-alive 30 s, no pipelining), 128 connections. */
+export function bareAgent(): Agent {
+  return new Agent({ connections: 128, keepAliveTimeout: 30_000, pipelining: 1 });
+}
 
 export function summarize(values: number[]): LatencySummary | null {
   if (values.length === 0) return null;
@@ -72,7 +86,10 @@ function runSink(): void {
       const body = chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8');
       const contentType = req.headers['content-type'] ?? '';
       let n = 1;
-      if (contentType.startsWith('application/cloudevents-batch+json')) {
+      // Structured mode (application/cloudevents+json): one event, or a JSON array of them as Debezium
+      // Server's HTTP sink sends a batch (without the batch content type).
+      const structured = contentType.startsWith('application/cloudevents+json');
+      if (contentType.startsWith('application/cloudevents-batch+json') || (structured && body.startsWith('['))) {
         if (recordLatency) {
           const items = JSON.parse(body) as { time: string; type: string }[];
           for (const item of items) {
@@ -86,6 +103,10 @@ function runSink(): void {
         }
       } else if (req.headers['ce-type'] === READ_TYPE) {
         reads += 1;
+      } else if (structured && recordLatency) {
+        const item = JSON.parse(body) as { time?: string; type?: string };
+        if (item.type === READ_TYPE) reads += 1;
+        else if (typeof item.time === 'string') latencies.push(now - Date.parse(item.time));
       } else if (recordLatency) {
         const sentAt = req.headers['x-bench-sent-at'];
         const time = req.headers['ce-time'];

@@ -11,13 +11,14 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
-const entry = join(root, 'dispatcher', 'cli.ts');
 
-async function bundled() {
+/** Bundles dispatcher/<name>.ts into node_modules/.cache/eventide/<name>.mjs; returns its URL (undefined: run the sources). */
+async function bundled(name) {
+  const entry = join(root, 'dispatcher', `${name}.ts`);
   const outDir = join(root, 'node_modules', '.cache', 'eventide');
-  const outFile = join(outDir, 'cli.mjs');
+  const outFile = join(outDir, `${name}.mjs`);
   // Each process writes its own file and renames it into place, so concurrent starts never read a half-written bundle.
-  const tmpFile = join(outDir, `cli.${process.pid}.mjs`);
+  const tmpFile = join(outDir, `${name}.${process.pid}.mjs`);
   try {
     const { build } = await import('esbuild');
     mkdirSync(outDir, { recursive: true });
@@ -39,11 +40,14 @@ async function bundled() {
   }
 }
 
-let cli = await bundled();
-if (!cli) {
+let [cli, launcher] = await Promise.all([bundled('cli'), bundled('launcher')]);
+if (!cli || !launcher) {
   const { register } = await import('tsx/esm/api');
   register();
-  cli = pathToFileURL(entry).href;
+  cli = pathToFileURL(join(root, 'dispatcher', 'cli.ts')).href;
+  launcher = pathToFileURL(join(root, 'dispatcher', 'launcher.ts')).href;
 }
-const { main } = await import(cli);
-process.exitCode = await main(process.argv.slice(2));
+const argv = process.argv.slice(2);
+// `dispatch` may run in a worker with a smaller heap; the launcher is bundled apart, so this thread then loads none of the command.
+const launched = (await import(launcher)).launchDispatcher(cli, argv);
+process.exitCode = launched ? await launched : await (await import(cli)).main(argv);

@@ -1,7 +1,9 @@
+import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { EventideError } from '../common/errors.js';
-import { createLogger } from '../common/logger.js';
+import { createLogger, type Logger } from '../common/logger.js';
 import { Dispatcher, StartAbortedError } from './dispatcher.js';
-import { DISPATCH_USAGE, parseDispatchSettings } from './settings.js';
+import type { DispatchWorkerData } from './launcher.js';
+import { DISPATCH_USAGE, parseDispatchSettings, type DispatchSettings } from './settings.js';
 import { runDeadLettersCommand, DEADLETTERS_USAGE } from './deadletters/command.js';
 import { EVENTS_USAGE, runEventsCommand, runInvokeCommand } from './backlog/command.js';
 import { BACKFILL_USAGE, runBackfillCommand } from './backfill/command.js';
@@ -37,8 +39,22 @@ async function dispatch(argv: string[]): Promise<number> {
     logger.info({ signal, drainTimeoutMs: settings.drainTimeoutMs }, 'shutting down: draining deliveries in flight');
     shutdown.abort();
   };
-  process.once('SIGTERM', () => onSignal('SIGTERM'));
-  process.once('SIGINT', () => onSignal('SIGINT'));
+  // In a worker, signals reach the main thread only, which passes them on (see launcher.ts). The
+  // listener goes when the dispatcher ends: a port with a listener would keep the worker alive.
+  const fromMainThread = (message: { signal?: string }) => onSignal(message.signal ?? 'SIGTERM');
+  if (isMainThread) {
+    process.once('SIGTERM', () => onSignal('SIGTERM'));
+    process.once('SIGINT', () => onSignal('SIGINT'));
+  } else parentPort?.on('message', fromMainThread);
+  try {
+    return await runDispatchers(settings, logger, shutdown);
+  } finally {
+    parentPort?.off('message', fromMainThread);
+  }
+}
+
+/** Runs dispatchers until `shutdown`; a new one whenever the manifests come to name another slot. */
+async function runDispatchers(settings: DispatchSettings, logger: Logger, shutdown: AbortController): Promise<number> {
   const stopped = new Promise<'stop'>((resolve) => shutdown.signal.addEventListener('abort', () => resolve('stop'), { once: true }));
   while (!shutdown.signal.aborted) {
     let dispatcher: Dispatcher;
@@ -53,6 +69,12 @@ async function dispatch(argv: string[]): Promise<number> {
     if (next !== 'stop') logger.info({ slot: next.slot, publication: next.publication }, 'restarting on the new slot and publication');
   }
   return 0;
+}
+
+// In the worker bin/eventide.mjs starts for `dispatch` (see launcher.ts): run it, report the exit code.
+if (!isMainThread && (workerData as Partial<DispatchWorkerData> | null)?.eventideDispatch) {
+  const { eventideDispatch } = workerData as DispatchWorkerData;
+  void main(['dispatch', ...eventideDispatch]).then((exitCode) => parentPort?.postMessage({ exitCode }));
 }
 
 /** The `eventide` command; returns the exit code. */

@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import { getHeapStatistics } from 'node:v8';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { loadManifests, parseDuration, type ManifestSet } from '../api/v1alpha1/index.js';
@@ -346,6 +347,8 @@ export class Dispatcher {
         backlog: Object.fromEntries(waiting),
         startLsn: intake.confirmable().toString(16),
         port: this.port,
+        // What the heap may grow to: V8's flags, or the limits of the worker the command runs in (launcher.ts).
+        heapLimitMiB: Math.round(getHeapStatistics().heap_size_limit / 2 ** 20),
       },
       'dispatcher started',
     );

@@ -22,7 +22,7 @@
 import { writeFileSync } from 'node:fs';
 import pg from 'pg';
 import { stringify } from 'yaml';
-import type { EmbeddedPostgres } from '../common/embeddedPostgres.js';
+import type { EmbeddedPostgres } from '../../common/embeddedPostgres.js';
 import {
   cpuSecondsOf,
   createSlots,
@@ -37,10 +37,10 @@ import {
   waitFor,
   writeAtRate,
   writeRows,
-  type DispatcherRun,
-} from './harness.js';
-import { fmtMs, fmtRate, latencyRatio, notes, record } from './report.js';
-import { startSink, type LatencySummary, type Sink } from './sink.js';
+  writeWhileFrozen,
+} from '../harness.js';
+import { fmtMs, fmtRate, latencyRatio, notes, record } from '../report.js';
+import { startSink, type LatencySummary, type Sink } from '../sink.js';
 
 export interface BacklogBenchOptions {
   /** Rows of the slow-path run (a). */
@@ -63,17 +63,6 @@ export async function benchBacklog(pgServer: EmbeddedPostgres, db: pg.Client, si
 async function backlogCount(db: pg.Client, trigger: string): Promise<number> {
   const { rows } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM eventide.backlog WHERE trigger = $1', [trigger]);
   return rows[0]!.n;
-}
-
-/** Writes `n` rows while the dispatcher is frozen, so it wakes to all of them waiting in the WAL; returns when it was woken. */
-async function writeWhileFrozen(db: pg.Client, run: DispatcherRun, n: number): Promise<number> {
-  process.kill(run.pid, 'SIGSTOP');
-  try {
-    await writeRows(db, n);
-  } finally {
-    process.kill(run.pid, 'SIGCONT');
-  }
-  return Date.now();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -111,7 +100,7 @@ async function benchSlowPath(pgServer: EmbeddedPostgres, db: pg.Client, sink: Si
     await sink.reset();
     let parkedBefore = await metric(PARKED);
     let cpuBefore = cpuSecondsOf(run.pid);
-    let wokeAt = await writeWhileFrozen(db, run, n);
+    let { wokeAt } = await writeWhileFrozen(db, run, n);
     const directStats = await sinkHas(sink, n, run);
     direct = { seconds: (directStats.lastAt - wokeAt) / 1000, cpu: cpuSecondsOf(run.pid) - cpuBefore, parked: (await metric(PARKED)) - parkedBefore };
     console.log(`  direct: ${n.toLocaleString('en-US')} events delivered in ${direct.seconds.toFixed(2)} s`);
@@ -122,7 +111,7 @@ async function benchSlowPath(pgServer: EmbeddedPostgres, db: pg.Client, sink: Si
     await sink.reset();
     parkedBefore = await metric(PARKED);
     cpuBefore = cpuSecondsOf(run.pid);
-    wokeAt = await writeWhileFrozen(db, run, n);
+    ({ wokeAt } = await writeWhileFrozen(db, run, n));
     const parkedAt = await waitFor(`${n} events parked`, async () => (await backlogCount(db, trigger)) >= n && Date.now(), 15 * 60_000, () => run.output().slice(-4000), 50);
     park = { seconds: (parkedAt - wokeAt) / 1000, cpu: cpuSecondsOf(run.pid) - cpuBefore, sent: (await sink.stats()).requests };
     const parkedMetric = (await metric(PARKED)) - parkedBefore;
