@@ -21,7 +21,7 @@
  * seconds after it starts; the first connections and compilations are slower). Everything started is
  * stopped at the end, on failure and on Ctrl-C, and /etc/hosts is restored.
  */
-import { AppsV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, Watch, type KubeConfig, type V1Deployment } from '@kubernetes/client-node';
+
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -29,15 +29,15 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { parseArgs } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
+import { AppsV1Api, CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions, type V1Deployment, Watch } from '@kubernetes/client-node';
 import pg from 'pg';
 import { ATTEMPT_HEADER } from '../api/v1alpha1/index.js';
 import type { DispatcherStateReport } from '../common/dispatcherState.js';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../common/embeddedPostgres.js';
+import { type EmbeddedPostgres, startEmbeddedPostgres } from '../common/embeddedPostgres.js';
 import { silentLogger } from '../common/logger.js';
 import { dispatcherName } from '../operator/eventtrigger/source.js';
-import { startOperator, type Operator } from '../operator/manager.js';
+import { type Operator, startOperator } from '../operator/manager.js';
 import { settingsWith } from '../operator/settings.js';
 import type { ControlPlane } from '../test/harness/controlPlane.js';
 import { ClusterDns, DispatcherKubelet } from '../test/harness/dispatcherKubelet.js';
@@ -260,8 +260,21 @@ async function startExternalMetrics(host: string): Promise<{ port: number; close
   const dir = mkdtempSync(join(tmpdir(), 'eventide-metrics-'));
   try {
     await promisify(execFile)('openssl', [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1',
-      '-subj', '/CN=eventide-metrics', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=eventide-metrics',
+      '-keyout',
+      join(dir, 'key.pem'),
+      '-out',
+      join(dir, 'cert.pem'),
     ]);
     const tls = { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) };
     const send = (res: ServerResponse, status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
@@ -406,7 +419,6 @@ function trigger(name: string, table: string, fn: string, spec: Record<string, u
   };
 }
 
-
 async function setUp(): Promise<World> {
   const started = Date.now();
   const [cp, postgres] = await Promise.all([
@@ -424,7 +436,10 @@ async function setUp(): Promise<World> {
     }),
     startEmbeddedPostgres(),
   ]);
-  owned.cleanups.push(() => cp.stop(), () => postgres.destroy());
+  owned.cleanups.push(
+    () => cp.stop(),
+    () => postgres.destroy(),
+  );
   await cp.addFakeNodes(1);
   await createNamespace(cp, NS);
   const db = new pg.Client({ connectionString: postgres.url });
@@ -440,7 +455,9 @@ async function setUp(): Promise<World> {
   dns.add(`${STEP.name}.${NS}.svc.cluster.local`, STEP.address);
   dns.add(`${HPA.name}.${NS}.svc.cluster.local`, HPA.address);
   const arrivals = { cold: new Arrivals(), step: new Arrivals(), hpa: new Arrivals() };
-  const releaseAll = () => Object.values(arrivals).forEach((a) => a.release());
+  const releaseAll = () => {
+    for (const a of Object.values(arrivals)) a.release();
+  };
   owned.cleanups.push(releaseAll);
   const gate = async (service: string, host: string, handler: Arrivals['handler']) => {
     const g = await EndpointGatedServer.start({ kubeConfig, namespace: NS, service, host, port: 80, handler });
@@ -525,13 +542,17 @@ async function setUpHpa(cp: ControlPlane, apply: (objects: unknown[]) => Promise
   await apply(externalMetricsObjects(host, metrics.port));
   const available = await cp.kubectl(['wait', '--for=condition=Available', '--timeout=60s', 'apiservice/v1beta1.external.metrics.k8s.io']);
   if (available.code !== 0) return `the external metrics APIService did not become Available: ${available.stderr.trim()}`;
-  await waitUntil('the HPA Function\'s Deployment', async () => (await getJson(cp, ['deployment', HPA.name, '-n', NS])) !== undefined);
+  await waitUntil("the HPA Function's Deployment", async () => (await getJson(cp, ['deployment', HPA.name, '-n', NS])) !== undefined);
   await apply([hpaManifest()]);
   try {
-    await waitUntil('the HPA reading its metric', async () => {
-      const hpa = await getJson<{ status?: { conditions?: { type: string; status: string }[] } }>(cp, ['hpa', HPA.name, '-n', NS]);
-      return hpa?.status?.conditions?.some((c) => c.type === 'ScalingActive' && c.status === 'True') ?? false;
-    }, 60_000);
+    await waitUntil(
+      'the HPA reading its metric',
+      async () => {
+        const hpa = await getJson<{ status?: { conditions?: { type: string; status: string }[] } }>(cp, ['hpa', HPA.name, '-n', NS]);
+        return hpa?.status?.conditions?.some((c) => c.type === 'ScalingActive' && c.status === 'True') ?? false;
+      },
+      60_000,
+    );
   } catch {
     const described = await cp.kubectl(['describe', 'hpa', HPA.name, '-n', NS]);
     return `the HPA could not read the external metric: ${described.stdout.split('\n').slice(-8).join(' ').trim()}`;

@@ -33,11 +33,12 @@ import { cpus } from 'node:os';
 import pg from 'pg';
 import { stringify } from 'yaml';
 import type { BackfillStateReport, DispatcherStateReport } from '../common/dispatcherState.js';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../common/embeddedPostgres.js';
+import { type EmbeddedPostgres, startEmbeddedPostgres } from '../common/embeddedPostgres.js';
 import { benchFlags } from './flags.js';
 import {
   cpuSecondsOf,
   createSlots,
+  type DispatcherRun,
   dispatcherDefaults,
   dropSlot,
   memoryOf,
@@ -52,10 +53,9 @@ import {
   waitFor,
   writeAtRate,
   writeRows,
-  type DispatcherRun,
 } from './harness.js';
 import { fmtMs, fmtRate, latencyRatio, notes, printTable, record } from './report.js';
-import { startSink, summarize, type LatencySummary, type Sink } from './sink.js';
+import { type LatencySummary, type Sink, startSink, summarize } from './sink.js';
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -285,7 +285,13 @@ async function runBackfill(bench: Bench, name: string, alongside?: () => Promise
   let samples: Samples;
   try {
     if (alongside) {
-      await waitFor('the first read at the sink', async () => (await sink.stats()).reads > 0, 60_000, () => run.output().slice(-4000), 20);
+      await waitFor(
+        'the first read at the sink',
+        async () => (await sink.stats()).reads > 0,
+        60_000,
+        () => run.output().slice(-4000),
+        20,
+      );
       await alongside();
     }
     state = await untilComplete(bench, name);
@@ -353,7 +359,13 @@ async function benchThroughput(bench: Bench): Promise<number> {
   console.log(`  backfill: ${backfill.state.rowsRead.toLocaleString('en-US')} rows read in ${backfill.seconds.toFixed(2)} s (manifest written → Complete)`);
   const live = await measureLive(bench);
   console.log(`  live: ${options.liveRows.toLocaleString('en-US')} events delivered at ${fmtRate(live.rate, 'ev/s')} (the writer committed ${fmtRate(live.writeRate, 'rows/s')})`);
-  record({ figure: `backfill (batchSize ${options.batchSize}), manifest → Complete`, value: fmtRate(rate, 'rows/s'), baseline: `live batched delivery ${fmtRate(live.rate, 'ev/s')}`, ratio: rate / live.rate, target: '' });
+  record({
+    figure: `backfill (batchSize ${options.batchSize}), manifest → Complete`,
+    value: fmtRate(rate, 'rows/s'),
+    baseline: `live batched delivery ${fmtRate(live.rate, 'ev/s')}`,
+    ratio: rate / live.rate,
+    target: '',
+  });
   reportThroughputNotes(backfill, live, options.batchSize);
   reportMemoryAndWal(bench, backfill, '', live.peakRss);
   return live.rate;
@@ -377,7 +389,7 @@ function reportThroughputNotes(backfill: BackfillRun, live: LiveRate, batchSize:
   if (live.rate > 0.9 * live.writeRate) {
     notes.push(
       `live baseline: delivery (${fmtRate(live.rate, 'ev/s')}) kept up with the single writer (${fmtRate(live.writeRate, 'rows/s')} in transactions of ${LIVE_TXN_ROWS}): ` +
-        'it is bounded by the writer here, a lower bound of the dispatcher\'s live capacity',
+        "it is bounded by the writer here, a lower bound of the dispatcher's live capacity",
     );
   }
 }
@@ -481,8 +493,20 @@ async function benchLatency(bench: Bench, liveRate: number): Promise<void> {
       `p50 ${fmtMs(d.latency.p50)}, p99 ${fmtMs(d.latency.p99)}; the backfill read ${backfill.state.rowsRead.toLocaleString('en-US')} rows in ${backfill.seconds.toFixed(2)} s`,
   );
   const a = alone.latency;
-  record({ figure: `live p50 commit→delivered @${rate}/s during a backfill`, value: fmtMs(d.latency.p50), baseline: `live alone ${fmtMs(a.p50)}`, ratio: latencyRatio(d.latency.p50, a.p50), target: '' });
-  record({ figure: `live p99 commit→delivered @${rate}/s during a backfill`, value: fmtMs(d.latency.p99), baseline: `live alone ${fmtMs(a.p99)}`, ratio: latencyRatio(d.latency.p99, a.p99), target: '' });
+  record({
+    figure: `live p50 commit→delivered @${rate}/s during a backfill`,
+    value: fmtMs(d.latency.p50),
+    baseline: `live alone ${fmtMs(a.p50)}`,
+    ratio: latencyRatio(d.latency.p50, a.p50),
+    target: '',
+  });
+  record({
+    figure: `live p99 commit→delivered @${rate}/s during a backfill`,
+    value: fmtMs(d.latency.p99),
+    baseline: `live alone ${fmtMs(a.p99)}`,
+    ratio: latencyRatio(d.latency.p99, a.p99),
+    target: '',
+  });
   reportLatencyNotes(alone, d, backfill, rate);
   reportMemoryAndWal(bench, backfill, ' of (2), under live writes', undefined);
 }

@@ -25,7 +25,7 @@ import pg from 'pg';
 import { startEmbeddedPostgres } from '../common/embeddedPostgres.js';
 import { benchFlags } from './flags.js';
 import { dispatcherDefaults, PG_SETTINGS, SCHEMA } from './harness.js';
-import { benchBacklog, type BacklogBenchOptions } from './phases/backlog.js';
+import { type BacklogBenchOptions, benchBacklog } from './phases/backlog.js';
 import { benchDecode, type DecodeBenchOptions } from './phases/decode.js';
 import { benchEndToEnd, type EndToEndBenchOptions, type UnbatchedRates } from './phases/e2e.js';
 import { benchLatency, type LatencyBenchOptions } from './phases/latency.js';
@@ -92,10 +92,7 @@ async function main(): Promise<void> {
   const options = benchOptions();
   dispatcherDefaults.profileDir = options.profileDir;
   dispatcherDefaults.extraArgs = options.dispatcherArgs;
-  console.log(
-    `eventide dispatcher bench: ${cpus().length} CPUs (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}; ` +
-      `phases ${[...options.phases].join(',')}`,
-  );
+  console.log(`eventide dispatcher bench: ${cpus().length} CPUs (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}; ` + `phases ${[...options.phases].join(',')}`);
   const started = Date.now();
   const pgServer = await startEmbeddedPostgres({ settings: PG_SETTINGS });
   const sink = await startSink();

@@ -2,7 +2,7 @@
  * What the bench phases share: the schema and its writers, replication slots, `eventide dispatch` as a
  * child process (with its metrics), and a few /proc readings.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';

@@ -13,17 +13,18 @@
  *    Service (the operator's own manifests) and writes its status: the API writes of phase 2 with no
  *    watch, cache or queue — the floor the operator's figure is a ratio to.
  */
-import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
+
 import { parseArgs } from 'node:util';
+import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 import type { FunctionResource } from '../api/v1alpha1/index.js';
 import { silentLogger } from '../common/logger.js';
-import { applyObject, applyStatus, makeClients } from '../operator/kube.js';
 import { makeDeployment, makeService } from '../operator/function/resources.js';
-import { startOperator, type Operator } from '../operator/manager.js';
+import { applyObject, applyStatus, makeClients } from '../operator/kube.js';
+import { type Operator, startOperator } from '../operator/manager.js';
 import { settingsWith } from '../operator/settings.js';
-import { installCrds, kubeConfigFrom } from '../test/operator/support.js';
 import { startControlPlane } from '../test/harness/controlPlane.js';
+import { installCrds, kubeConfigFrom } from '../test/operator/support.js';
 
 const { values } = parseArgs({
   options: {
@@ -64,9 +65,7 @@ async function waitUntil(what: string, done: () => Promise<boolean>, timeoutMs: 
 /** Sum of a counter's samples (optionally filtered by label values) from a registry. */
 async function counter(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
   const metric = (await registry.getMetricsAsJSON()).find((m) => m.name === name);
-  return (metric?.values ?? [])
-    .filter((v) => Object.entries(labels).every(([k, want]) => v.labels[k] === want))
-    .reduce((sum, v) => sum + v.value, 0);
+  return (metric?.values ?? []).filter((v) => Object.entries(labels).every(([k, want]) => v.labels[k] === want)).reduce((sum, v) => sum + v.value, 0);
 }
 
 /** A quantile of the reconcile duration histogram, from its buckets. */
@@ -106,7 +105,9 @@ async function bareClientBaseline(kubeConfig: KubeConfig, custom: CustomObjectsA
   const pending: FunctionResource[] = [];
   let creating = true;
   const idle: (() => void)[] = [];
-  const wakeAll = () => idle.splice(0).forEach((wake) => wake());
+  const wakeAll = () => {
+    for (const wake of idle.splice(0)) wake();
+  };
   const started = Date.now();
   const worker = async () => {
     for (;;) {
@@ -178,7 +179,9 @@ async function main(): Promise<void> {
     const conflicts = await counter(reg, 'eventide_operator_reconciles_total', { kind: 'Function', result: 'conflict' });
     console.log(`created ${COUNT} Functions in ${(createdMs / 1000).toFixed(1)} s`);
     console.log(`all reconciled (Deployment + Service exist, status.observedGeneration set) after ${(elapsedMs / 1000).toFixed(1)} s`);
-    console.log(`  ${(COUNT / (elapsedMs / 1000)).toFixed(1)} Functions/s; ${reconciles} reconciles (${(reconciles / (elapsedMs / 1000)).toFixed(1)} reconciles/s), ${conflicts} stale-read conflicts, ${errors} errors`);
+    console.log(
+      `  ${(COUNT / (elapsedMs / 1000)).toFixed(1)} Functions/s; ${reconciles} reconciles (${(reconciles / (elapsedMs / 1000)).toFixed(1)} reconciles/s), ${conflicts} stale-read conflicts, ${errors} errors`,
+    );
     console.log(`  reconcile duration p50 <= ${await durationQuantile(reg, 0.5)} s, p99 <= ${await durationQuantile(reg, 0.99)} s`);
 
     // Phase 2: a restarted operator resyncs N Functions; nothing should need writing.

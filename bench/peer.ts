@@ -33,24 +33,11 @@ import { cpus } from 'node:os';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../common/embeddedPostgres.js';
 import { benchFlags } from './flags.js';
-import {
-  cpuSecondsOf,
-  createSlots,
-  dropSlot,
-  memoryOf,
-  PG_SETTINGS,
-  SCHEMA,
-  sinkHas,
-  sleep,
-  slotActive,
-  waitFor,
-  writeAtRate,
-  writeRows,
-} from './harness.js';
+import { cpuSecondsOf, createSlots, dropSlot, memoryOf, PG_SETTINGS, SCHEMA, sinkHas, sleep, slotActive, waitFor, writeAtRate, writeRows } from './harness.js';
 import { DEBEZIUM_DIST_URL, DEBEZIUM_VERSION, debeziumProperties, ensureDebeziumServer, findJava, jvmDefaults } from './peer/debezium.js';
-import { debeziumPeer, DEBEZIUM_PUBLICATION, eventidePeer, type PeerProcess, type PeerSystem } from './peer/systems.js';
+import { DEBEZIUM_PUBLICATION, debeziumPeer, eventidePeer, type PeerProcess, type PeerSystem } from './peer/systems.js';
 import { fmtMs, fmtRate, latencyRatio, notes, printTable, record } from './report.js';
-import { startSink, type Sink, type SinkStats } from './sink.js';
+import { type Sink, type SinkStats, startSink } from './sink.js';
 
 const PHASES = 'unbatched,batched,latency';
 
@@ -238,7 +225,13 @@ function report(scenarios: Scenario[], results: Map<string, Map<string, RunResul
     if (scenario.kind === 'throughput') {
       const ra = a.map((r) => r.rate!);
       const rb = b.map((r) => r.rate!);
-      record({ figure: `${scenario.label}: events/s at the sink`, value: spread(ra, (x) => fmtRate(x, 'ev/s')), baseline: spread(rb, (x) => fmtRate(x, 'ev/s')), ratio: mean(ra) / mean(rb), target: '' });
+      record({
+        figure: `${scenario.label}: events/s at the sink`,
+        value: spread(ra, (x) => fmtRate(x, 'ev/s')),
+        baseline: spread(rb, (x) => fmtRate(x, 'ev/s')),
+        ratio: mean(ra) / mean(rb),
+        target: '',
+      });
     } else {
       for (const q of ['p50', 'p99'] as const) {
         const la = a.map((r) => r.latency?.[q] ?? NaN);
@@ -289,9 +282,7 @@ function report(scenarios: Scenario[], results: Map<string, Map<string, RunResul
   if (short.length) {
     notes.push(`WARNING: in ${short.length} latency run(s) the writer fell below 95 % of ${options.latencyRate} rows/s (one commit per row is slower than 1/rate here: the machine is busy)`);
   }
-  notes.push(
-    `ratio = eventide ÷ Debezium Server (rates: higher is better for eventide; latency, CPU and RSS: lower is). Values are the mean over ${options.runs} run(s), the range in brackets.`,
-  );
+  notes.push(`ratio = eventide ÷ Debezium Server (rates: higher is better for eventide; latency, CPU and RSS: lower is). Values are the mean over ${options.runs} run(s), the range in brackets.`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -302,8 +293,7 @@ async function main(): Promise<void> {
   const java = findJava(21, opts.javaHome);
   if (!java) {
     console.error(
-      'No Java 21+ runtime found (looked at JAVA_HOME, /usr/lib/jvm/*, /opt/*): Debezium Server 3.x needs Java 21. ' +
-        'Install one (e.g. a Temurin 21+ JDK) or pass --java-home DIR; stopping.',
+      'No Java 21+ runtime found (looked at JAVA_HOME, /usr/lib/jvm/*, /opt/*): Debezium Server 3.x needs Java 21. ' + 'Install one (e.g. a Temurin 21+ JDK) or pass --java-home DIR; stopping.',
     );
     process.exit(2);
   }
@@ -332,11 +322,7 @@ async function main(): Promise<void> {
     };
     const systems = [eventidePeer(pgServer.url, opts.eventideConcurrency), debeziumPeer(debeziumBase)];
 
-    const shown = debeziumProperties(
-      { ...debeziumBase, slot: '<fresh slot per run>', publication: DEBEZIUM_PUBLICATION, sinkUrl: sink.url, batchSize: opts.batchSize },
-      '<fresh dir per run>',
-      0,
-    );
+    const shown = debeziumProperties({ ...debeziumBase, slot: '<fresh slot per run>', publication: DEBEZIUM_PUBLICATION, sinkUrl: sink.url, batchSize: opts.batchSize }, '<fresh dir per run>', 0);
     console.log(`\nDebezium Server config/application.properties (batch.* only in the batched runs; quarkus.http.port a free port):`);
     for (const [k, v] of Object.entries(shown)) console.log(`  ${k}=${v}`);
     console.log(

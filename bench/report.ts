@@ -29,7 +29,11 @@ export function printTable(labels: Partial<Row> = {}): void {
   const headers: Row = { figure: 'figure', value: 'measured', baseline: 'baseline', ratio: 'ratio', target: 'target', verdict: '', ...labels };
   const keys = (Object.keys(headers) as (keyof Row)[]).filter((k) => !(k in labels) || headers[k] !== '');
   const widths = keys.map((k) => Math.max(...[headers, ...rows].map((r) => r[k].length)));
-  const line = (r: Row) => keys.map((k, i) => r[k].padEnd(widths[i]!)).join(' | ').trimEnd();
+  const line = (r: Row) =>
+    keys
+      .map((k, i) => r[k].padEnd(widths[i]!))
+      .join(' | ')
+      .trimEnd();
   console.log('');
   console.log(line(headers));
   console.log(widths.map((w) => '-'.repeat(w)).join('-|-'));

@@ -6,7 +6,7 @@
  * reads (type dev.eventide.row.read) are counted among the events and apart, and have no latency (their
  * time is when their chunk was read, not a commit).
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, fork } from 'node:child_process';
 import { createServer } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { Agent } from 'undici';

@@ -5,8 +5,7 @@
 // its copy of every module, about a fifth of an idle dispatcher's memory. Where the cache cannot be
 // written (an image's read-only install), the bundle made when the image was built runs; without one,
 // tsx's loader runs the sources directly.
-import { existsSync } from 'node:fs';
-import { mkdirSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseDispatcherState, type BackfillStateReport, type DispatcherStateReport } from './dispatcherState.js';
+import { type BackfillStateReport, type DispatcherStateReport, parseDispatcherState } from './dispatcherState.js';
 
 const source = { slot: 'eventide_shop', publication: 'eventide_shop', phase: 'streaming', connected: true, lagBytes: 0 };
 const serving = { state: 'serving', since: '2026-12-02T10:00:00Z', inflight: 0, backlog: 0, parking: false };

@@ -1,8 +1,8 @@
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { appendFileSync, existsSync, mkdtempSync, readdirSync, rmSync, chownSync, mkdirSync, statSync } from 'node:fs';
-import { freePort } from './loopback.js';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { appendFileSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
+import { freePort } from './loopback.js';
 
 /** Options for a throwaway PostgreSQL server. */
 export interface EmbeddedPostgresOptions {
@@ -54,19 +54,14 @@ export function findPostgresBinDir(): string {
     return override;
   }
   const root = '/usr/lib/postgresql';
-  const versions = existsSync(root)
-    ? readdirSync(root).filter((v) => Number(v) >= 15 && existsSync(join(root, v, 'bin', 'postgres')))
-    : [];
+  const versions = existsSync(root) ? readdirSync(root).filter((v) => Number(v) >= 15 && existsSync(join(root, v, 'bin', 'postgres'))) : [];
   versions.sort((a, b) => Number(b) - Number(a));
   const newest = versions[0];
   if (!newest) {
-    throw new Error(
-      'No PostgreSQL >= 15 server binaries found under /usr/lib/postgresql. Install them (apt-get install postgresql) or set EVENTIDE_PG_BIN.',
-    );
+    throw new Error('No PostgreSQL >= 15 server binaries found under /usr/lib/postgresql. Install them (apt-get install postgresql) or set EVENTIDE_PG_BIN.');
   }
   return join(root, newest, 'bin');
 }
-
 
 /** Postgres refuses to run as root: when we are root, the unprivileged system user it runs as (else undefined). */
 export function serverIdentity(): { uid: number; gid: number } | undefined {

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { InvalidDurationError, InvalidResourceError, ManifestError, loadManifests, parseEventTrigger } from '../api/v1alpha1/index.js';
+import { InvalidDurationError, InvalidResourceError, loadManifests, ManifestError, parseEventTrigger } from '../api/v1alpha1/index.js';
 import { FilterEvaluationError, InvalidFilterError } from '../dispatcher/routing/filter.js';
 import { buildRoutes } from '../dispatcher/routing/triggerMatcher.js';
 import { SettingsError } from '../dispatcher/settings.js';

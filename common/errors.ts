@@ -10,4 +10,3 @@
 export abstract class EventideError extends Error {
   abstract readonly code: string;
 }
-

@@ -1,5 +1,5 @@
-import express, { type Express } from 'express';
 import type { Server } from 'node:http';
+import express, { type Express } from 'express';
 import type { Registry } from 'prom-client';
 
 /** What the health endpoints ask of the program. */

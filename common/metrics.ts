@@ -1,4 +1,4 @@
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 
 /** A fresh registry with the process metrics (memory, CPU, event loop lag) both programs expose. */
 export function createRegistry(prefix: string): Registry {

@@ -5,7 +5,10 @@ const READABLE_PART_MAX = 48;
 
 /** Upper case, non-alphanumerics as `_`: readable, but many names map to one, so never used alone. */
 function readablePart(text: string): string {
-  return text.toUpperCase().replace(/[^A-Z0-9]/g, '_').slice(0, READABLE_PART_MAX);
+  return text
+    .toUpperCase()
+    .replace(/[^A-Z0-9]/g, '_')
+    .slice(0, READABLE_PART_MAX);
 }
 
 /**
@@ -13,7 +16,11 @@ function readablePart(text: string): string {
  * ("a", "b\0c") and ("a\0b", "c") hash differently.
  */
 function refHash(ref: { name: string; key: string }): string {
-  return createHash('sha256').update(JSON.stringify([ref.name, ref.key])).digest('hex').slice(0, 8).toUpperCase();
+  return createHash('sha256')
+    .update(JSON.stringify([ref.name, ref.key]))
+    .digest('hex')
+    .slice(0, 8)
+    .toUpperCase();
 }
 
 /**

@@ -16,15 +16,15 @@ import { stringify } from 'yaml';
 import {
   BackfillSpec,
   BackfillStatus,
+  type CrossFieldRule,
   EventTriggerSpec,
   EventTriggerStatus,
+  eventTriggerRules,
   FunctionSpec,
   FunctionStatus,
+  functionRules,
   GROUP,
   VERSION,
-  eventTriggerRules,
-  functionRules,
-  type CrossFieldRule,
 } from '../api/v1alpha1/schema.js';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -164,7 +164,10 @@ export function toStructural(node: TSchema | JsonSchema, path = '$'): Structural
     out.enum = [schema.const];
   }
   // OpenAPI v3.0 spells exclusive bounds as booleans next to minimum/maximum.
-  for (const [exclusive, bound] of [['exclusiveMinimum', 'minimum'], ['exclusiveMaximum', 'maximum']] as const) {
+  for (const [exclusive, bound] of [
+    ['exclusiveMinimum', 'minimum'],
+    ['exclusiveMaximum', 'maximum'],
+  ] as const) {
     if (typeof schema[exclusive] === 'number') {
       out[bound] = schema[exclusive];
       out[exclusive] = true;
@@ -378,9 +381,7 @@ export function buildCrds(): CustomResourceDefinition[] {
 
 /** File name → YAML text of every CRD, exactly as written to each directory of CRD_OUTPUT_DIRS. */
 export function renderCrdFiles(): Map<string, string> {
-  return new Map(
-    buildCrds().map((crd) => [`${crd.spec.group}_${crd.spec.names.plural}.yaml`, GENERATED_HEADER + stringify(crd, { lineWidth: 0 })]),
-  );
+  return new Map(buildCrds().map((crd) => [`${crd.spec.group}_${crd.spec.names.plural}.yaml`, GENERATED_HEADER + stringify(crd, { lineWidth: 0 })]));
 }
 
 /** Paths (relative to the repository) whose content differs from what the schema generates. */

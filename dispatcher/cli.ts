@@ -1,12 +1,12 @@
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { EventideError } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/logger.js';
+import { BACKFILL_USAGE, runBackfillCommand } from './backfill/command.js';
+import { EVENTS_USAGE, runEventsCommand, runInvokeCommand } from './backlog/command.js';
+import { DEADLETTERS_USAGE, runDeadLettersCommand } from './deadletters/command.js';
 import { Dispatcher, StartAbortedError } from './dispatcher.js';
 import type { DispatchWorkerData } from './launcher.js';
-import { DISPATCH_USAGE, parseDispatchSettings, type DispatchSettings } from './settings.js';
-import { runDeadLettersCommand, DEADLETTERS_USAGE } from './deadletters/command.js';
-import { EVENTS_USAGE, runEventsCommand, runInvokeCommand } from './backlog/command.js';
-import { BACKFILL_USAGE, runBackfillCommand } from './backfill/command.js';
+import { DISPATCH_USAGE, type DispatchSettings, parseDispatchSettings } from './settings.js';
 
 const USAGE = `eventide: functions triggered by database events
 

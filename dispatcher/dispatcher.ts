@@ -1,16 +1,16 @@
 import type { Server } from 'node:http';
-import { getHeapStatistics } from 'node:v8';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { getHeapStatistics } from 'node:v8';
 import pg from 'pg';
-import { loadManifests, parseDuration, type ManifestSet } from '../api/v1alpha1/index.js';
+import { loadManifests, type ManifestSet, parseDuration } from '../api/v1alpha1/index.js';
 import type { BackfillStateReport, DispatcherStateReport, FunctionDemandReport, TriggerServingState, TriggerStateReport } from '../common/dispatcherState.js';
 import { createOpsApp, listen } from '../common/httpServer.js';
-import { redactUrl, type Logger } from '../common/logger.js';
-import { recheckDelayMs, problemsHealByThemselves } from './admission/recheck.js';
+import { type Logger, redactUrl } from '../common/logger.js';
+import { problemsHealByThemselves, recheckDelayMs } from './admission/recheck.js';
 import type { TriggerProblem } from './admission/triggerProblem.js';
-import { BackfillWindows } from './backfill/backfillWindows.js';
-import { Backfills, requestOf } from './backfill/backfills.js';
 import type { ServedTrigger } from './backfill/backfillRunner.js';
+import { Backfills, requestOf } from './backfill/backfills.js';
+import { BackfillWindows } from './backfill/backfillWindows.js';
 import { BACKFILL_CHANNEL, BackfillStore } from './backfill/store.js';
 import { BacklogNotifications } from './backlog/backlogNotifications.js';
 import { BacklogWriter } from './backlog/backlogWriter.js';
@@ -19,24 +19,24 @@ import { DeadLetterStore } from './deadletters/store.js';
 import { RowDecoder } from './decode/rowDecoder.js';
 import { createTextPgoutputPlugin, type PgoutputMessage } from './decode/textPgoutputPlugin.js';
 import { TypeCatalog } from './decode/typeCatalog.js';
-import { FailureSummary, type SummaryLine } from './delivery/failureSummary.js';
 import { eventId } from './delivery/eventIds.js';
+import { FailureSummary, type SummaryLine } from './delivery/failureSummary.js';
 import { HttpSender } from './delivery/httpSender.js';
-import { parseLsn, type Lsn } from './lsn.js';
+import { type Lsn, parseLsn } from './lsn.js';
 import { createDispatcherMetrics, type DispatcherMetrics } from './metrics.js';
 import { ChangeIntake } from './pipeline/changeIntake.js';
 import { FunctionGates } from './pipeline/concurrencyGate.js';
-import { FunctionActivations } from './pipeline/functionActivation.js';
 import { attemptDelivery, type TriggerDelivery } from './pipeline/deliveryAttempt.js';
+import { FunctionActivations } from './pipeline/functionActivation.js';
 import type { PendingEvent } from './pipeline/pendingEvent.js';
-import { TriggerFlow, type FlowObserver, type LaneSettings } from './pipeline/triggerFlow.js';
+import { type FlowObserver, type LaneSettings, TriggerFlow } from './pipeline/triggerFlow.js';
 import { WindowShares } from './pipeline/windowShares.js';
 import { columnsRead, routedTables } from './routing/triggerMatcher.js';
-import { resolveConfig, withProblems, type ServedConfig, type SourceNames } from './servedConfig.js';
+import { resolveConfig, type ServedConfig, type SourceNames, withProblems } from './servedConfig.js';
 import type { DispatchSettings } from './settings.js';
 import { connectionConfig } from './source/connectionConfig.js';
-import { ReplicationStream, describeError } from './source/replicationStream.js';
-import { SourceProblemError, checkRoutesAgainstTables, ensurePublication, ensureSlot, inspectTables } from './source/sourceSetup.js';
+import { describeError, ReplicationStream } from './source/replicationStream.js';
+import { checkRoutesAgainstTables, ensurePublication, ensureSlot, inspectTables, SourceProblemError } from './source/sourceSetup.js';
 import { isUnreachable, unreachableMessage } from './source/unreachable.js';
 
 /** Where a dispatcher is in its life; one value, so no combination of flags can contradict another. */
@@ -653,7 +653,10 @@ export class Dispatcher {
   /** When to look at set-aside triggers again (backoff while the same ones stay aside), or at the tables for drift. */
   private scheduleRecheck(): void {
     const healable = [...this.config.setAside.entries()].filter(([, s]) => problemsHealByThemselves(s.problem.reason));
-    const signature = healable.map(([key]) => key).sort().join(',');
+    const signature = healable
+      .map(([key]) => key)
+      .sort()
+      .join(',');
     const attempt = signature !== '' && signature === this.recheck.setAside ? this.recheck.attempt + 1 : 0;
     this.recheck = { at: Date.now() + recheckDelayMs(attempt, signature !== ''), attempt, setAside: signature };
   }
@@ -835,9 +838,7 @@ function openResources(settings: DispatchSettings, logger: Logger): Resources {
     deadLetterPool = new pg.Pool({ connectionString: settings.deadLetterDatabaseUrl, max: 4, application_name: 'eventide-dispatcher', connectionTimeoutMillis: 10_000 });
     deadLetterPool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle dead-letter database connection failed'));
   }
-  const backlogPool = new pg.Pool(
-    source({ max: 2, application_name: 'eventide-dispatcher-backlog', connectionTimeoutMillis: 10_000, options: BACKLOG_CONNECTION_OPTIONS }),
-  );
+  const backlogPool = new pg.Pool(source({ max: 2, application_name: 'eventide-dispatcher-backlog', connectionTimeoutMillis: 10_000, options: BACKLOG_CONNECTION_OPTIONS }));
   backlogPool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle backlog connection failed'));
   const backlog = new BacklogStore(backlogPool);
   return {

@@ -1,4 +1,4 @@
-import { Worker, type ResourceLimits } from 'node:worker_threads';
+import { type ResourceLimits, Worker } from 'node:worker_threads';
 import { dispatcherHeapLimits } from './heapLimits.js';
 
 /** What the launcher hands a dispatcher worker (read by cli.ts in the worker). */

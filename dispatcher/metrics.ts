@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { LATENCY_BUCKETS, createRegistry } from '../common/metrics.js';
+import { createRegistry, LATENCY_BUCKETS } from '../common/metrics.js';
 
 /** The dispatcher's Prometheus metrics, one registry per dispatcher instance. */
 export interface DispatcherMetrics {
@@ -42,7 +42,13 @@ export function createDispatcherMetrics(): DispatcherMetrics {
       labelNames: ['trigger', 'outcome'],
       registers,
     }),
-    attemptDuration: new Histogram({ name: 'eventide_dispatcher_attempt_duration_seconds', help: 'Duration of one HTTP delivery attempt.', labelNames: ['trigger'], buckets: LATENCY_BUCKETS, registers }),
+    attemptDuration: new Histogram({
+      name: 'eventide_dispatcher_attempt_duration_seconds',
+      help: 'Duration of one HTTP delivery attempt.',
+      labelNames: ['trigger'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
     endToEndLatency: new Histogram({
       name: 'eventide_dispatcher_end_to_end_latency_seconds',
       help: 'Time from the transaction commit to the successful delivery.',

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { parseDuration, resourceKey, type BackfillResource, type EventTriggerResource, type InvalidManifest, type ManifestSet } from '../api/v1alpha1/index.js';
+import { type BackfillResource, type EventTriggerResource, type InvalidManifest, type ManifestSet, parseDuration, resourceKey } from '../api/v1alpha1/index.js';
 import { secretEnvName } from '../common/secretEnv.js';
 import { combineProblems, type TriggerProblem } from './admission/triggerProblem.js';
 import { retryConfigFromDelivery } from './delivery/retryRules.js';
@@ -85,11 +85,7 @@ function triggerProblem(
  * (an invalid manifest, a filter that does not compile, no URL, a missing secret, another slot) is set
  * aside with its reason and the others are served. Pure.
  */
-export function resolveConfig(
-  manifests: ManifestSet,
-  settings: Pick<DispatchSettings, 'functionUrls' | 'functionUrlTemplate' | 'slotName' | 'publicationName'>,
-  env: NodeJS.ProcessEnv,
-): ServedConfig {
+export function resolveConfig(manifests: ManifestSet, settings: Pick<DispatchSettings, 'functionUrls' | 'functionUrlTemplate' | 'slotName' | 'publicationName'>, env: NodeJS.ProcessEnv): ServedConfig {
   const names = sourceNames(manifests.triggers, settings);
   const routes: Route[] = [];
   const deliveries = new Map<string, TriggerDelivery>();

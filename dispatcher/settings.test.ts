@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SettingsError, parseDispatchSettings } from './settings.js';
+import { parseDispatchSettings, SettingsError } from './settings.js';
 
 const URL_WITH_PASSWORD = 'postgres://app:s3cr3t-pw@127.0.0.1:5432/shop';
 

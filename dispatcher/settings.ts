@@ -1,10 +1,10 @@
 import { accessSync, constants } from 'node:fs';
 import { parseArgs } from 'node:util';
-import type { DatabaseTls } from './source/connectionConfig.js';
 import pg from 'pg';
+import { parseDuration } from '../api/v1alpha1/duration.js';
 import { EventideError } from '../common/errors.js';
 import { DATABASE_URL_ENV } from '../common/secretEnv.js';
-import { parseDuration } from '../api/v1alpha1/duration.js';
+import type { DatabaseTls } from './source/connectionConfig.js';
 
 /** Typed settings of `eventide dispatch`, parsed once at start-up. */
 export interface DispatchSettings {
@@ -85,9 +85,7 @@ function checkDatabaseUrl(flag: string, url: string): void {
   try {
     new pg.Client({ connectionString: url });
   } catch (error) {
-    throw new SettingsError(
-      `${flag} is not a valid connection URL (${(error as Error).message}): check the host and port, and percent-encode special characters in the user name and password`,
-    );
+    throw new SettingsError(`${flag} is not a valid connection URL (${(error as Error).message}): check the host and port, and percent-encode special characters in the user name and password`);
   }
 }
 
@@ -106,7 +104,11 @@ function parseFunctionUrls(pairs: string[]): Map<string, string> {
 /** The TLS files, each checked to be readable now rather than at the first connection. */
 function parseDatabaseTls(ca: string | undefined, cert: string | undefined, key: string | undefined): DatabaseTls | undefined {
   if ((cert === undefined) !== (key === undefined)) throw new SettingsError('--database-cert and --database-key go together: give both or neither');
-  for (const [flag, file] of [['--database-ca', ca], ['--database-cert', cert], ['--database-key', key]] as const) {
+  for (const [flag, file] of [
+    ['--database-ca', ca],
+    ['--database-cert', cert],
+    ['--database-key', key],
+  ] as const) {
     if (file === undefined) continue;
     try {
       accessSync(file, constants.R_OK);

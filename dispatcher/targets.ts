@@ -19,20 +19,14 @@ export class UnresolvedTargetError extends EventideError {
  * Resolves a trigger to the URL its events are POSTed to. Pure: a `sink` is used as is; a `function`
  * is looked up in the local map (by namespace/name, then name) or filled into the cluster template.
  */
-export function resolveTarget(
-  trigger: EventTriggerResource,
-  functionUrls: ReadonlyMap<string, string>,
-  template: string | undefined,
-): DeliveryTarget {
+export function resolveTarget(trigger: EventTriggerResource, functionUrls: ReadonlyMap<string, string>, template: string | undefined): DeliveryTarget {
   const { sink, function: fn } = trigger.spec;
   if (sink) return { url: sink.url, describe: 'sink' };
   if (!fn) throw new UnresolvedTargetError(`EventTrigger ${resourceKey(trigger.metadata)}: set spec.function or spec.sink`);
   const namespace = trigger.metadata.namespace ?? 'default';
   const url = functionUrls.get(`${namespace}/${fn.name}`) ?? functionUrls.get(fn.name) ?? template?.replaceAll('{name}', fn.name).replaceAll('{namespace}', namespace);
   if (!url) {
-    throw new UnresolvedTargetError(
-      `EventTrigger ${resourceKey(trigger.metadata)}: function "${fn.name}" has no URL: pass --function-url ${fn.name}=http://host:port`,
-    );
+    throw new UnresolvedTargetError(`EventTrigger ${resourceKey(trigger.metadata)}: function "${fn.name}" has no URL: pass --function-url ${fn.name}=http://host:port`);
   }
   return { url, describe: `function ${namespace}/${fn.name}` };
 }

@@ -1,5 +1,5 @@
 import type { Logger } from '../common/logger.js';
-import { TerminalError, apiErrorMessage, isConflict } from './errors.js';
+import { apiErrorMessage, isConflict, TerminalError } from './errors.js';
 import type { OperatorMetrics } from './metrics.js';
 import { WorkQueue } from './workQueue.js';
 

@@ -1,4 +1,4 @@
-import { PatchStrategy, setHeaderOptions, type CoreV1Api, type CoreV1Event } from '@kubernetes/client-node';
+import { type CoreV1Api, type CoreV1Event, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import type { Logger } from '../common/logger.js';
 import { apiErrorMessage } from './errors.js';
 import { FIELD_MANAGER } from './labels.js';
@@ -45,10 +45,7 @@ export class EventRecorder {
       if (seen && now.getTime() - seen.at < AGGREGATE_WINDOW_MS) {
         seen.count++;
         seen.at = now.getTime();
-        await this.core.patchNamespacedEvent(
-          { name: seen.name, namespace, body: { count: seen.count, lastTimestamp: now } },
-          setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-        );
+        await this.core.patchNamespacedEvent({ name: seen.name, namespace, body: { count: seen.count, lastTimestamp: now } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
         return;
       }
       const event: CoreV1Event = {

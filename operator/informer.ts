@@ -1,5 +1,5 @@
-import { makeInformer, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { type KubeConfig, type KubernetesListObject, type KubernetesObject, makeInformer } from '@kubernetes/client-node';
 import type { Logger } from '../common/logger.js';
 import { apiErrorMessage, apiStatusCode } from './errors.js';
 import type { OperatorMetrics } from './metrics.js';
@@ -147,10 +147,7 @@ export class ResilientInformer<T extends KubernetesObject> {
       if (!this.synced) this.lastError = error ?? new Error('list failed');
       for (const listener of this.failureListeners) listener(error);
       metrics.informerRestarts.inc({ resource: this.spec.resource });
-      logger.warn(
-        { resource: this.spec.resource, status: apiStatusCode(error), err: apiErrorMessage(error), retryInMs: delay },
-        'list/watch failed; restarting',
-      );
+      logger.warn({ resource: this.spec.resource, status: apiStatusCode(error), err: apiErrorMessage(error), retryInMs: delay }, 'list/watch failed; restarting');
       try {
         await sleep(delay, undefined, { signal });
       } catch {

@@ -1,16 +1,6 @@
-import {
-  AppsV1Api,
-  CoordinationV1Api,
-  CoreV1Api,
-  CustomObjectsApi,
-  KubeConfig,
-  KubernetesObjectApi,
-  PatchStrategy,
-  setHeaderOptions,
-  type KubernetesObject,
-} from '@kubernetes/client-node';
+import { AppsV1Api, CoordinationV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesObject, KubernetesObjectApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { GROUP, VERSION } from '../api/v1alpha1/index.js';
-import { KubeApiError, apiStatusCode } from './errors.js';
+import { apiStatusCode, KubeApiError } from './errors.js';
 import { FIELD_MANAGER } from './labels.js';
 import { firstDifference, shortHash } from './semantic.js';
 
@@ -71,12 +61,7 @@ export async function applyObject<T extends KubernetesObject>(clients: KubeClien
  * Applies the status subresource of an eventide resource. `resourceVersion` makes the write
  * conditional: a status computed from a stale read fails with 409 instead of overwriting a newer one.
  */
-export async function applyStatus(
-  clients: KubeClients,
-  kind: EventideKind,
-  meta: { name: string; namespace: string; resourceVersion?: string },
-  status: object,
-): Promise<void> {
+export async function applyStatus(clients: KubeClients, kind: EventideKind, meta: { name: string; namespace: string; resourceVersion?: string }, status: object): Promise<void> {
   clients.signal?.throwIfAborted();
   const body = {
     apiVersion: `${GROUP}/${VERSION}`,
@@ -99,12 +84,7 @@ export async function applyStatus(
  * controller-runtime's finalizer helpers do: finalizers belong to several controllers, so a stale
  * list must fail (409) rather than drop someone else's entry.
  */
-export async function patchFinalizers(
-  clients: KubeClients,
-  kind: EventideKind,
-  meta: { name: string; namespace: string; resourceVersion?: string },
-  finalizers: string[],
-): Promise<void> {
+export async function patchFinalizers(clients: KubeClients, kind: EventideKind, meta: { name: string; namespace: string; resourceVersion?: string }, finalizers: string[]): Promise<void> {
   clients.signal?.throwIfAborted();
   try {
     await clients.custom.patchNamespacedCustomObject(

@@ -1,14 +1,5 @@
-import {
-  Observable,
-  V1MicroTime,
-  type ConfigurationOptions,
-  type CoordinationV1Api,
-  type ObservableMiddleware,
-  type V1Lease,
-  type V1LeaseSpec,
-  type V1OwnerReference,
-} from '@kubernetes/client-node';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { type ConfigurationOptions, type CoordinationV1Api, Observable, type ObservableMiddleware, type V1Lease, type V1LeaseSpec, V1MicroTime, type V1OwnerReference } from '@kubernetes/client-node';
 import type { Logger } from '../common/logger.js';
 import { apiErrorMessage, isConflict, isNotFound } from './errors.js';
 
@@ -50,11 +41,7 @@ export interface LeaseRecord {
 }
 
 /** What to do with the Lease as last read. */
-export type LeaseDecision =
-  | { action: 'create' }
-  | { action: 'renew' }
-  | { action: 'takeOver'; previousHolder: string | undefined }
-  | { action: 'wait'; holder: string; remainingMs: number };
+export type LeaseDecision = { action: 'create' } | { action: 'renew' } | { action: 'takeOver'; previousHolder: string | undefined } | { action: 'wait'; holder: string; remainingMs: number };
 
 /**
  * Pure: may `identity` write the Lease? Expiry is judged on the local clock from when this candidate

@@ -3,11 +3,12 @@
  * Parses settings once, starts everything, and on SIGTERM/SIGINT stops reconciling, releases the
  * Lease and exits 0; exits 1 if it loses the Lease (the pod restarts as a standby).
  */
-import { KubeConfig } from '@kubernetes/client-node';
+
 import { pathToFileURL } from 'node:url';
+import { KubeConfig } from '@kubernetes/client-node';
 import { createLogger } from '../common/logger.js';
 import { startOperator } from './manager.js';
-import { SettingsError, parseSettings, type OperatorSettings } from './settings.js';
+import { type OperatorSettings, parseSettings, SettingsError } from './settings.js';
 
 /** A KubeConfig from --kubeconfig / $KUBECONFIG, else the pod's in-cluster ServiceAccount. */
 export function loadKubeConfig(settings: Pick<OperatorSettings, 'kubeconfig'>, env: NodeJS.ProcessEnv = process.env): KubeConfig {
@@ -34,10 +35,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const logger = createLogger('eventide-operator', { level: settings.logLevel });
   const operator = await startOperator({ kubeConfig, settings, logger });
-  logger.info(
-    { identity: settings.identity, leaderElect: settings.leaderElect, namespace: settings.namespace, ops: operator.opsUrl, dispatcherImage: settings.dispatcherImage },
-    'operator started',
-  );
+  logger.info({ identity: settings.identity, leaderElect: settings.leaderElect, namespace: settings.namespace, ops: operator.opsUrl, dispatcherImage: settings.dispatcherImage }, 'operator started');
   const signalled = new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));

@@ -1,30 +1,30 @@
-import type { KubeConfig, KubernetesListObject, KubernetesObject, V1ConfigMap, V1Deployment, V1OwnerReference, V1Service } from '@kubernetes/client-node';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { KubeConfig, KubernetesListObject, KubernetesObject, V1ConfigMap, V1Deployment, V1OwnerReference, V1Service } from '@kubernetes/client-node';
 import { GROUP, VERSION } from '../api/v1alpha1/index.js';
 import { createOpsApp, listen } from '../common/httpServer.js';
 import { createLogger, type Logger } from '../common/logger.js';
-import { keyOf, type StoredBackfill, type StoredEventTrigger, type StoredFunction } from './cache.js';
 import { BackfillTriggerIndex, backfillKeysOfTrigger } from './backfill/keys.js';
 import { ParsedBackfills } from './backfill/parsed.js';
 import { BackfillReconciler } from './backfill/reconciler.js';
+import { keyOf, type StoredBackfill, type StoredEventTrigger, type StoredFunction } from './cache.js';
 import { Controller } from './controller.js';
 import { apiErrorMessage } from './errors.js';
 import { EventRecorder } from './events.js';
 import { dispatcherStateUrl, sourceOfDispatcher } from './eventtrigger/dispatcher.js';
 import { DispatcherStates } from './eventtrigger/dispatcherStates.js';
-import { DEFAULT_LAG_THRESHOLD_BYTES, EventTriggerReconciler } from './eventtrigger/reconciler.js';
 import { ownerKeysOfDispatcherObject, sharesSource, targetsFunction, usesSecret } from './eventtrigger/keys.js';
+import { DEFAULT_LAG_THRESHOLD_BYTES, EventTriggerReconciler } from './eventtrigger/reconciler.js';
 import type { dropSlotAndPublication } from './eventtrigger/slotDrop.js';
 import { FunctionAutoscaler } from './function/autoscaler.js';
+import { functionKeyOfChild, functionKeyOfTrigger } from './function/keys.js';
 import { FunctionReconciler } from './function/reconciler.js';
 import { ResilientInformer } from './informer.js';
-import { ResourceReconciler } from './resourceReconciler.js';
 import { makeClients, PLURALS } from './kube.js';
 import { COMPONENT_DISPATCHER, LABEL_COMPONENT, MANAGED_SELECTOR } from './labels.js';
 import { LeaderElector } from './leaderElection.js';
 import { createOperatorMetrics, type OperatorMetrics } from './metrics.js';
-import { functionKeyOfChild, functionKeyOfTrigger } from './function/keys.js';
+import { ResourceReconciler } from './resourceReconciler.js';
 import { SecretWatcher } from './secretWatcher.js';
 import type { OperatorSettings } from './settings.js';
 
@@ -67,8 +67,10 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
   const clients = makeClients(kubeConfig);
   const deps = { logger, metrics };
 
-  const customList = <T extends KubernetesObject>(plural: string) => async () =>
-    (await clients.custom.listCustomObjectForAllNamespaces({ group: GROUP, version: VERSION, resourcePlural: plural })) as KubernetesListObject<T>;
+  const customList =
+    <T extends KubernetesObject>(plural: string) =>
+    async () =>
+      (await clients.custom.listCustomObjectForAllNamespaces({ group: GROUP, version: VERSION, resourcePlural: plural })) as KubernetesListObject<T>;
   const functions = new ResilientInformer<StoredFunction>(
     kubeConfig,
     { resource: 'functions', path: `/apis/${GROUP}/${VERSION}/${PLURALS.Function}`, list: customList<StoredFunction>(PLURALS.Function) },
@@ -243,8 +245,7 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     logger.info({ workers: settings.workers }, 'reconciling');
   };
   /** On a lost Lease reconciles in flight are aborted: another replica may lead by now, so none may write again. */
-  const stopControllers = (abort = false) =>
-    Promise.all([states.stop().then(() => autoscaler.stop()), ...controllers.map((c) => c.stop({ abort }))]);
+  const stopControllers = (abort = false) => Promise.all([states.stop().then(() => autoscaler.stop()), ...controllers.map((c) => c.stop({ abort }))]);
 
   const election = new AbortController();
   let elector: LeaderElector | undefined;

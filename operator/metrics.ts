@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { LATENCY_BUCKETS, createRegistry } from '../common/metrics.js';
+import { createRegistry, LATENCY_BUCKETS } from '../common/metrics.js';
 
 /** How a reconcile ended, the `result` label. */
 export type ReconcileResult = 'success' | 'requeue' | 'error' | 'conflict' | 'terminal';
@@ -82,7 +82,7 @@ export function createOperatorMetrics(): OperatorMetrics {
     }),
     scaleDecisions: new Counter({
       name: 'eventide_operator_scale_decisions_total',
-      help: 'Autoscaler decisions that changed a Function\'s replicas, by direction (up, down).',
+      help: "Autoscaler decisions that changed a Function's replicas, by direction (up, down).",
       labelNames: ['function', 'direction'],
       registers: [registry],
     }),

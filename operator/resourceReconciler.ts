@@ -1,11 +1,11 @@
 import { InvalidResourceError } from '../api/v1alpha1/index.js';
 import type { Logger } from '../common/logger.js';
 import { splitKey } from './cache.js';
-import { REASON_INVALID_SPEC, conditionTime } from './conditions.js';
+import { conditionTime, REASON_INVALID_SPEC } from './conditions.js';
 import type { ReconcileOutcome, Reconciler } from './controller.js';
 import { TerminalError } from './errors.js';
 import type { EventRecorder } from './events.js';
-import { applyStatus, patchFinalizers, withSignal, type EventideKind, type KubeClients } from './kube.js';
+import { applyStatus, type EventideKind, type KubeClients, patchFinalizers, withSignal } from './kube.js';
 import { semanticEqual } from './semantic.js';
 
 /** A stored eventide resource as the cache holds it (its spec not yet validated). */
@@ -85,7 +85,12 @@ export class ResourceReconciler<R, S extends object, Stored extends StoredResour
         await this.writeStatus(stored, lifecycle.status(), ctx);
         throw error;
       }
-      await patchFinalizers(ctx.clients, kr.kind, this.metaOf(stored), finalizers.filter((f) => f !== kr.finalizer));
+      await patchFinalizers(
+        ctx.clients,
+        kr.kind,
+        this.metaOf(stored),
+        finalizers.filter((f) => f !== kr.finalizer),
+      );
       log.info('finalized');
       return {};
     }

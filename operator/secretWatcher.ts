@@ -70,9 +70,7 @@ export class SecretWatcher {
     if (apiStatusCode(error) === 403) {
       return {
         reason: REASON_SECRETS_FORBIDDEN,
-        message:
-          `the operator may not read Secrets in namespace "${namespace}" (list forbidden); ` +
-          'with the Helm chart, add the namespace to rbac.secretNamespaces or leave that list empty',
+        message: `the operator may not read Secrets in namespace "${namespace}" (list forbidden); with the Helm chart, add the namespace to rbac.secretNamespaces or leave that list empty`,
       };
     }
     return { reason: REASON_SECRETS_UNAVAILABLE, message: `cannot list Secrets in namespace "${namespace}": ${apiErrorMessage(error)}` };

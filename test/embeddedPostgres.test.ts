@@ -1,6 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { firstUnreachableDir, startEmbeddedPostgres, type EmbeddedPostgres } from '../common/embeddedPostgres.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type EmbeddedPostgres, firstUnreachableDir, startEmbeddedPostgres } from '../common/embeddedPostgres.js';
 
 describe('embedded postgres', () => {
   let server: EmbeddedPostgres;

@@ -1,10 +1,10 @@
-import { readFileSync, readdirSync, statSync, type Stats } from 'node:fs';
+import { readdirSync, readFileSync, type Stats, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { EventideError } from '../../common/errors.js';
+import { type BackfillResource, type EventTriggerResource, type FunctionResource, resourceKey } from './resources.js';
 import { GROUP } from './schema.js';
-import { parseResource, InvalidResourceError } from './validate.js';
-import { resourceKey, type BackfillResource, type EventTriggerResource, type FunctionResource } from './resources.js';
+import { InvalidResourceError, parseResource } from './validate.js';
 
 /** The eventide resources found in a set of manifest files. */
 export interface ManifestSet {
@@ -58,16 +58,18 @@ function readDir(path: string): string[] {
 /** Lists the YAML files under a path (a file, or a directory read recursively, in name order). */
 function yamlFiles(path: string): string[] {
   if (!statPath(path).isDirectory()) return [path];
-  return readDir(path)
-    .sort()
-    // A mounted ConfigMap holds "..data" and "..<timestamp>" links to the same files: skip hidden entries.
-    .filter((entry) => !entry.startsWith('.'))
-    .flatMap((entry) => {
-      const full = join(path, entry);
-      // statPath: a dangling link in the directory is a message naming it, not a stack.
-      if (statPath(full).isDirectory()) return yamlFiles(full);
-      return /\.ya?ml$/.test(entry) ? [full] : [];
-    });
+  return (
+    readDir(path)
+      .sort()
+      // A mounted ConfigMap holds "..data" and "..<timestamp>" links to the same files: skip hidden entries.
+      .filter((entry) => !entry.startsWith('.'))
+      .flatMap((entry) => {
+        const full = join(path, entry);
+        // statPath: a dangling link in the directory is a message naming it, not a stack.
+        if (statPath(full).isDirectory()) return yamlFiles(full);
+        return /\.ya?ml$/.test(entry) ? [full] : [];
+      })
+  );
 }
 
 /** Parses YAML text into eventide resources, ignoring other kinds (a Secret beside them, say). */
@@ -131,7 +133,11 @@ export function loadManifests(paths: string[], options: LoadOptions = {}): Manif
   for (const file of paths.flatMap(yamlFiles)) if (!files.has(resolve(file))) files.set(resolve(file), file);
   for (const file of files.values()) {
     const found = parseManifestText(readText(file), file, options);
-    for (const [kind, resources] of [['EventTrigger', found.triggers], ['Function', found.functions], ['Backfill', found.backfills]] as const) {
+    for (const [kind, resources] of [
+      ['EventTrigger', found.triggers],
+      ['Function', found.functions],
+      ['Backfill', found.backfills],
+    ] as const) {
       for (const resource of resources) {
         const id = `${kind} ${resourceKey(resource.metadata)}`;
         const first = seen.get(id);

@@ -2,8 +2,9 @@
  * The single source of truth for eventide's resources. The CRD YAML (crds/), the TypeScript types and
  * local validation are all derived from these schemas, so they cannot drift apart.
  */
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
+
 import type { V1EnvFromSource, V1EnvVar, V1LocalObjectReference, V1ResourceRequirements } from '@kubernetes/client-node';
+import { type Static, type TSchema, Type } from '@sinclair/typebox';
 import { DURATION_PATTERN } from './duration.js';
 
 export const GROUP = 'eventide.dev';
@@ -25,12 +26,11 @@ function kubeObject<T>(description: string): TSchema & { static: T } {
   return Type.Object({}, { additionalProperties: true, description, 'x-kubernetes-preserve-unknown-fields': true }) as unknown as TSchema & { static: T };
 }
 
-const Duration = (description: string, defaultValue?: string) =>
-  Type.String({ pattern: DURATION_PATTERN, description, ...(defaultValue ? { default: defaultValue } : {}) });
+const Duration = (description: string, defaultValue?: string) => Type.String({ pattern: DURATION_PATTERN, description, ...(defaultValue ? { default: defaultValue } : {}) });
 
 export const SecretKeyRef = Type.Object(
   {
-    name: Type.String({ minLength: 1, maxLength: 253, description: 'Name of a Secret in the resource\'s namespace.' }),
+    name: Type.String({ minLength: 1, maxLength: 253, description: "Name of a Secret in the resource's namespace." }),
     key: Type.String({ minLength: 1, default: 'url', description: 'Key within the Secret.' }),
   },
   { description: 'A key of a Secret in the same namespace.' },
@@ -48,9 +48,7 @@ export const FunctionRef = Type.Object(
   { description: 'The Function whose Service receives the events.' },
 );
 
-export const Operation = Type.Union(
-  [Type.Literal('insert'), Type.Literal('update'), Type.Literal('delete'), Type.Literal('truncate')],
-);
+export const Operation = Type.Union([Type.Literal('insert'), Type.Literal('update'), Type.Literal('delete'), Type.Literal('truncate')]);
 
 export const Backoff = Type.Object(
   {
@@ -72,9 +70,14 @@ export const Delivery = Type.Object(
     maxEventAge: Duration('Events older than this (since commit) are dead-lettered instead of retried.', '1h'),
     retryAfterMax: Duration('Largest Retry-After a function may ask for.', '10m'),
     deadLetterSink: Type.Optional(Type.Object({ url: SinkRef.properties.url }, { description: 'Also POST dead letters here; the dead-letter table always records them.' })),
-    signingSecretRef: Type.Optional(Type.Object({ name: SecretKeyRef.properties.name, key: Type.String({ minLength: 1, default: 'secret' }) }, {
-      description: 'Sign payloads with HMAC-SHA256 (Standard Webhooks headers) using this Secret key.',
-    })),
+    signingSecretRef: Type.Optional(
+      Type.Object(
+        { name: SecretKeyRef.properties.name, key: Type.String({ minLength: 1, default: 'secret' }) },
+        {
+          description: 'Sign payloads with HMAC-SHA256 (Standard Webhooks headers) using this Secret key.',
+        },
+      ),
+    ),
   },
   { description: 'Retries, timeouts and dead-lettering.', default: {} },
 );
@@ -90,9 +93,14 @@ export const EventTriggerSpec = Type.Object(
         tls: Type.Optional(
           Type.Object(
             {
-              caSecretRef: Type.Optional(Type.Object({ name: SecretKeyRef.properties.name, key: Type.String({ minLength: 1, default: 'ca.crt' }) }, { description: 'A Secret key holding the CA certificate(s).' })),
+              caSecretRef: Type.Optional(
+                Type.Object({ name: SecretKeyRef.properties.name, key: Type.String({ minLength: 1, default: 'ca.crt' }) }, { description: 'A Secret key holding the CA certificate(s).' }),
+              ),
               caConfigMapRef: Type.Optional(
-                Type.Object({ name: Type.String({ minLength: 1, maxLength: 253 }), key: Type.String({ minLength: 1, default: 'ca.crt' }) }, { description: 'A ConfigMap key holding the CA certificate(s).' }),
+                Type.Object(
+                  { name: Type.String({ minLength: 1, maxLength: 253 }), key: Type.String({ minLength: 1, default: 'ca.crt' }) },
+                  { description: 'A ConfigMap key holding the CA certificate(s).' },
+                ),
               ),
               clientCertSecretRef: Type.Optional(
                 Type.Object({ name: SecretKeyRef.properties.name }, { description: 'A kubernetes.io/tls Secret (tls.crt, tls.key): the client certificate, for certificate authentication.' }),
@@ -120,15 +128,19 @@ export const EventTriggerSpec = Type.Object(
       default: ['insert', 'update', 'delete'],
       description: 'Which changes fire: insert, update, delete, truncate.',
     }),
-    columns: Type.Optional(Type.Array(Type.String({ minLength: 1 }), {
-      minItems: 1,
-      description: 'Updates fire only when one of these columns changed (needs REPLICA IDENTITY FULL to compare).',
-    })),
-    filter: Type.Optional(Type.String({
-      minLength: 1,
-      maxLength: 4096,
-      description: 'CEL expression over `old`, `new` and `op` that must be true for the event to fire, e.g. "new.is_validated == false".',
-    })),
+    columns: Type.Optional(
+      Type.Array(Type.String({ minLength: 1 }), {
+        minItems: 1,
+        description: 'Updates fire only when one of these columns changed (needs REPLICA IDENTITY FULL to compare).',
+      }),
+    ),
+    filter: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 4096,
+        description: 'CEL expression over `old`, `new` and `op` that must be true for the event to fire, e.g. "new.is_validated == false".',
+      }),
+    ),
     function: Type.Optional(FunctionRef),
     sink: Type.Optional(SinkRef),
     delivery: Delivery,
@@ -206,9 +218,7 @@ export const Scale = Type.Object(
     ),
   },
   {
-    description:
-      "Scale the function's pods with the demand the dispatchers see (events in flight, ready to send and in the backlog), " +
-      'to zero when idle. Exclusive with spec.replicas.',
+    description: "Scale the function's pods with the demand the dispatchers see (events in flight, ready to send and in the backlog), " + 'to zero when idle. Exclusive with spec.replicas.',
   },
 );
 
@@ -221,7 +231,7 @@ export const FunctionSpec = Type.Object(
         minimum: 0,
         maximum: 1000,
         description:
-          'Pods serving the function (exclusive with spec.scale). Unset, and without spec.scale, the operator leaves the Deployment\'s count alone (1 when it is created), so `kubectl scale`, an HPA or KEDA may own it; the Function\'s /scale subresource sets this field.',
+          "Pods serving the function (exclusive with spec.scale). Unset, and without spec.scale, the operator leaves the Deployment's count alone (1 when it is created), so `kubectl scale`, an HPA or KEDA may own it; the Function's /scale subresource sets this field.",
       }),
     ),
     concurrency: Type.Optional(
@@ -229,14 +239,14 @@ export const FunctionSpec = Type.Object(
         minimum: 1,
         maximum: 100000,
         description:
-          'Deliveries in flight to the function at once, across every EventTrigger that targets it (each trigger also keeps its own spec.concurrency). Unset: no limit beyond the triggers\'.',
+          "Deliveries in flight to the function at once, across every EventTrigger that targets it (each trigger also keeps its own spec.concurrency). Unset: no limit beyond the triggers'.",
       }),
     ),
     scale: Type.Optional(Scale),
     env: Type.Optional(Type.Array(kubeObject<V1EnvVar>('An environment variable (core/v1 EnvVar).'))),
     envFrom: Type.Optional(Type.Array(kubeObject<V1EnvFromSource>('A source of environment variables (core/v1 EnvFromSource).'))),
     resources: Type.Optional(kubeObject<V1ResourceRequirements>('CPU and memory requests and limits (core/v1 ResourceRequirements).')),
-    serviceAccountName: Type.Optional(Type.String({ minLength: 1, description: 'ServiceAccount the function\'s pods run as.' })),
+    serviceAccountName: Type.Optional(Type.String({ minLength: 1, description: "ServiceAccount the function's pods run as." })),
     imagePullSecrets: Type.Optional(Type.Array(kubeObject<V1LocalObjectReference>('A Secret with registry credentials.'))),
     healthPath: Type.String({ default: '/healthz', pattern: '^/', description: 'Liveness probe path (the function runtime serves /healthz).' }),
     readinessPath: Type.String({ default: '/readyz', pattern: '^/', description: 'Readiness probe path (the function runtime serves /readyz).' }),
@@ -269,10 +279,10 @@ export const Condition = Type.Object({
 export const FunctionStatus = Type.Object({
   conditions: Type.Optional(Type.Array(Condition)),
   observedGeneration: Type.Optional(Type.Integer()),
-  url: Type.Optional(Type.String({ description: 'In-cluster URL of the function\'s Service.' })),
+  url: Type.Optional(Type.String({ description: "In-cluster URL of the function's Service." })),
   readyReplicas: Type.Optional(Type.Integer()),
-  replicas: Type.Optional(Type.Integer({ description: 'Pods of the function\'s Deployment now (the /scale subresource reads it).' })),
-  selector: Type.Optional(Type.String({ description: 'Label selector of the function\'s pods (for the /scale subresource: HPA, KEDA).' })),
+  replicas: Type.Optional(Type.Integer({ description: "Pods of the function's Deployment now (the /scale subresource reads it)." })),
+  selector: Type.Optional(Type.String({ description: "Label selector of the function's pods (for the /scale subresource: HPA, KEDA)." })),
   autoscaling: Type.Optional(
     Type.Object(
       {
@@ -290,7 +300,7 @@ export const EventTriggerStatus = Type.Object({
   conditions: Type.Optional(Type.Array(Condition)),
   observedGeneration: Type.Optional(Type.Integer()),
   sinkUrl: Type.Optional(Type.String({ description: 'Where events are delivered.' })),
-  dispatcher: Type.Optional(Type.String({ description: 'Name of the dispatcher Deployment serving this trigger\'s source.' })),
+  dispatcher: Type.Optional(Type.String({ description: "Name of the dispatcher Deployment serving this trigger's source." })),
 });
 
 export const BackfillSpec = Type.Object(
@@ -303,7 +313,7 @@ export const BackfillSpec = Type.Object(
       Type.String({
         minLength: 1,
         maxLength: 4096,
-        description: 'CEL expression over `new` (the row) that must be true for the row to be sent, on top of the trigger\'s own filter, e.g. "new.status == \'open\'".',
+        description: "CEL expression over `new` (the row) that must be true for the row to be sent, on top of the trigger's own filter, e.g. \"new.status == 'open'\".",
       }),
     ),
     batchSize: Type.Integer({
@@ -313,7 +323,7 @@ export const BackfillSpec = Type.Object(
       description: 'Rows read per chunk (one query in primary-key order, no lock held on the table); the memory a backfill holds is one or two chunks.',
     }),
     rowsPerSecond: Type.Optional(
-      Type.Integer({ minimum: 1, maximum: 1000000, description: 'Most rows sent per second. Unset: as fast as the function takes them, leaving half of the trigger\'s concurrency to live changes.' }),
+      Type.Integer({ minimum: 1, maximum: 1000000, description: "Most rows sent per second. Unset: as fast as the function takes them, leaving half of the trigger's concurrency to live changes." }),
     ),
   },
   {

@@ -1,10 +1,10 @@
-import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value';
-import type { TSchema } from '@sinclair/typebox';
-import { DURATION_PATTERN } from './duration.js';
-import { BackfillSpec, EventTriggerSpec, FunctionSpec, eventTriggerRules, functionRules, type CrossFieldRule, API_VERSION } from './schema.js';
-import type { BackfillResource, EventTriggerResource, FunctionResource, EventideResource } from './resources.js';
 import { parse as parseCel } from '@marcbachmann/cel-js';
+import type { TSchema } from '@sinclair/typebox';
+import { Value, type ValueError, ValueErrorType } from '@sinclair/typebox/value';
 import { EventideError } from '../../common/errors.js';
+import { DURATION_PATTERN } from './duration.js';
+import type { BackfillResource, EventideResource, EventTriggerResource, FunctionResource } from './resources.js';
+import { API_VERSION, BackfillSpec, type CrossFieldRule, EventTriggerSpec, eventTriggerRules, FunctionSpec, functionRules } from './schema.js';
 
 /** A resource that fails validation; `problems` name each field and what is wrong with it. */
 export class InvalidResourceError extends EventideError {
@@ -21,7 +21,10 @@ export class InvalidResourceError extends EventideError {
 /** JSON pointer "/spec/delivery/retries" -> "spec.delivery.retries", the form kubectl prints. */
 function fieldPath(prefix: string, pointer: string): string {
   const parts = pointer.split('/').filter(Boolean);
-  return [prefix, ...parts].map((p, i) => (i > 0 && /^\d+$/.test(p) ? `[${p}]` : p)).join('.').replace(/\.\[/g, '[');
+  return [prefix, ...parts]
+    .map((p, i) => (i > 0 && /^\d+$/.test(p) ? `[${p}]` : p))
+    .join('.')
+    .replace(/\.\[/g, '[');
 }
 
 /** A value as a user wrote it, short enough for one line. */

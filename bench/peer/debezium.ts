@@ -3,7 +3,7 @@
  * a Java 21+ runtime found on the machine, and the server as a child process with its HTTP sink and the
  * Postgres connector (pgoutput) on the bench's database.
  */
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -182,9 +182,9 @@ export async function startDebezium(config: DebeziumConfig): Promise<DebeziumRun
   const properties = debeziumProperties(config, runDir, await freePort());
   writeFileSync(
     join(runDir, 'config', 'application.properties'),
-    Object.entries(properties)
+    `${Object.entries(properties)
       .map(([k, v]) => `${k}=${v}`)
-      .join('\n') + '\n',
+      .join('\n')}\n`,
   );
   const runner = readdirSync(config.serverDir).find((f) => /^debezium-server-.*runner\.jar$/.test(f));
   if (!runner) throw new Error(`no runner jar in ${config.serverDir}`);

@@ -2,8 +2,8 @@
  * The two systems the peer bench compares, behind one interface: started on a slot of their own with
  * a delivery mode (one event per request, or batches), stopped after the measurement.
  */
-import { startBenchDispatcher, stopBenchDispatcher, triggerManifest, PUBLICATION } from '../harness.js';
-import { startDebezium, type DebeziumConfig } from './debezium.js';
+import { PUBLICATION, startBenchDispatcher, stopBenchDispatcher, triggerManifest } from '../harness.js';
+import { type DebeziumConfig, startDebezium } from './debezium.js';
 
 export interface PeerProcess {
   pid: number;

@@ -31,16 +31,16 @@ import {
   sinkHas,
   startBenchDispatcher,
   stopBenchDispatcher,
+  TXN_ROWS,
   tableSql,
   triggerManifest,
-  TXN_ROWS,
   waitFor,
   writeAtRate,
   writeRows,
   writeWhileFrozen,
 } from '../harness.js';
 import { fmtMs, fmtRate, latencyRatio, notes, record } from '../report.js';
-import { startSink, type LatencySummary, type Sink } from '../sink.js';
+import { type LatencySummary, type Sink, startSink } from '../sink.js';
 
 export interface BacklogBenchOptions {
   /** Rows of the slow-path run (a). */
@@ -107,12 +107,23 @@ async function benchSlowPath(pgServer: EmbeddedPostgres, db: pg.Client, sink: Si
 
     // Parked: suspend, then the same rows again.
     setSuspended(true);
-    await waitFor('the trigger suspended', async () => (await metric('eventide_dispatcher_trigger_suspended')) === 1, 30_000, () => run.output().slice(-4000));
+    await waitFor(
+      'the trigger suspended',
+      async () => (await metric('eventide_dispatcher_trigger_suspended')) === 1,
+      30_000,
+      () => run.output().slice(-4000),
+    );
     await sink.reset();
     parkedBefore = await metric(PARKED);
     cpuBefore = cpuSecondsOf(run.pid);
     ({ wokeAt } = await writeWhileFrozen(db, run, n));
-    const parkedAt = await waitFor(`${n} events parked`, async () => (await backlogCount(db, trigger)) >= n && Date.now(), 15 * 60_000, () => run.output().slice(-4000), 50);
+    const parkedAt = await waitFor(
+      `${n} events parked`,
+      async () => (await backlogCount(db, trigger)) >= n && Date.now(),
+      15 * 60_000,
+      () => run.output().slice(-4000),
+      50,
+    );
     park = { seconds: (parkedAt - wokeAt) / 1000, cpu: cpuSecondsOf(run.pid) - cpuBefore, sent: (await sink.stats()).requests };
     const parkedMetric = (await metric(PARKED)) - parkedBefore;
     console.log(`  parked: ${n.toLocaleString('en-US')} events in eventide.backlog in ${park.seconds.toFixed(2)} s (parked_total +${parkedMetric})`);
@@ -125,7 +136,13 @@ async function benchSlowPath(pgServer: EmbeddedPostgres, db: pg.Client, sink: Si
     setSuspended(false);
     const drainStats = await sinkHas(sink, n, run);
     const drainCpu = cpuSecondsOf(run.pid) - cpuBefore;
-    const emptyAt = await waitFor('an empty backlog', async () => (await backlogCount(db, trigger)) === 0 && Date.now(), 60_000, () => run.output().slice(-4000), 50);
+    const emptyAt = await waitFor(
+      'an empty backlog',
+      async () => (await backlogCount(db, trigger)) === 0 && Date.now(),
+      60_000,
+      () => run.output().slice(-4000),
+      50,
+    );
     drain = {
       seconds: (drainStats.lastAt - drainStats.firstAt) / 1000,
       cpu: drainCpu,
@@ -183,7 +200,7 @@ async function benchDownSibling(pgServer: EmbeddedPostgres, db: pg.Client, sink:
   const down = 'bench/bench-down';
   // Retries enough that none is dead-lettered during the run: the down trigger's events wait in its backlog.
   const delivery = { retries: 100, backoff: { maxDelay: '1s' } };
-  const cleanups: (() => Promise<unknown> | void)[] = [];
+  const cleanups: (() => unknown)[] = [];
   let baseline: SteadyRun;
   let measured: SteadyRun;
   let after: { downAttempts: number; downParked: number; downWaiting: number; healthyParked: number };
@@ -201,10 +218,7 @@ async function benchDownSibling(pgServer: EmbeddedPostgres, db: pg.Client, sink:
     const run = await startBenchDispatcher(
       pgServer.url,
       slot,
-      [
-        triggerManifest(sink.url, SPEC, { name: 'bench-healthy', spec: { delivery } }),
-        triggerManifest(downSink.url, SPEC, { name: 'bench-down', table: 'orders_down', spec: { delivery } }),
-      ],
+      [triggerManifest(sink.url, SPEC, { name: 'bench-healthy', spec: { delivery } }), triggerManifest(downSink.url, SPEC, { name: 'bench-down', table: 'orders_down', spec: { delivery } })],
       // Only shortens the stop at the end, where the down trigger's attempts would otherwise get the default 10 s.
       { args: ['--drain-timeout', '1000'] },
     );

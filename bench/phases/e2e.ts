@@ -23,13 +23,7 @@ export interface EndToEndBenchOptions {
 export type UnbatchedRates = Map<number, number>;
 
 /** Delivers the slot's backlog of `n` events; the rate is taken at the sink, first to last receipt. */
-async function drainBacklog(
-  url: string,
-  sink: Sink,
-  slot: string,
-  n: number,
-  spec: { concurrency: number; batchSize: number },
-): Promise<{ rate: number; cpuPerK: number; stats: SinkStats }> {
+async function drainBacklog(url: string, sink: Sink, slot: string, n: number, spec: { concurrency: number; batchSize: number }): Promise<{ rate: number; cpuPerK: number; stats: SinkStats }> {
   await sink.reset();
   const run = await startBenchDispatcher(url, slot, [triggerManifest(sink.url, spec)]);
   const pid = run.pid;
@@ -79,20 +73,17 @@ async function bareClient(sink: Sink, total: number, concurrency: number, outgoi
 }
 
 /** Returns the unbatched rates it measured, by concurrency. */
-export async function benchEndToEnd(
-  pgServer: EmbeddedPostgres,
-  db: pg.Client,
-  sink: Sink,
-  options: EndToEndBenchOptions,
-  rawDecodeRate: number | undefined,
-): Promise<UnbatchedRates> {
+export async function benchEndToEnd(pgServer: EmbeddedPostgres, db: pg.Client, sink: Sink, options: EndToEndBenchOptions, rawDecodeRate: number | undefined): Promise<UnbatchedRates> {
   const n = options.e2eRows;
   console.log(`\n[2] end to end: a backlog of ${n.toLocaleString('en-US')} inserts drained by \`eventide dispatch\` to the sink`);
   const configs = [
     ...options.concurrencies.map((concurrency) => ({ slot: `e2e_c${concurrency}`, concurrency, batchSize: 1 })),
     { slot: `e2e_b${options.batchSize}`, concurrency: 64, batchSize: options.batchSize },
   ];
-  await createSlots(db, configs.map((c) => c.slot));
+  await createSlots(
+    db,
+    configs.map((c) => c.slot),
+  );
   const writeSeconds = await writeRows(db, n);
   console.log(`  wrote ${n.toLocaleString('en-US')} rows in ${writeSeconds.toFixed(1)} s`);
   const unbatched: UnbatchedRates = new Map();

@@ -17,8 +17,8 @@ import { request } from 'undici';
 import type { EmbeddedPostgres } from '../../common/embeddedPostgres.js';
 import { createSlots, dropSlot, sinkHas, sleep, startBenchDispatcher, stopBenchDispatcher, triggerManifest, writeAtRate } from '../harness.js';
 import { fmtMs, fmtRate, latencyRatio, notes, record } from '../report.js';
-import { bareAgent, replayOf, summarize, type LatencySummary, type Sink, type SinkRequest } from '../sink.js';
-import { unbatchedCapacity, type UnbatchedRates } from './e2e.js';
+import { bareAgent, type LatencySummary, replayOf, type Sink, type SinkRequest, summarize } from '../sink.js';
+import { type UnbatchedRates, unbatchedCapacity } from './e2e.js';
 
 export interface LatencyBenchOptions {
   /** --latency-rate as given; undefined: the rate is --latency-load times the unbatched capacity. */
@@ -60,13 +60,7 @@ async function bareAtRate(sink: Sink, rate: number, seconds: number, outgoing: S
 }
 
 /** The rate of the latency runs and where it came from. */
-async function latencyRate(
-  pgServer: EmbeddedPostgres,
-  db: pg.Client,
-  sink: Sink,
-  options: LatencyBenchOptions,
-  e2eRates: UnbatchedRates | undefined,
-): Promise<{ rate: number; source: string }> {
+async function latencyRate(pgServer: EmbeddedPostgres, db: pg.Client, sink: Sink, options: LatencyBenchOptions, e2eRates: UnbatchedRates | undefined): Promise<{ rate: number; source: string }> {
   let capacity = e2eRates?.get(CONCURRENCY);
   let from = `the e2e phase's unbatched c=${CONCURRENCY} rate`;
   if (options.latencyRate !== undefined) {
@@ -109,13 +103,7 @@ async function dispatcherLatency(pgServer: EmbeddedPostgres, db: pg.Client, sink
   }
 }
 
-export async function benchLatency(
-  pgServer: EmbeddedPostgres,
-  db: pg.Client,
-  sink: Sink,
-  options: LatencyBenchOptions,
-  e2eRates: UnbatchedRates | undefined,
-): Promise<void> {
+export async function benchLatency(pgServer: EmbeddedPostgres, db: pg.Client, sink: Sink, options: LatencyBenchOptions, e2eRates: UnbatchedRates | undefined): Promise<void> {
   const { latencySeconds: seconds, batchSize } = options;
   console.log(`\n[3] latency: small transactions for ${seconds} s (after a 1 s warm-up), unbatched and batch.maxSize ${batchSize}, c=${CONCURRENCY}`);
   const { rate, source } = await latencyRate(pgServer, db, sink, options, e2eRates);

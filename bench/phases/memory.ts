@@ -8,7 +8,7 @@ import type pg from 'pg';
 import type { EmbeddedPostgres } from '../../common/embeddedPostgres.js';
 import { DEFAULT_DISPATCHER_RESOURCES } from '../../operator/eventtrigger/dispatcher.js';
 import { dispatcherNodeOptions } from '../../operator/eventtrigger/nodeHeap.js';
-import { createSlots, dropSlot, memoryOf, sinkHas, sleep, startBenchDispatcher, stopBenchDispatcher, triggerManifest, TXN_ROWS, writeWhileFrozen } from '../harness.js';
+import { createSlots, dropSlot, memoryOf, sinkHas, sleep, startBenchDispatcher, stopBenchDispatcher, TXN_ROWS, triggerManifest, writeWhileFrozen } from '../harness.js';
 import { fmtRate, notes, record } from '../report.js';
 import type { Sink, SinkStats } from '../sink.js';
 
@@ -31,7 +31,9 @@ export async function benchMemory(pgServer: EmbeddedPostgres, db: pg.Client, sin
 async function benchMemoryWith(pgServer: EmbeddedPostgres, db: pg.Client, sink: Sink, options: MemoryBenchOptions, v8Flags: readonly string[]): Promise<void> {
   const n = options.rssRows;
   const batchSize = options.rssBatchSize;
-  const flagsLabel = v8Flags.length ? `operator's NODE_OPTIONS for ${DEFAULT_DISPATCHER_RESOURCES.limits?.memory ?? 'no'} limit (${v8Flags.join(' ')})` : 'no V8 flags (as `npx eventide dispatch` runs: a worker with a small heap)';
+  const flagsLabel = v8Flags.length
+    ? `operator's NODE_OPTIONS for ${DEFAULT_DISPATCHER_RESOURCES.limits?.memory ?? 'no'} limit (${v8Flags.join(' ')})`
+    : 'no V8 flags (as `npx eventide dispatch` runs: a worker with a small heap)';
   console.log(`\n[4] memory (${flagsLabel}): backlog of ${n.toLocaleString('en-US')} inserts (${Math.ceil(n / TXN_ROWS)} transactions), batch ${batchSize}, c=64`);
   const slot = 'rss';
   await createSlots(db, [slot]);
@@ -67,4 +69,3 @@ async function benchMemoryWith(pgServer: EmbeddedPostgres, db: pg.Client, sink: 
     await dropSlot(db, slot);
   }
 }
-

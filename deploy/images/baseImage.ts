@@ -85,7 +85,10 @@ function baseHash(sources: BaseSources): string {
     const { size, mtimeMs } = statSync(source);
     hash.add(target, `${source} ${size} ${mtimeMs}`);
   }
-  return hash.add('npm', readFileSync(join(sources.npmDir, 'package.json'))).add('applets', sources.busyboxApplets.join('\n')).digest();
+  return hash
+    .add('npm', readFileSync(join(sources.npmDir, 'package.json')))
+    .add('applets', sources.busyboxApplets.join('\n'))
+    .digest();
 }
 
 /** `/bin/x` → `/usr/bin/x`: the image has a merged /usr, as Debian bookworm does. */
@@ -152,17 +155,28 @@ export async function ensureBaseImage(buildah: Buildah, stampFile: string, outpu
     const root = (await buildah.run('mount the base image', ['mount', container], output)).trim();
     populate(root, sources);
     await buildah.run('unmount the base image', ['umount', container], output);
-    await buildah.run('configure the base image', [
-      'config',
-      '--os', 'linux',
-      '--arch', 'amd64',
-      '--env', PATH_ENV,
-      '--env', `NODE_VERSION=${sources.nodeVersion}`,
-      '--workingdir', '/',
-      '--cmd', '["node"]',
-      '--created-by', 'deploy/images/baseImage.ts (host node, npm, busybox)',
-      container,
-    ], output);
+    await buildah.run(
+      'configure the base image',
+      [
+        'config',
+        '--os',
+        'linux',
+        '--arch',
+        'amd64',
+        '--env',
+        PATH_ENV,
+        '--env',
+        `NODE_VERSION=${sources.nodeVersion}`,
+        '--workingdir',
+        '/',
+        '--cmd',
+        '["node"]',
+        '--created-by',
+        'deploy/images/baseImage.ts (host node, npm, busybox)',
+        container,
+      ],
+      output,
+    );
     await buildah.run('commit the base image', ['commit', '--quiet', '--rm', container, BASE_IMAGE_REF], output);
   } catch (error) {
     await buildah.run('remove the base container', ['rm', container]).catch(() => undefined);

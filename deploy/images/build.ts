@@ -7,10 +7,10 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ensureBaseImage, type BaseImage } from './baseImage.js';
+import { type BaseImage, ensureBaseImage } from './baseImage.js';
 import { Buildah, type BuildahOutput } from './buildah.js';
 import { contextFiles, hashContextFiles } from './buildInputs.js';
-import { imageCatalog, type ImageSpec } from './catalog.js';
+import { type ImageSpec, imageCatalog } from './catalog.js';
 import { ImageBuildError, ImagesUsageError } from './errors.js';
 import { ensureCommands } from './hostTools.js';
 import { InputHash, readStamp, writeStamp } from './stamp.js';
@@ -79,12 +79,7 @@ export function archivePath(outDir: string, image: Pick<ImageSpec, 'name'>): str
 
 function inputHash(repoRoot: string, image: ImageSpec, base: BaseImage): string {
   const dockerfile = readFileSync(join(repoRoot, image.dockerfile), 'utf8');
-  const hash = new InputHash()
-    .add('format', ARCHIVE_FORMAT)
-    .add('base', base.hash)
-    .add('ref', image.ref)
-    .add('dockerfile', dockerfile)
-    .add('build-args', JSON.stringify(image.buildArgs));
+  const hash = new InputHash().add('format', ARCHIVE_FORMAT).add('base', base.hash).add('ref', image.ref).add('dockerfile', dockerfile).add('build-args', JSON.stringify(image.buildArgs));
   try {
     hash.add('.dockerignore', readFileSync(join(repoRoot, '.dockerignore')));
   } catch {

@@ -4,7 +4,7 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, posix } from 'node:path';
-import { InputHash } from './stamp.js';
+import type { InputHash } from './stamp.js';
 
 /**
  * The context paths (files, directories or `dir/*.ts` patterns) that COPY and ADD lines take from the
@@ -22,7 +22,10 @@ export function contextSources(dockerfile: string): string[] | undefined {
     const words = instruction.split(/\s+/).slice(1);
     const flags = words.filter((word) => word.startsWith('--'));
     if (flags.some((flag) => flag.startsWith('--from='))) continue; // from another stage, not the context
-    const rest = instruction.slice(instruction.search(/\s/)).trim().replace(/^(--\S+\s+)*/, '');
+    const rest = instruction
+      .slice(instruction.search(/\s/))
+      .trim()
+      .replace(/^(--\S+\s+)*/, '');
     const operands = rest.startsWith('[') ? (JSON.parse(rest) as string[]) : rest.split(/\s+/);
     for (const source of operands.slice(0, -1)) {
       if (source.includes('$') || /^[a-z]+:\/\//i.test(source)) return undefined;

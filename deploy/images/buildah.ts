@@ -1,5 +1,5 @@
 import { mkdirSync } from 'node:fs';
-import { runCommand, type CommandOptions } from './command.js';
+import { type CommandOptions, runCommand } from './command.js';
 
 /** Where buildah keeps its images: storage under the repository's git-ignored .cache, run state in /run. */
 export interface BuildahStore {

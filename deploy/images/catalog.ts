@@ -50,12 +50,11 @@ export function imageCatalog(repoRoot: string): ImageSpec[] {
     { ref: chartImage(values.functionRuntime.image, chart.appVersion), dockerfile: 'functions/runtime/Dockerfile.base' },
   ].map((image) => ({ ...image, name: shortName(image.ref), buildArgs: {} }));
   // Loaded as the dispatcher loads them: validated, so a typo in an image there fails here with its field named.
-  const functions = loadManifests([join(repoRoot, FUNCTION_MANIFESTS)])
-    .functions.map((fn) => ({
-      name: shortName(fn.spec.image),
-      ref: fn.spec.image,
-      dockerfile: 'functions/food-ordering/Dockerfile',
-      buildArgs: { FUNCTION_NAME: fn.metadata.name },
-    }));
+  const functions = loadManifests([join(repoRoot, FUNCTION_MANIFESTS)]).functions.map((fn) => ({
+    name: shortName(fn.spec.image),
+    ref: fn.spec.image,
+    dockerfile: 'functions/food-ordering/Dockerfile',
+    buildArgs: { FUNCTION_NAME: fn.metadata.name },
+  }));
   return [...chartImages, ...functions];
 }

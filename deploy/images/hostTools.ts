@@ -23,7 +23,13 @@ export function which(command: string): string | undefined {
  * failing; stale package lists are refreshed once.
  */
 export async function ensureCommands(needed: Record<string, string>, logFile?: string): Promise<void> {
-  const packages = [...new Set(Object.entries(needed).filter(([command]) => !which(command)).map(([, pkg]) => pkg))];
+  const packages = [
+    ...new Set(
+      Object.entries(needed)
+        .filter(([command]) => !which(command))
+        .map(([, pkg]) => pkg),
+    ),
+  ];
   if (packages.length === 0) return;
   if (process.getuid?.() !== 0 || !which('apt-get')) {
     throw new ImageBuildError(`missing ${packages.join(', ')}: install ${packages.length > 1 ? 'them' : 'it'} (Debian: apt-get install ${packages.join(' ')}) and run again`);

@@ -15,10 +15,10 @@
  */
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { archivePath, buildImages, selectImages, type ImageResult } from './build.js';
+import { EventideError } from '../../common/errors.js';
+import { archivePath, buildImages, type ImageResult, selectImages } from './build.js';
 import { imageCatalog } from './catalog.js';
 import { ImagesUsageError } from './errors.js';
-import { EventideError } from '../../common/errors.js';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const STATE_DIR = resolve(REPO_ROOT, '.cache/images');
@@ -55,7 +55,12 @@ export function parseImagesArgs(argv: readonly string[], cwd: string): ImagesArg
     };
     switch (flag) {
       case '--only':
-        args.only.push(...value().split(',').map((name) => name.trim()).filter(Boolean));
+        args.only.push(
+          ...value()
+            .split(',')
+            .map((name) => name.trim())
+            .filter(Boolean),
+        );
         break;
       case '--out':
         args.outDir = resolve(cwd, value());
@@ -111,7 +116,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     force: args.force,
     verbose: args.verbose,
     onBase: (base) =>
-      process.stdout.write(`${'node:20-slim (base)'.padEnd(28)} ${(base.built ? `built in ${base.seconds.toFixed(1)} s` : 'up to date').padEnd(18)} image ${megabytes(base.size).padStart(7)}  ${base.ref}\n`),
+      process.stdout.write(
+        `${'node:20-slim (base)'.padEnd(28)} ${(base.built ? `built in ${base.seconds.toFixed(1)} s` : 'up to date').padEnd(18)} image ${megabytes(base.size).padStart(7)}  ${base.ref}\n`,
+      ),
     onImage: (result) => process.stdout.write(`${line(result)}\n`),
   });
   process.stdout.write(`${report.images.length} images in ${((performance.now() - started) / 1000).toFixed(1)} s, archives in ${args.outDir} (ctr -n k8s.io images import <archive>)\n`);

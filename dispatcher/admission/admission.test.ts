@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseEventTrigger, type ManifestSet } from '../../api/v1alpha1/index.js';
+import { type ManifestSet, parseEventTrigger } from '../../api/v1alpha1/index.js';
 import { secretEnvName } from '../../common/secretEnv.js';
 import { ConcurrencyGate } from '../pipeline/concurrencyGate.js';
 import { resolveConfig, withProblems } from '../servedConfig.js';
@@ -43,7 +43,16 @@ describe('resolving triggers one by one', () => {
   });
 
   it('a trigger naming a slot other than the one chosen is set aside as SlotConflict', () => {
-    const config = resolveConfig({ triggers: [trigger('a', { source: { connectionSecretRef: { name: 'db' }, slotName: 'one' } }), trigger('b', { source: { connectionSecretRef: { name: 'db' }, slotName: 'two' } })], functions: [], backfills: [], invalid: [] }, settings, {});
+    const config = resolveConfig(
+      {
+        triggers: [trigger('a', { source: { connectionSecretRef: { name: 'db' }, slotName: 'one' } }), trigger('b', { source: { connectionSecretRef: { name: 'db' }, slotName: 'two' } })],
+        functions: [],
+        backfills: [],
+        invalid: [],
+      },
+      settings,
+      {},
+    );
     expect(config.names.slot).toBe('one');
     expect(config.setAside.get('shop/b')?.problem.reason).toBe('SlotConflict');
   });

@@ -3,17 +3,17 @@ import type pg from 'pg';
 import type { BackfillStateReport } from '../../common/dispatcherState.js';
 import type { Logger } from '../../common/logger.js';
 import { RowDecoder } from '../decode/rowDecoder.js';
-import { TypeCatalog } from '../decode/typeCatalog.js';
 import type { RawTuple } from '../decode/textPgoutputPlugin.js';
+import { TypeCatalog } from '../decode/typeCatalog.js';
 import type { Lsn } from '../lsn.js';
 import type { ReadTicket } from '../pipeline/pendingEvent.js';
-import { compileFilter, FilterEvaluationError, type CompiledFilter } from '../routing/filter.js';
+import { type CompiledFilter, compileFilter, FilterEvaluationError } from '../routing/filter.js';
 import type { Route } from '../routing/triggerMatcher.js';
 import { describeError } from '../source/replicationStream.js';
 import type { BackfillWindows } from './backfillWindows.js';
 import { BackfillRefusedError, readChunk, readTableFacts, type TableFacts } from './chunkReader.js';
 import { ChunkWindow } from './chunkWindow.js';
-import { placeRead, readEvent, type ReadRow } from './readEvents.js';
+import { placeRead, type ReadRow, readEvent } from './readEvents.js';
 import type { BackfillRecord, BackfillStore } from './store.js';
 import { TokenBucket } from './tokenBucket.js';
 
@@ -269,7 +269,7 @@ export class BackfillRunner {
     for (const [i, values] of read.rows.entries()) {
       if (i > 0 && i % DECODE_SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
       const tuple: RawTuple = Object.create(null) as RawTuple;
-      facts.relation.columns.forEach((column, i) => (tuple[column.name] = values.values[i] ?? null));
+      for (const [c, column] of facts.relation.columns.entries()) tuple[column.name] = values.values[c] ?? null;
       const [change] = await this.decoder.decode({ tag: 'insert', relation: facts.relation, new: tuple });
       if (!change) continue;
       let filterError: string | undefined;
@@ -310,9 +310,18 @@ export class BackfillRunner {
 
   private listenerOf(chunk: Chunk): Parameters<BackfillWindows['expect']>[1] {
     return {
-      opened: () => ((chunk.stage = 'open'), this.kick()),
-      stale: () => ((chunk.stale = true), this.kick()),
-      closed: () => ((chunk.stage = 'feeding'), this.kick()),
+      opened: () => {
+        chunk.stage = 'open';
+        this.kick();
+      },
+      stale: () => {
+        chunk.stale = true;
+        this.kick();
+      },
+      closed: () => {
+        chunk.stage = 'feeding';
+        this.kick();
+      },
       handedOn: (count) => {
         this.inFlight += count;
         this.host.observe?.readsSent(this.name, count);

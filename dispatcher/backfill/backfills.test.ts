@@ -1,18 +1,35 @@
 import { describe, expect, it } from 'vitest';
+import type { BackfillResource } from '../../api/v1alpha1/index.js';
 import { silentLogger } from '../../common/logger.js';
-import { BackfillWindows, type ChunkListener } from './backfillWindows.js';
+import type { DecodedRowChange } from '../pipeline/changeIntake.js';
+import type { ServedConfig } from '../servedConfig.js';
 import { planBackfills, requestOf } from './backfills.js';
+import { BackfillWindows, type ChunkListener } from './backfillWindows.js';
 import { ChunkWindow } from './chunkWindow.js';
 import { readEvent } from './readEvents.js';
 import { parseSnapshot } from './snapshot.js';
 import type { BackfillRecord } from './store.js';
-import type { ServedConfig } from '../servedConfig.js';
-import type { BackfillResource } from '../../api/v1alpha1/index.js';
-import type { DecodedRowChange } from '../pipeline/changeIntake.js';
 
 function record(name: string, trigger: string, extra: Partial<BackfillRecord> = {}): BackfillRecord {
   const now = new Date();
-  return { name, run: 'r1', origin: 'manifest', trigger, batchSize: 1000, phase: 'Pending', cursor: null, rowsRead: 0, rowsSent: 0, rowsEstimate: null, message: null, createdAt: now, startedAt: null, finishedAt: null, updatedAt: now, ...extra };
+  return {
+    name,
+    run: 'r1',
+    origin: 'manifest',
+    trigger,
+    batchSize: 1000,
+    phase: 'Pending',
+    cursor: null,
+    rowsRead: 0,
+    rowsSent: 0,
+    rowsEstimate: null,
+    message: null,
+    createdAt: now,
+    startedAt: null,
+    finishedAt: null,
+    updatedAt: now,
+    ...extra,
+  };
 }
 
 function resource(name: string, trigger: string): BackfillResource {
@@ -28,7 +45,7 @@ function config(backfills: BackfillResource[], served: string[], aside: string[]
 }
 
 describe('planning backfills', () => {
-  it('runs the unfinished ones of its own triggers, cancels a resource that left the manifests, leaves other dispatchers\' alone', () => {
+  it("runs the unfinished ones of its own triggers, cancels a resource that left the manifests, leaves other dispatchers' alone", () => {
     const records = [
       record('test/a', 'test/orders'),
       record('test/b', 'test/orders', { phase: 'Running' }),
@@ -54,7 +71,7 @@ describe('planning backfills', () => {
   });
 });
 
-describe('the stream\'s view of chunks', () => {
+describe("the stream's view of chunks", () => {
   const table = { schema: 'public', name: 'orders' };
   const rowOf = (key: string) => ({
     key,

@@ -1,9 +1,9 @@
-import { resourceKey, type BackfillResource } from '../../api/v1alpha1/index.js';
+import { type BackfillResource, resourceKey } from '../../api/v1alpha1/index.js';
 import type { BackfillStateReport } from '../../common/dispatcherState.js';
-import { describeError } from '../source/replicationStream.js';
 import type { ServedConfig } from '../servedConfig.js';
-import { backfillReport, BackfillRunner, type BackfillHost } from './backfillRunner.js';
-import { FINISHED_PHASES, type BackfillRecord, type BackfillRequest } from './store.js';
+import { describeError } from '../source/replicationStream.js';
+import { type BackfillHost, BackfillRunner, backfillReport } from './backfillRunner.js';
+import { type BackfillRecord, type BackfillRequest, FINISHED_PHASES } from './store.js';
 
 /** A Backfill resource as a row of eventide.backfills asks for it. */
 export function requestOf(backfill: BackfillResource): BackfillRequest {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ChunkWindow } from './chunkWindow.js';
-import { readEvent, readEventId, type ReadRow } from './readEvents.js';
+import { type ReadRow, readEvent, readEventId } from './readEvents.js';
 import { parseSnapshot, snapshotMissedAnyOf, snapshotSaw, widenXid } from './snapshot.js';
 import { TokenBucket } from './tokenBucket.js';
 

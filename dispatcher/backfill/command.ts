@@ -1,13 +1,13 @@
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
 import type pg from 'pg';
-import { filterProblem, loadManifests, resourceKey, type EventTriggerResource } from '../../api/v1alpha1/index.js';
+import { type EventTriggerResource, filterProblem, loadManifests, resourceKey } from '../../api/v1alpha1/index.js';
 import { DATABASE_URL_ENV } from '../../common/secretEnv.js';
 import { withCommandDatabase } from '../cliDatabase.js';
 import { compileFilter } from '../routing/filter.js';
-import { SettingsError, durationFlag } from '../settings.js';
+import { durationFlag, SettingsError } from '../settings.js';
 import { quoteIdent } from '../source/sourceSetup.js';
-import { addSample, changeKey, changeLine, detailLines, formatCount, listTable, progressLine, redraw, type RateSample } from './render.js';
-import { BACKFILL_CHANNEL, BackfillStore, FINISHED_PHASES, type BackfillRecord } from './store.js';
+import { addSample, changeKey, changeLine, detailLines, formatCount, listTable, progressLine, type RateSample, redraw } from './render.js';
+import { BACKFILL_CHANNEL, type BackfillRecord, BackfillStore, FINISHED_PHASES } from './store.js';
 
 export const BACKFILL_USAGE = `Usage: eventide backfill start  --database-url <url> -f <manifests> --trigger ns/name [--name <name>] [--filter <cel>]
                                [--batch-size <n>] [--rows-per-second <n>] [--wait] [--json]
@@ -128,16 +128,10 @@ async function checkTable(pool: pg.Pool, trigger: EventTriggerResource): Promise
         ORDER BY i.indnatts, c.relname LIMIT 1`,
       [table.oid],
     );
-    const fix = candidates[0]
-      ? `ALTER TABLE ${qualified} ADD PRIMARY KEY USING INDEX ${quoteIdent(candidates[0].index)}`
-      : `ALTER TABLE ${qualified} ADD PRIMARY KEY (<columns>)`;
-    throw new SettingsError(
-      `table ${label} has no primary key: a backfill reads the table in primary-key order, so each chunk can be checked against live changes; add one (${fix})`,
-    );
+    const fix = candidates[0] ? `ALTER TABLE ${qualified} ADD PRIMARY KEY USING INDEX ${quoteIdent(candidates[0].index)}` : `ALTER TABLE ${qualified} ADD PRIMARY KEY (<columns>)`;
+    throw new SettingsError(`table ${label} has no primary key: a backfill reads the table in primary-key order, so each chunk can be checked against live changes; add one (${fix})`);
   }
-  const { rows: columns } = await pool.query<{ name: string }>('SELECT attname AS name FROM pg_attribute WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum', [
-    table.oid,
-  ]);
+  const { rows: columns } = await pool.query<{ name: string }>('SELECT attname AS name FROM pg_attribute WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum', [table.oid]);
   return columns.map((c) => c.name);
 }
 
@@ -265,9 +259,7 @@ async function start(argv: string[], out: Out, terminal: Terminal | undefined): 
   const trigger = triggers.find((t) => resourceKey(t.metadata) === triggerKey);
   if (!trigger) {
     const known = triggers.map((t) => resourceKey(t.metadata));
-    throw new SettingsError(
-      `EventTrigger ${triggerKey} is not in ${files.join(', ')}${known.length ? `; the EventTriggers there are ${known.join(', ')}` : ': there is no EventTrigger there'}`,
-    );
+    throw new SettingsError(`EventTrigger ${triggerKey} is not in ${files.join(', ')}${known.length ? `; the EventTriggers there are ${known.join(', ')}` : ': there is no EventTrigger there'}`);
   }
   const namespace = trigger.metadata.namespace ?? 'default';
   const nameFlag = values.name as string | undefined;
@@ -288,9 +280,7 @@ async function start(argv: string[], out: Out, terminal: Terminal | undefined): 
     const created = await store.create({ name, origin: 'cli', trigger: triggerKey, batchSize, ...(filter !== undefined ? { filter } : {}), ...(rowsPerSecond !== undefined ? { rowsPerSecond } : {}) });
     if (!created) {
       const existing = await store.get(name);
-      throw new SettingsError(
-        `backfill ${name} exists already${existing ? ` (${existing.phase}, created ${existing.createdAt.toISOString()})` : ''}; choose another --name`,
-      );
+      throw new SettingsError(`backfill ${name} exists already${existing ? ` (${existing.phase}, created ${existing.createdAt.toISOString()})` : ''}; choose another --name`);
     }
     await pool.query('SELECT pg_notify($1, $2)', [BACKFILL_CHANNEL, name]);
     const follow = { intervalMs, json: values.json === true, out, terminal };

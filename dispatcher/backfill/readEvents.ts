@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { BacklogPosition } from '../backlog/store.js';
-import { rowChangeJson, type PendingEvent, type ReadTicket } from '../pipeline/pendingEvent.js';
+import { type PendingEvent, type ReadTicket, rowChangeJson } from '../pipeline/pendingEvent.js';
 
 /** One row a chunk read, as its trigger would send it. */
 export interface ReadRow {

@@ -12,10 +12,10 @@ import {
   progressBar,
   progressLine,
   progressPercent,
+  type RateSample,
   rateAndEta,
   redraw,
   sampledRate,
-  type RateSample,
 } from './render.js';
 import type { BackfillRecord } from './store.js';
 
@@ -102,7 +102,12 @@ describe('rate and eta', () => {
     expect(sampledRate(samples, 500)).toBe(2000);
     expect(sampledRate([{ at: 0, rowsRead: 5 }])).toBeUndefined();
     expect(sampledRate([])).toBeUndefined();
-    expect(sampledRate([{ at: 5, rowsRead: 5 }, { at: 5, rowsRead: 9 }])).toBeUndefined();
+    expect(
+      sampledRate([
+        { at: 5, rowsRead: 5 },
+        { at: 5, rowsRead: 9 },
+      ]),
+    ).toBeUndefined();
   });
 
   it('addSample keeps the window and the reading before it, and starts over when the count goes back', () => {
@@ -121,7 +126,12 @@ describe('rate and eta', () => {
     expect(rateAndEta(record(), readings)).toEqual({ rate: 1000, etaMs: 9_600_000 / 1000 });
     // No readings yet: 10,400 rows in the 10 s from start to the last update.
     expect(rateAndEta(record())).toEqual({ rate: 1040, etaMs: (9_600 * 1000) / 1040 });
-    expect(rateAndEta(record({ rowsRead: 25_000 }), readings.map((s) => ({ ...s, rowsRead: s.rowsRead + 14_600 })))).toEqual({ rate: 1000 });
+    expect(
+      rateAndEta(
+        record({ rowsRead: 25_000 }),
+        readings.map((s) => ({ ...s, rowsRead: s.rowsRead + 14_600 })),
+      ),
+    ).toEqual({ rate: 1000 });
     expect(rateAndEta(record({ phase: 'Complete' }), readings)).toEqual({});
     expect(rateAndEta(record({ phase: 'Pending', startedAt: null }))).toEqual({});
     expect(averageRate(record({ phase: 'Complete', rowsRead: 20_000, finishedAt: new Date(T0 + 21_000) }))).toBe(1000);
@@ -131,7 +141,15 @@ describe('rate and eta', () => {
 
 describe('tables and details', () => {
   it('formatTable pads columns two spaces apart and leaves the last unpadded', () => {
-    expect(formatTable(['A', 'LONGER', 'C'], [['xx', 'y', ''], ['x', 'yyyyyyyy', 'last one']])).toEqual(['A   LONGER    C', 'xx  y', 'x   yyyyyyyy  last one']);
+    expect(
+      formatTable(
+        ['A', 'LONGER', 'C'],
+        [
+          ['xx', 'y', ''],
+          ['x', 'yyyyyyyy', 'last one'],
+        ],
+      ),
+    ).toEqual(['A   LONGER    C', 'xx  y', 'x   yyyyyyyy  last one']);
   });
 
   it('the list shows phase, progress, rows, estimate, duration, age and message', () => {
@@ -154,7 +172,13 @@ describe('tables and details', () => {
   });
 
   it('the detail of one backfill', () => {
-    const lines = detailLines(record({ filter: "new.status == 'open'", rowsPerSecond: 500 }), T0 + 12_000, { bar: true, samples: [{ at: 0, rowsRead: 8_400 }, { at: 1000, rowsRead: 10_400 }] });
+    const lines = detailLines(record({ filter: "new.status == 'open'", rowsPerSecond: 500 }), T0 + 12_000, {
+      bar: true,
+      samples: [
+        { at: 0, rowsRead: 8_400 },
+        { at: 1000, rowsRead: 10_400 },
+      ],
+    });
     expect(lines).toEqual([
       'Name:       shop/orders-20240501120000',
       'Trigger:    shop/orders',
@@ -182,9 +206,12 @@ describe('tables and details', () => {
   });
 
   it('a change line (watching without a terminal)', () => {
-    expect(changeLine(record(), [{ at: 0, rowsRead: 8_400 }, { at: 1000, rowsRead: 10_400 }])).toBe(
-      'shop/orders-20240501120000  Running  52%  10,400 / 20,000 rows  10,000 sent  2,000 rows/s  eta 4s',
-    );
+    expect(
+      changeLine(record(), [
+        { at: 0, rowsRead: 8_400 },
+        { at: 1000, rowsRead: 10_400 },
+      ]),
+    ).toBe('shop/orders-20240501120000  Running  52%  10,400 / 20,000 rows  10,000 sent  2,000 rows/s  eta 4s');
     expect(changeLine(record({ phase: 'Failed', message: 'boom' }))).toBe('shop/orders-20240501120000  Failed  52%  10,400 / 20,000 rows  10,000 sent  boom');
   });
 

@@ -93,7 +93,10 @@ export function averageRate(record: Pick<BackfillRecord, 'rowsRead' | 'startedAt
  * readings when there are two (else its average so far), and the rows left of the estimate at that
  * rate. A backfill not running has neither.
  */
-export function rateAndEta(record: Pick<BackfillRecord, 'phase' | 'rowsRead' | 'rowsEstimate' | 'startedAt' | 'finishedAt' | 'updatedAt'>, samples: readonly RateSample[] = []): { rate?: number; etaMs?: number } {
+export function rateAndEta(
+  record: Pick<BackfillRecord, 'phase' | 'rowsRead' | 'rowsEstimate' | 'startedAt' | 'finishedAt' | 'updatedAt'>,
+  samples: readonly RateSample[] = [],
+): { rate?: number; etaMs?: number } {
   if (record.phase !== 'Running') return {};
   const rate = sampledRate(samples) ?? averageRate(record);
   if (rate === undefined) return {};
@@ -105,10 +108,7 @@ export function rateAndEta(record: Pick<BackfillRecord, 'phase' | 'rowsRead' | '
  * `[██████████░░░░░░░░░░] 52%  10,400 / 20,000 rows  1,830 rows/s  eta 5s`; without the bar when
  * `bar` is false (not a terminal), without the estimate while there is none; `sent` adds the rows sent.
  */
-export function progressLine(
-  record: Pick<BackfillRecord, 'phase' | 'rowsRead' | 'rowsEstimate'>,
-  options: { bar?: boolean; sent?: number; rate?: number; etaMs?: number } = {},
-): string {
+export function progressLine(record: Pick<BackfillRecord, 'phase' | 'rowsRead' | 'rowsEstimate'>, options: { bar?: boolean; sent?: number; rate?: number; etaMs?: number } = {}): string {
   const percent = progressPercent(record);
   const parts: string[] = [];
   if (percent !== undefined) parts.push(options.bar ? `${progressBar(percent)} ${percent}%` : `${percent}%`);
@@ -123,7 +123,12 @@ export function progressLine(
 export function formatTable(headers: readonly string[], rows: readonly (readonly string[])[]): string[] {
   const all = [headers, ...rows];
   const widths = headers.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
-  return all.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd());
+  return all.map((r) =>
+    r
+      .map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd(),
+  );
 }
 
 /** Time from the first chunk to the end (or to `now` while unfinished); undefined before it started. */
@@ -203,6 +208,6 @@ export function changeKey(record: BackfillRecord): string {
  */
 export function redraw(previousLines: number, lines: readonly string[], columns?: number): string {
   const back = previousLines > 0 ? `\r\x1b[${previousLines}A\x1b[J` : '';
-  const fit = (line: string) => (columns && columns > 1 && [...line].length >= columns ? [...line].slice(0, columns - 1).join('') : line);
-  return `${back}${lines.map((l) => `${fit(l)}\n`).join('')}`;
+  const fitted = (line: string) => (columns && columns > 1 && [...line].length >= columns ? [...line].slice(0, columns - 1).join('') : line);
+  return `${back}${lines.map((l) => `${fitted(l)}\n`).join('')}`;
 }

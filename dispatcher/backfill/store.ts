@@ -182,10 +182,10 @@ export class BackfillStore {
 
   /** Cancels a backfill that has not finished; returns the record as it is now (undefined when there is none). */
   async cancel(name: string, message = 'cancelled'): Promise<BackfillRecord | undefined> {
-    await this.pool.query(
-      `UPDATE eventide.backfills SET phase = 'Cancelled', message = $2, finished_at = now(), updated_at = now() WHERE name = $1 AND phase IN ('Pending', 'Running')`,
-      [name, message],
-    );
+    await this.pool.query(`UPDATE eventide.backfills SET phase = 'Cancelled', message = $2, finished_at = now(), updated_at = now() WHERE name = $1 AND phase IN ('Pending', 'Running')`, [
+      name,
+      message,
+    ]);
     return this.get(name);
   }
 
@@ -225,10 +225,7 @@ export class BackfillStore {
 
   /** Says what an unfinished backfill waits for (null: nothing). */
   async setMessage(name: string, message: string | null): Promise<void> {
-    await this.pool.query(`UPDATE eventide.backfills SET message = $2, updated_at = now() WHERE name = $1 AND phase IN ('Pending', 'Running') AND message IS DISTINCT FROM $2`, [
-      name,
-      message,
-    ]);
+    await this.pool.query(`UPDATE eventide.backfills SET message = $2, updated_at = now() WHERE name = $1 AND phase IN ('Pending', 'Running') AND message IS DISTINCT FROM $2`, [name, message]);
   }
 
   /** Forgets a finished backfill (its name can be used again). */

@@ -1,9 +1,9 @@
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
 import type pg from 'pg';
 import { loadManifests, resourceKey } from '../../api/v1alpha1/index.js';
 import { DATABASE_URL_ENV } from '../../common/secretEnv.js';
 import { withCommandDatabase } from '../cliDatabase.js';
-import { SettingsError, durationFlag } from '../settings.js';
+import { durationFlag, SettingsError } from '../settings.js';
 import { BACKLOG_CHANNEL } from './backlogNotifications.js';
 import { manualEvent, readInvokedRow } from './manualInvoke.js';
 import { BacklogStore } from './store.js';
@@ -30,7 +30,7 @@ function withDatabase<T>(databaseUrl: string | undefined, action: (pool: pg.Pool
   });
 }
 
-function parse(argv: string[], options: NonNullable<ParseArgsConfig["options"]>): Record<string, string | boolean | (string | boolean)[] | undefined> {
+function parse(argv: string[], options: NonNullable<ParseArgsConfig['options']>): Record<string, string | boolean | (string | boolean)[] | undefined> {
   try {
     return parseArgs({ args: argv, options, strict: true }).values;
   } catch (error) {

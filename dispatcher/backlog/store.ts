@@ -114,7 +114,7 @@ interface LoadedRow {
 }
 
 function rowToBacklogRow(r: LoadedRow): BacklogRow {
-    // Aliased apart from the columns: ORDER BY commit_lsn must sort by the bigint (the index), not by text.
+  // Aliased apart from the columns: ORDER BY commit_lsn must sort by the bigint (the index), not by text.
   const position = { commitLsn: BigInt(r.commit_text), changeLsn: BigInt(r.change_text), ordinal: r.ordinal };
   const event = eventFromStored({
     trigger: r.trigger,
@@ -194,7 +194,7 @@ export class BacklogStore {
         lastError ?? null,
         reason,
       ];
-      values.forEach((v, i) => columns[i]!.push(v));
+      for (const [i, v] of values.entries()) columns[i]!.push(v);
     }
     await this.pool.query(
       `INSERT INTO eventide.backlog (trigger, event_id, commit_lsn, change_lsn, ordinal, ordering_key, previous_ordering_key, barrier, attributes, data, filter_error,
@@ -219,10 +219,11 @@ export class BacklogStore {
             ORDER BY commit_lsn, change_lsn, ordinal LIMIT $5`,
           [trigger, after.commitLsn.toString(), after.changeLsn.toString(), after.ordinal, limit, upTo.toString()],
         )
-      : await this.pool.query<LoadedRow>(
-          `SELECT ${LOAD_COLUMNS} FROM eventide.backlog WHERE trigger = $1 AND commit_lsn <= $3::bigint ORDER BY commit_lsn, change_lsn, ordinal LIMIT $2`,
-          [trigger, limit, upTo.toString()],
-        );
+      : await this.pool.query<LoadedRow>(`SELECT ${LOAD_COLUMNS} FROM eventide.backlog WHERE trigger = $1 AND commit_lsn <= $3::bigint ORDER BY commit_lsn, change_lsn, ordinal LIMIT $2`, [
+          trigger,
+          limit,
+          upTo.toString(),
+        ]);
     return rows.map(rowToBacklogRow);
   }
 
@@ -251,10 +252,7 @@ export class BacklogStore {
 
   /** Whether the trigger has events other than `excluding` (settled ones not yet removed). */
   async hasEvents(trigger: string, excluding: readonly number[]): Promise<boolean> {
-    const { rows } = await this.pool.query<{ any: boolean }>(
-      'SELECT EXISTS (SELECT 1 FROM eventide.backlog WHERE trigger = $1 AND NOT (id = ANY($2::bigint[]))) AS any',
-      [trigger, excluding],
-    );
+    const { rows } = await this.pool.query<{ any: boolean }>('SELECT EXISTS (SELECT 1 FROM eventide.backlog WHERE trigger = $1 AND NOT (id = ANY($2::bigint[]))) AS any', [trigger, excluding]);
     return rows[0]?.any === true;
   }
 

@@ -1,11 +1,11 @@
 import { parseArgs } from 'node:util';
 import { loadManifests } from '../../api/v1alpha1/index.js';
 import { DATABASE_URL_ENV } from '../../common/secretEnv.js';
+import { withCommandDatabase } from '../cliDatabase.js';
 import { HttpSender } from '../delivery/httpSender.js';
 import { resolveConfig } from '../servedConfig.js';
 import { SettingsError } from '../settings.js';
-import { withCommandDatabase } from '../cliDatabase.js';
-import { replayDeadLetters, type ReplayReport } from './replay.js';
+import { type ReplayReport, replayDeadLetters } from './replay.js';
 import { DeadLetterStore, type StoredDeadLetter } from './store.js';
 
 export const DEADLETTERS_USAGE = `Usage: eventide deadletters list   --database-url <url> [--trigger ns/name] [--include-replayed] [--json]
@@ -55,7 +55,8 @@ async function runAction(
       ...(values.trigger ? { trigger: values.trigger } : {}),
       ...(id !== undefined ? { id } : {}),
       includeReplayed: values['include-replayed'] ?? false,
-    })) letters.push(...page);
+    }))
+      letters.push(...page);
     if (values.json) out(JSON.stringify(letters.map(({ eventJson: _e, attributesJson: _a, dataJson: _d, oldJson: _o, newJson: _n, ...rest }) => rest)));
     else {
       out(`${letters.length} dead letter(s)`);
@@ -78,7 +79,12 @@ async function runAction(
     let found = 0;
     for await (const page of store.pages(selector)) {
       found += page.length;
-      const done = await replayDeadLetters(store, page.filter((l) => !l.replayedAt || id !== undefined), config.deliveries, sender);
+      const done = await replayDeadLetters(
+        store,
+        page.filter((l) => !l.replayedAt || id !== undefined),
+        config.deliveries,
+        sender,
+      );
       report.replayed.push(...done.replayed);
       report.failed.push(...done.failed);
     }

@@ -1,5 +1,5 @@
-import { batchItemFailedError, buildRequest, failedBatchItems } from '../delivery/requestBody.js';
 import type { HttpSender } from '../delivery/httpSender.js';
+import { batchItemFailedError, buildRequest, failedBatchItems } from '../delivery/requestBody.js';
 import { signPayload } from '../delivery/signing.js';
 import type { TriggerDelivery } from '../pipeline/deliveryAttempt.js';
 import type { PendingEvent } from '../pipeline/pendingEvent.js';
@@ -21,12 +21,7 @@ function storedEvent(letter: StoredDeadLetter): PendingEvent {
  * Replays dead letters once each, in id order, to their trigger's current destination. Successes
  * are marked replayed (the row stays as a record); failures stay pending with the reason reported.
  */
-export async function replayDeadLetters(
-  store: DeadLetterStore,
-  letters: StoredDeadLetter[],
-  targets: ReadonlyMap<string, TriggerDelivery>,
-  sender: HttpSender,
-): Promise<ReplayReport> {
+export async function replayDeadLetters(store: DeadLetterStore, letters: StoredDeadLetter[], targets: ReadonlyMap<string, TriggerDelivery>, sender: HttpSender): Promise<ReplayReport> {
   const report: ReplayReport = { replayed: [], failed: [] };
   for (const letter of letters) {
     const item = { id: letter.id, eventId: letter.eventId, trigger: letter.trigger };

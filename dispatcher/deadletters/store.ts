@@ -95,33 +95,35 @@ export class DeadLetterStore {
     if (filter.afterId !== undefined) where.push(`id > $${values.push(filter.afterId)}`);
     if (filter.trigger !== undefined) where.push(`trigger = $${values.push(filter.trigger)}`);
     if (!filter.includeReplayed && filter.id === undefined) where.push('replayed_at IS NULL');
-    const { rows } = await this.pool.query<{
-      id: string;
-      trigger: string;
-      event_id: string;
-      event: string;
-      data: string;
-      old: string;
-      new: string;
-      attempts: number;
-      last_status: number | null;
-      last_error: string;
-      reason: string;
-      first_attempt_at: Date;
-      dead_lettered_at: Date;
-      replayed_at: Date | null;
-      replay_count: number;
-    }>(
-      `SELECT id, trigger, event_id, event::text AS event,
+    const { rows } = await this.pool
+      .query<{
+        id: string;
+        trigger: string;
+        event_id: string;
+        event: string;
+        data: string;
+        old: string;
+        new: string;
+        attempts: number;
+        last_status: number | null;
+        last_error: string;
+        reason: string;
+        first_attempt_at: Date;
+        dead_lettered_at: Date;
+        replayed_at: Date | null;
+        replay_count: number;
+      }>(
+        `SELECT id, trigger, event_id, event::text AS event,
               coalesce(event->'data', 'null')::text AS data, coalesce(event->'data'->'old', 'null')::text AS old,
               coalesce(event->'data'->'new', 'null')::text AS new, attempts, last_status, last_error, reason, first_attempt_at, dead_lettered_at, replayed_at, replay_count
          FROM eventide.dead_letters ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${values.push(filter.limit ?? 1000)}`,
-      values,
-    ).catch((error: unknown) => {
-      // No dispatcher has run against this database yet: no table, so no dead letters.
-      if ((error as { code?: string }).code === '42P01') return { rows: [] };
-      throw error;
-    });
+        values,
+      )
+      .catch((error: unknown) => {
+        // No dispatcher has run against this database yet: no table, so no dead letters.
+        if ((error as { code?: string }).code === '42P01') return { rows: [] };
+        throw error;
+      });
     return rows.map((r) => ({
       id: Number(r.id),
       trigger: r.trigger,

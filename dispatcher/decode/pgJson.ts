@@ -1,4 +1,4 @@
-import { parseArrayText, parseHstoreText, parseRecordText, type NestedText } from './pgText.js';
+import { type NestedText, parseArrayText, parseHstoreText, parseRecordText } from './pgText.js';
 import type { TypeCatalog } from './typeCatalog.js';
 
 /** One column value in both forms eventide needs. */

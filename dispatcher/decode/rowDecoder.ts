@@ -1,8 +1,8 @@
+import { type Lsn, parseLsn } from '../lsn.js';
 import type { ChangeDecoder, DecodedRowChange } from '../pipeline/changeIntake.js';
-import { parseLsn, type Lsn } from '../lsn.js';
 import { convertText, TypeShapeError } from './pgJson.js';
+import { type PgoutputMessage, type RawTuple, type Relation, UNCHANGED_TOAST } from './textPgoutputPlugin.js';
 import type { TypeCatalog } from './typeCatalog.js';
-import { UNCHANGED_TOAST, type PgoutputMessage, type RawTuple, type Relation } from './textPgoutputPlugin.js';
 
 /** A row in both forms: JSON text per to_jsonb and JS values for filters. */
 interface DecodedRow {

@@ -12,13 +12,43 @@ export type TypeInfo =
 
 /** Array types of the built-in element types, so common arrays need no catalog query. */
 const BUILTIN_ARRAYS: Record<number, number> = {
-  1000: 16, 1001: 17, 1002: 18, 1003: 19, 1016: 20, 1005: 21, 1007: 23, 1009: 25, 1028: 26, 199: 114, 143: 142,
-  1021: 700, 1022: 701, 791: 790, 1014: 1042, 1015: 1043, 1182: 1082, 1183: 1083, 1115: 1114, 1185: 1184,
-  1187: 1186, 1270: 1266, 1561: 1560, 1563: 1562, 1231: 1700, 2951: 2950, 3807: 3802, 1041: 869, 651: 650, 1040: 829,
+  1000: 16,
+  1001: 17,
+  1002: 18,
+  1003: 19,
+  1016: 20,
+  1005: 21,
+  1007: 23,
+  1009: 25,
+  1028: 26,
+  199: 114,
+  143: 142,
+  1021: 700,
+  1022: 701,
+  791: 790,
+  1014: 1042,
+  1015: 1043,
+  1182: 1082,
+  1183: 1083,
+  1115: 1114,
+  1185: 1184,
+  1187: 1186,
+  1270: 1266,
+  1561: 1560,
+  1563: 1562,
+  1231: 1700,
+  2951: 2950,
+  3807: 3802,
+  1041: 869,
+  651: 650,
+  1040: 829,
 };
 
 /** Built-in scalar types (OID < 10000 and not an array above) are answered without a query. */
-const BUILTIN_SCALARS = new Set([16, 17, 18, 19, 20, 21, 23, 25, 26, 114, 142, 650, 700, 701, 790, 829, 869, 1042, 1043, 1082, 1083, 1114, 1184, 1186, 1266, 1560, 1562, 1700, 2950, 3802, 3614, 3615, 3220, 600, 601, 602, 603, 604, 628, 718, 774, 1033, 2249, 2278, 3904, 3906, 3908, 3910, 3912, 3926]);
+const BUILTIN_SCALARS = new Set([
+  16, 17, 18, 19, 20, 21, 23, 25, 26, 114, 142, 650, 700, 701, 790, 829, 869, 1042, 1043, 1082, 1083, 1114, 1184, 1186, 1266, 1560, 1562, 1700, 2950, 3802, 3614, 3615, 3220, 600, 601, 602, 603, 604,
+  628, 718, 774, 1033, 2249, 2278, 3904, 3906, 3908, 3910, 3912, 3926,
+]);
 
 /** The built-in types' infos, made once. */
 const BUILTIN_TYPES = new Map<number, TypeInfo>([
@@ -61,20 +91,14 @@ export class TypeCatalog {
   }
 
   private async lookup(oid: number): Promise<TypeInfo> {
-    const { rows } = await this.query(
-      'SELECT typtype, typelem::int AS elem, typbasetype::int AS base, typrelid::int AS rel, typdelim, typcategory FROM pg_type WHERE oid = $1',
-      [oid],
-    );
+    const { rows } = await this.query('SELECT typtype, typelem::int AS elem, typbasetype::int AS base, typrelid::int AS rel, typdelim, typcategory FROM pg_type WHERE oid = $1', [oid]);
     const row = rows[0] as { typtype: string; elem: number; base: number; rel: number; typdelim: string; typcategory: string } | undefined;
     if (!row) return { kind: 'base', oid };
     if (row.typtype === 'd') return { kind: 'domain', oid, base: row.base };
     if (row.typtype === 'e') return { kind: 'enum', oid };
     if (row.typcategory === 'A' && row.elem !== 0) return { kind: 'array', oid, element: row.elem, delimiter: row.typdelim };
     if (row.typtype === 'c') {
-      const attrs = await this.query(
-        'SELECT attname AS name, atttypid::int AS type FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum',
-        [row.rel],
-      );
+      const attrs = await this.query('SELECT attname AS name, atttypid::int AS type FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum', [row.rel]);
       return { kind: 'composite', oid, attributes: attrs.rows as { name: string; type: number }[] };
     }
     if (row.typtype === 'b' && oid >= 16384) {

@@ -1,16 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { FailureSummary, type FailureRecord, type SummaryLine } from './failureSummary.js';
+import { type FailureRecord, FailureSummary, type SummaryLine } from './failureSummary.js';
 
 const INTERVAL = 10_000;
 const REFUSED = { reason: 'connect ECONNREFUSED 10.0.0.7:8080' };
 const UNAVAILABLE = { reason: 'HTTP 503', status: 503 };
 
-type Step =
-  | ['at', number]
-  | ['fail', string, Partial<Omit<FailureRecord, 'trigger'>>?, number?]
-  | ['succeed', string]
-  | ['flush']
-  | ['forget', string];
+type Step = ['at', number] | ['fail', string, Partial<Omit<FailureRecord, 'trigger'>>?, number?] | ['succeed', string] | ['flush'] | ['forget', string];
 
 /** Runs the steps against a summary with a clock at `at`; returns the lines it emitted. */
 function run(steps: Step[]): SummaryLine[] {
@@ -56,18 +51,8 @@ const cases: { name: string; given: Step[]; expect: SummaryLine[] }[] = [
   },
   {
     name: 'once the interval has passed, flush reports the failures after the first-failure line, by outcome, with the last reason',
-    given: [
-      ['at', 1_000],
-      ['fail', 'a', {}, 3],
-      ['fail', 'a', { outcome: 'parked' }, 2],
-      ['fail', 'a', { ...UNAVAILABLE, outcome: 'dead_letter' }],
-      ['at', 11_000],
-      ['flush'],
-    ],
-    expect: [
-      firstA,
-      { kind: 'still-failing', trigger: 'a', failures: 5, retries: 2, parked: 2, deadLettered: 1, lastReason: 'HTTP 503', lastStatus: 503, failingForMs: 10_000, intervalMs: 10_000 },
-    ],
+    given: [['at', 1_000], ['fail', 'a', {}, 3], ['fail', 'a', { outcome: 'parked' }, 2], ['fail', 'a', { ...UNAVAILABLE, outcome: 'dead_letter' }], ['at', 11_000], ['flush']],
+    expect: [firstA, { kind: 'still-failing', trigger: 'a', failures: 5, retries: 2, parked: 2, deadLettered: 1, lastReason: 'HTTP 503', lastStatus: 503, failingForMs: 10_000, intervalMs: 10_000 }],
   },
   {
     name: 'a late flush says how long its counts cover, and the next interval counts from that line',
@@ -81,10 +66,7 @@ const cases: { name: string; given: Step[]; expect: SummaryLine[] }[] = [
   {
     name: 'the last status is that of the last failure: absent when it was a network error',
     given: [['fail', 'a'], ['fail', 'a', UNAVAILABLE], ['fail', 'a', REFUSED], ['at', 10_000], ['flush']],
-    expect: [
-      firstA,
-      { kind: 'still-failing', trigger: 'a', ...noCounts, failures: 2, retries: 2, lastReason: REFUSED.reason, failingForMs: 10_000, intervalMs: 10_000 },
-    ],
+    expect: [firstA, { kind: 'still-failing', trigger: 'a', ...noCounts, failures: 2, retries: 2, lastReason: REFUSED.reason, failingForMs: 10_000, intervalMs: 10_000 }],
   },
   {
     name: 'a failing trigger with no failures since its last line emits nothing on flush, but is still failing until a success',
@@ -148,11 +130,7 @@ const cases: { name: string; given: Step[]; expect: SummaryLine[] }[] = [
   {
     name: 'forget leaves other triggers alone',
     given: [['fail', 'a'], ['fail', 'b'], ['forget', 'a'], ['fail', 'b'], ['at', 10_000], ['flush']],
-    expect: [
-      firstA,
-      firstB,
-      { kind: 'still-failing', trigger: 'b', ...noCounts, failures: 1, retries: 1, lastReason: REFUSED.reason, failingForMs: 10_000, intervalMs: 10_000 },
-    ],
+    expect: [firstA, firstB, { kind: 'still-failing', trigger: 'b', ...noCounts, failures: 1, retries: 1, lastReason: REFUSED.reason, failingForMs: 10_000, intervalMs: 10_000 }],
   },
 ];
 
@@ -178,8 +156,30 @@ describe('FailureSummary', () => {
     expect(lines).toEqual([
       { kind: 'first-failure', trigger: 'orders', ...REFUSED, outcome: 'retry' },
       // The first failure was reported by the line above.
-      { kind: 'still-failing', trigger: 'orders', failures: 99_999, retries: 89_999, parked: 9_000, deadLettered: 1_000, lastReason: 'HTTP 503', lastStatus: 503, failingForMs: 10_000, intervalMs: 10_000 },
-      { kind: 'still-failing', trigger: 'orders', failures: 50_000, retries: 45_000, parked: 4_500, deadLettered: 500, lastReason: 'HTTP 503', lastStatus: 503, failingForMs: 20_000, intervalMs: 10_000 },
+      {
+        kind: 'still-failing',
+        trigger: 'orders',
+        failures: 99_999,
+        retries: 89_999,
+        parked: 9_000,
+        deadLettered: 1_000,
+        lastReason: 'HTTP 503',
+        lastStatus: 503,
+        failingForMs: 10_000,
+        intervalMs: 10_000,
+      },
+      {
+        kind: 'still-failing',
+        trigger: 'orders',
+        failures: 50_000,
+        retries: 45_000,
+        parked: 4_500,
+        deadLettered: 500,
+        lastReason: 'HTTP 503',
+        lastStatus: 503,
+        failingForMs: 20_000,
+        intervalMs: 10_000,
+      },
       { kind: 'recovered', trigger: 'orders', failures: 0, retries: 0, parked: 0, deadLettered: 0, failingForMs: 30_000 },
     ]);
   });

@@ -119,9 +119,13 @@ export class HttpSender {
     let set = this.inFlight.get(signal);
     if (!set) {
       const created = new Set<(reason: Error) => void>();
-      signal.addEventListener('abort', () => {
-        for (const abort of [...created]) abort(new Error(abortedMessage(signal)));
-      }, { once: true });
+      signal.addEventListener(
+        'abort',
+        () => {
+          for (const abort of [...created]) abort(new Error(abortedMessage(signal)));
+        },
+        { once: true },
+      );
       this.inFlight.set(signal, created);
       set = created;
     }

@@ -1,4 +1,4 @@
-import { ATTEMPT_HEADER, type EventTriggerSpecT, type BatchResponse, type EventAttributes } from '../../api/v1alpha1/index.js';
+import { ATTEMPT_HEADER, type BatchResponse, type EventAttributes, type EventTriggerSpecT } from '../../api/v1alpha1/index.js';
 import type { PendingEvent } from '../pipeline/pendingEvent.js';
 import { eventUuid } from './eventIds.js';
 
@@ -30,11 +30,7 @@ export function hasuraEventJson(event: PendingEvent, triggerName: string, maxRet
 /** The header numbering delivery attempts from 1, so a function can tell a first delivery from a retry. */
 
 /** Builds the request for one event or a batch, in the trigger's format, with the attempt number. Pure. */
-export function buildRequest(
-  spec: Pick<EventTriggerSpecT, 'format' | 'batch' | 'delivery'>,
-  triggerName: string,
-  events: { event: PendingEvent; attempts: number }[],
-): OutgoingRequest {
+export function buildRequest(spec: Pick<EventTriggerSpecT, 'format' | 'batch' | 'delivery'>, triggerName: string, events: { event: PendingEvent; attempts: number }[]): OutgoingRequest {
   const request = buildBody(spec, triggerName, events);
   request.headers[ATTEMPT_HEADER] = String(Math.max(...events.map((e) => e.attempts)) + 1);
   return request;
@@ -49,11 +45,7 @@ function ceHeader(value: string): string {
   return /^[\x21\x23\x24\x26-\x7e]*$/.test(value) ? value : value.replace(/[^\x21\x23\x24\x26-\x7e]/gu, (c) => encodeURIComponent(c));
 }
 
-function buildBody(
-  spec: Pick<EventTriggerSpecT, 'format' | 'batch' | 'delivery'>,
-  triggerName: string,
-  events: { event: PendingEvent; attempts: number }[],
-): OutgoingRequest {
+function buildBody(spec: Pick<EventTriggerSpecT, 'format' | 'batch' | 'delivery'>, triggerName: string, events: { event: PendingEvent; attempts: number }[]): OutgoingRequest {
   if (spec.batch.maxSize > 1) {
     return {
       headers: { 'content-type': 'application/cloudevents-batch+json; charset=utf-8' },

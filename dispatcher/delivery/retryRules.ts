@@ -1,4 +1,4 @@
-import { parseDuration, type DeliveryT } from '../../api/v1alpha1/index.js';
+import { type DeliveryT, parseDuration } from '../../api/v1alpha1/index.js';
 
 /** A trigger's retry behaviour in milliseconds, derived once from its `delivery` block. */
 export interface RetryConfig {

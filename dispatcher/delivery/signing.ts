@@ -17,7 +17,10 @@ function signature(secret: string, id: string, timestamp: string, body: string |
  */
 export function webhookMessageId(eventIds: readonly string[]): string {
   if (eventIds.length === 1) return eventIds[0]!;
-  return `batch_${createHash('sha256').update([...eventIds].sort().join(',')).digest('hex').slice(0, 32)}`;
+  return `batch_${createHash('sha256')
+    .update([...eventIds].sort().join(','))
+    .digest('hex')
+    .slice(0, 32)}`;
 }
 
 /** Standard Webhooks headers for a payload: webhook-id, webhook-timestamp, webhook-signature. */

@@ -1,4 +1,4 @@
-import { InvalidLsnError, formatLsn, type Lsn } from '../lsn.js';
+import { formatLsn, InvalidLsnError, type Lsn } from '../lsn.js';
 
 /** One transaction as the watermark tracks it. */
 export interface TrackedTransaction {

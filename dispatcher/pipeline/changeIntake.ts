@@ -1,10 +1,10 @@
-import type { Logger } from '../../common/logger.js';
 import type { RowOperation } from '../../api/v1alpha1/index.js';
+import type { Logger } from '../../common/logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { matchRoutes, type Route } from '../routing/triggerMatcher.js';
 import type { StreamConsumer, StreamItem } from '../source/replicationStream.js';
 import { AckWatermark, type TrackedTransaction } from './ackWatermark.js';
-import { rowChangeJson, type PendingEvent } from './pendingEvent.js';
+import { type PendingEvent, rowChangeJson } from './pendingEvent.js';
 
 /** A decoded row change as intake needs it. */
 export interface DecodedRowChange {
@@ -146,6 +146,7 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
    */
   progress(): Lsn {
     const confirmed = this.watermark.confirmable();
+    // biome-ignore lint/complexity/useMathMinMax: LSNs are bigints, which Math.max does not take
     return confirmed > this.lastReceivedEnd ? confirmed : this.lastReceivedEnd;
   }
 

@@ -1,15 +1,15 @@
-import type { Logger } from '../../common/logger.js';
 import type { EventTriggerResource } from '../../api/v1alpha1/index.js';
-import type { DispatcherMetrics } from '../metrics.js';
+import type { Logger } from '../../common/logger.js';
 import type { DeadLetter, DeadLetterStore } from '../deadletters/store.js';
+import type { FailureSummary } from '../delivery/failureSummary.js';
+import type { HttpSender, SendResult } from '../delivery/httpSender.js';
 import { batchItemFailedError, buildRequest, failedBatchItems, structuredEventJson } from '../delivery/requestBody.js';
 import { decideAfterFailure, type RetryConfig } from '../delivery/retryRules.js';
-import type { HttpSender, SendResult } from '../delivery/httpSender.js';
 import { signPayload, webhookMessageId } from '../delivery/signing.js';
-import type { AttemptOutcome, LaneEntry } from './triggerLane.js';
+import type { DispatcherMetrics } from '../metrics.js';
+import { type FunctionActivations, HOLD_RETRY_MS } from './functionActivation.js';
 import type { PendingEvent } from './pendingEvent.js';
-import type { FailureSummary } from '../delivery/failureSummary.js';
-import { HOLD_RETRY_MS, type FunctionActivations } from './functionActivation.js';
+import type { AttemptOutcome, LaneEntry } from './triggerLane.js';
 
 /** Everything one trigger's deliveries need, resolved at (re)load. */
 export interface TriggerDelivery {
@@ -46,12 +46,7 @@ const DEAD_LETTERED: AttemptOutcome = { kind: 'settled', deadLettered: true };
  * Makes one attempt at a batch for a trigger and turns the answer into per-event outcomes: settled
  * (delivered, or recorded as a dead letter), or retry after a delay.
  */
-export async function attemptDelivery(
-  target: TriggerDelivery,
-  entries: LaneEntry<PendingEvent>[],
-  signal: AbortSignal,
-  deps: DeliveryDeps,
-): Promise<Map<string, AttemptOutcome>> {
+export async function attemptDelivery(target: TriggerDelivery, entries: LaneEntry<PendingEvent>[], signal: AbortSignal, deps: DeliveryDeps): Promise<Map<string, AttemptOutcome>> {
   const now = deps.now ?? Date.now;
   const outcomes = new Map<string, AttemptOutcome>();
   // Per-attempt detail is a debug line (an outage at info level is a few summary lines, see FailureSummary);
@@ -62,13 +57,21 @@ export async function attemptDelivery(
   // Events whose filter could not be evaluated are never sent: they go to the dead letters with the reason.
   const unfiltered = entries.filter((e) => e.event.filterError);
   if (unfiltered.length) {
-    await deadLetter(target, unfiltered.map((entry) => ({ entry, result: { error: entry.event.filterError!, durationMs: 0 }, reason: 'filter-error' })), deps);
+    await deadLetter(
+      target,
+      unfiltered.map((entry) => ({ entry, result: { error: entry.event.filterError!, durationMs: 0 }, reason: 'filter-error' })),
+      deps,
+    );
     for (const e of unfiltered) outcomes.set(e.event.id, DEAD_LETTERED);
   }
   const sendable = entries.filter((e) => !e.event.filterError);
   if (sendable.length === 0) return outcomes;
 
-  const outgoing = buildRequest(target.trigger.spec, target.trigger.metadata.name, sendable.map((e) => ({ event: e.event, attempts: e.attempts })));
+  const outgoing = buildRequest(
+    target.trigger.spec,
+    target.trigger.metadata.name,
+    sendable.map((e) => ({ event: e.event, attempts: e.attempts })),
+  );
   if (target.signingSecret) Object.assign(outgoing.headers, signPayload(target.signingSecret, webhookMessageId(sendable.map((e) => e.event.id)), outgoing.body, now()));
   const result = await deps.sender.send(target.url, outgoing, target.retry.timeoutMs, signal);
   const ok = result.status !== undefined && result.status >= 200 && result.status < 300;
@@ -144,11 +147,7 @@ export async function attemptDelivery(
 }
 
 /** Records dead letters (the table first: it is the record users rely on), then tells the dead-letter sink. */
-async function deadLetter(
-  target: TriggerDelivery,
-  items: { entry: LaneEntry<PendingEvent>; result: SendResult; reason: string }[],
-  deps: DeliveryDeps,
-): Promise<void> {
+async function deadLetter(target: TriggerDelivery, items: { entry: LaneEntry<PendingEvent>; result: SendResult; reason: string }[], deps: DeliveryDeps): Promise<void> {
   const letters: DeadLetter[] = items.map(({ entry, result, reason }) => ({
     trigger: target.key,
     eventId: entry.event.id,
@@ -180,7 +179,10 @@ const MAX_PENDING_NOTIFICATIONS = 1000;
  */
 function notifyInBackground(url: string, letters: DeadLetter[], deps: DeliveryDeps, signingSecret: string | undefined): void {
   if (pendingNotifications + letters.length > MAX_PENDING_NOTIFICATIONS) {
-    deps.logger.warn({ url: withoutCredentials(url), eventIds: letters.map((l) => l.eventId), pending: pendingNotifications }, 'dead-letter sink is behind; not notified of these dead letters (the table has them)');
+    deps.logger.warn(
+      { url: withoutCredentials(url), eventIds: letters.map((l) => l.eventId), pending: pendingNotifications },
+      'dead-letter sink is behind; not notified of these dead letters (the table has them)',
+    );
     return;
   }
   pendingNotifications += letters.length;

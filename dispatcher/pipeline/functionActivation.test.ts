@@ -31,7 +31,15 @@ describe('a Function that refuses connections', () => {
     activations.configure(new Map(), new Set(['ns/fn']));
     expect(activations.gateFor('ns/fn', undefined)).toBeUndefined();
     activations.refused('ns/fn');
-    const inner: SharedGate & { used: number } = { used: 0, tryAcquire: () => (inner.used++, true), release: () => void inner.used--, whenFree: () => undefined };
+    const inner: SharedGate & { used: number } = {
+      used: 0,
+      tryAcquire: () => {
+        inner.used++;
+        return true;
+      },
+      release: () => void inner.used--,
+      whenFree: () => undefined,
+    };
     const probe = activations.gateFor('ns/fn', inner)!;
     expect(probe.tryAcquire()).toBe(true);
     const second = activations.gateFor('ns/fn', inner)!;

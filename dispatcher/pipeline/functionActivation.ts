@@ -65,11 +65,14 @@ export class FunctionActivation {
   private scheduleWake(): void {
     if (this.timer || this.waiters.length === 0) return;
     const wait = Math.max(0, this.lastProbeAt + PROBE_INTERVAL_MS - this.now());
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      // One lane probes; the others find the gate closed again and wait for the next wake.
-      for (const wake of this.waiters.splice(0)) queueMicrotask(wake);
-    }, this.probing ? PROBE_INTERVAL_MS : wait);
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        // One lane probes; the others find the gate closed again and wait for the next wake.
+        for (const wake of this.waiters.splice(0)) queueMicrotask(wake);
+      },
+      this.probing ? PROBE_INTERVAL_MS : wait,
+    );
   }
 }
 

@@ -1,7 +1,7 @@
 import type { EventAttributes, RowOperation } from '../../api/v1alpha1/index.js';
-import type { LaneEvent } from './triggerLane.js';
-import type { TrackedTransaction } from './ackWatermark.js';
 import type { Lsn } from '../lsn.js';
+import type { TrackedTransaction } from './ackWatermark.js';
+import type { LaneEvent } from './triggerLane.js';
 
 /** An event between the stream and its settlement: what the lane schedules and the deliverer sends. */
 export interface PendingEvent extends LaneEvent {

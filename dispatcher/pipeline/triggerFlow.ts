@@ -4,7 +4,7 @@ import type { BacklogPosition, BacklogStore, ParkedEvent, ParkReason } from '../
 import type { Lsn } from '../lsn.js';
 import { describeError } from '../source/replicationStream.js';
 import type { PendingEvent } from './pendingEvent.js';
-import { TriggerLane, type AttemptOutcome, type LaneEntry, type LaneOptions, type RetryChoice, type SharedGate } from './triggerLane.js';
+import { type AttemptOutcome, type LaneEntry, type LaneOptions, type RetryChoice, type SharedGate, TriggerLane } from './triggerLane.js';
 import type { WindowShares } from './windowShares.js';
 
 /** An event to park, with its progress; its own reason, if any, wins over the one of the call. */

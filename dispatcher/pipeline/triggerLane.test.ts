@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TriggerLane, type AttemptOutcome, type LaneEntry, type LaneOptions } from './triggerLane.js';
+import { type AttemptOutcome, type LaneEntry, type LaneOptions, TriggerLane } from './triggerLane.js';
 
 interface Ev {
   id: string;
@@ -164,7 +164,7 @@ describe('TriggerLane', () => {
     await l.stop(1000);
     expect(settled).toEqual(['a']);
   });
-  it('orders an event that moved its row to a new key after the old key\'s earlier events, and the new key\'s later ones after it', async () => {
+  it("orders an event that moved its row to a new key after the old key's earlier events, and the new key's later ones after it", async () => {
     const started: string[] = [];
     const tries = new Map<string, number>();
     const { l, settled, waitFor } = lane({
@@ -302,4 +302,3 @@ describe('TriggerLane', () => {
     expect(l.size).toBe(0);
   });
 });
-

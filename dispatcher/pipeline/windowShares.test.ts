@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { WindowShares, fairShare, mayAdmit, type ShareState, type WindowState } from './windowShares.js';
+import { fairShare, mayAdmit, type ShareState, WindowShares, type WindowState } from './windowShares.js';
 
 const window = (over: Partial<WindowState> = {}): WindowState => ({ maxEvents: 100, maxBytes: 1000, heldEvents: 0, heldBytes: 0, triggers: 2, unmet: 0, ...over });
 const share = (over: Partial<ShareState> = {}): ShareState => ({ held: 0, need: 10, ...over });
@@ -29,7 +29,12 @@ describe('mayAdmit', () => {
 describe('WindowShares', () => {
   it('one trigger that cannot deliver fills at most what leaves its siblings their working set', () => {
     const shares = new WindowShares(100, 1_000_000);
-    shares.configure(new Map([['down', 20], ['healthy', 20]]));
+    shares.configure(
+      new Map([
+        ['down', 20],
+        ['healthy', 20],
+      ]),
+    );
     let admitted = 0;
     while (shares.tryAdmit('down', 1)) admitted++;
     expect(admitted).toBe(80);

@@ -1,4 +1,4 @@
-import { parse as parseCel, type ASTNode } from '@marcbachmann/cel-js';
+import { type ASTNode, parse as parseCel } from '@marcbachmann/cel-js';
 import { EventideError } from '../../common/errors.js';
 
 /** What a filter sees: the operation and the old and new rows as plain JS values. */

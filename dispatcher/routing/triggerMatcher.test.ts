@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseEventTrigger } from '../../api/v1alpha1/index.js';
-import { buildRoutes, matchRoutes, routedTables, type RoutableChange } from './triggerMatcher.js';
+import { buildRoutes, matchRoutes, type RoutableChange, routedTables } from './triggerMatcher.js';
 
 function trigger(name: string, spec: Record<string, unknown>) {
   return parseEventTrigger({

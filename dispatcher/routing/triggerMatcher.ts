@@ -1,6 +1,6 @@
 import type { EventTriggerResource, OperationT } from '../../api/v1alpha1/index.js';
 import { resourceKey } from '../../api/v1alpha1/index.js';
-import { compileFilter, FilterEvaluationError, InvalidFilterError, type CompiledFilter, type FilterInput } from './filter.js';
+import { type CompiledFilter, compileFilter, FilterEvaluationError, type FilterInput, InvalidFilterError } from './filter.js';
 
 /** A row change as routing sees it. */
 export interface RoutableChange extends FilterInput {

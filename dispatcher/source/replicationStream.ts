@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import type { AbstractPlugin } from 'pg-logical-replication/dist/output-plugins/abstract.plugin.js';
 import type { Logger } from '../../common/logger.js';
-import { formatLsn, parseLsn, type Lsn } from '../lsn.js';
+import { formatLsn, type Lsn, parseLsn } from '../lsn.js';
 
 /** An item of the stream, handed to the consumer strictly in server order. */
 export type StreamItem<M> = { kind: 'message'; lsn: Lsn; message: M } | { kind: 'keepalive'; walEnd: Lsn };
@@ -129,10 +129,7 @@ export class ReplicationStream<M> {
     await this.waitUntilDrained();
     if (this.isStopped()) return;
     this.consumer.connecting();
-    const service = new LogicalReplicationService(
-      { ...this.options.connection, application_name: 'eventide-dispatcher' },
-      { acknowledge: { auto: false, timeoutSeconds: 0 } },
-    );
+    const service = new LogicalReplicationService({ ...this.options.connection, application_name: 'eventide-dispatcher' }, { acknowledge: { auto: false, timeoutSeconds: 0 } });
     this.service = service;
     const failed = new Promise<never>((_, reject) => {
       this.failure = reject;
@@ -203,6 +200,7 @@ export class ReplicationStream<M> {
 
   private sendStatus(): void {
     const confirmed = this.consumer.confirmable();
+    // biome-ignore lint/complexity/useMathMinMax: LSNs are bigints, which Math.max does not take
     this.options.onStatus?.({ confirmed, walEnd: this.walEnd > confirmed ? this.walEnd : confirmed });
     if (!this.service || confirmed === 0n) return;
     // The library reports lsn + 1; confirming one byte past a commit could skip a transaction whose

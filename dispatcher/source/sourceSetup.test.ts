@@ -26,9 +26,7 @@ const orders: TableFacts = { schema: 'public', name: 'orders', exists: true, col
 describe('checking triggers against the tables', () => {
   it('names the trigger and the table that does not exist', () => {
     const routes = routesFor(['t', { table: { schema: 'sales', name: 'orderz' } }]);
-    expect(messages(checkRoutesAgainstTables(routes, [{ schema: 'sales', name: 'orderz', exists: false, columns: [] }]).problems)).toEqual([
-      'EventTrigger shop/t: table sales.orderz does not exist',
-    ]);
+    expect(messages(checkRoutesAgainstTables(routes, [{ schema: 'sales', name: 'orderz', exists: false, columns: [] }]).problems)).toEqual(['EventTrigger shop/t: table sales.orderz does not exist']);
   });
 
   it('names the field and the column the table lacks, in spec.columns and in the filter; every problem at once', () => {
@@ -56,7 +54,10 @@ describe('checking triggers against the tables', () => {
 
   it('gives each trigger one stable reason: the table, a column, the replica identity, a table the role may not publish', () => {
     const routes = routesFor(['a', { table: { name: 'gone' } }], ['b', { operations: ['update'], columns: ['statuz'] }], ['c', {}]);
-    const facts: TableFacts[] = [{ schema: 'public', name: 'gone', exists: false, columns: [] }, { ...orders, publishable: false }];
+    const facts: TableFacts[] = [
+      { schema: 'public', name: 'gone', exists: false, columns: [] },
+      { ...orders, publishable: false },
+    ];
     const reasons = Object.fromEntries([...checkRoutesAgainstTables(routes, facts).problems].map(([key, p]) => [key, p.reason]));
     expect(reasons).toEqual({ 'shop/a': 'TableNotFound', 'shop/b': 'ColumnNotFound', 'shop/c': 'TableForbidden' });
     expect(checkRoutesAgainstTables(routesFor(['n', {}]), [{ ...orders, replicaIdentity: 'n' }]).problems.get('shop/n')?.reason).toBe('NoReplicaIdentity');

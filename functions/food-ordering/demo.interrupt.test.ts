@@ -66,13 +66,17 @@ describe('food-ordering demo, interrupted', () => {
   it.each([
     ['Ctrl-C (SIGINT to the process group)', true],
     ['SIGINT to the demo process alone', false],
-  ])('%s stops every process it started and removes its database', async (_name, signalGroup) => {
-    const result = await interruptDemo(signalGroup);
-    expect(result.output).toMatch(/stopping…/);
-    // Replicas stopped on purpose are not reported as crashes.
-    expect(result.output).not.toMatch(/exited with \d+:/);
-    expect(result.code, result.output).toBe(130);
-    expect(result.groupAlive).toBe(false);
-    expect(result.tempLeft).toEqual([]);
-  }, 120_000);
+  ])(
+    '%s stops every process it started and removes its database',
+    async (_name, signalGroup) => {
+      const result = await interruptDemo(signalGroup);
+      expect(result.output).toMatch(/stopping…/);
+      // Replicas stopped on purpose are not reported as crashes.
+      expect(result.output).not.toMatch(/exited with \d+:/);
+      expect(result.code, result.output).toBe(130);
+      expect(result.groupAlive).toBe(false);
+      expect(result.tempLeft).toEqual([]);
+    },
+    120_000,
+  );
 });

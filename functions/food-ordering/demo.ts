@@ -20,9 +20,9 @@ import pg from 'pg';
 import { InvalidDurationError, parseDuration } from '../../api/v1alpha1/duration.js';
 import { loadManifests } from '../../api/v1alpha1/manifests.js';
 import type { FunctionResource } from '../../api/v1alpha1/resources.js';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../common/embeddedPostgres.js';
+import { type EmbeddedPostgres, startEmbeddedPostgres } from '../../common/embeddedPostgres.js';
 import { freePort } from '../../common/loopback.js';
-import { FUNCTION_NAMES, progressRows, quietLine, replicaSummary, type DeliveryCounts, type StageCounts } from './demoView.js';
+import { type DeliveryCounts, FUNCTION_NAMES, progressRows, quietLine, replicaSummary, type StageCounts } from './demoView.js';
 import { LocalFunctions } from './localFunctions.js';
 import { LocalProcesses, waitReady } from './localProcesses.js';
 
@@ -128,7 +128,10 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     if (ms > 0 && !interrupted.signal.aborted) {
       await new Promise<void>((resolve) => {
         // The listener goes with the timer: one left behind per pause would pile up on the signal.
-        const onAbort = () => (clearTimeout(timer), resolve());
+        const onAbort = () => {
+          clearTimeout(timer);
+          resolve();
+        };
         const timer = setTimeout(() => {
           interrupted.signal.removeEventListener('abort', onAbort);
           resolve();
@@ -255,9 +258,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     clearInterval(ticker);
     const { c, m } = await render(true);
     await pause(0);
-    const latency = await db.query<{ ms: number }>(
-      'SELECT extract(epoch FROM assigned_at - created_at) * 1000 AS ms FROM orders WHERE is_agent_assigned ORDER BY 1',
-    );
+    const latency = await db.query<{ ms: number }>('SELECT extract(epoch FROM assigned_at - created_at) * 1000 AS ms FROM orders WHERE is_agent_assigned ORDER BY 1');
     const sorted = latency.rows.map((r) => Number(r.ms));
     const twice = await db.query<{ n: string }>('SELECT count(*) AS n FROM (SELECT function_name, order_id FROM processed_events GROUP BY 1, 2 HAVING count(*) > 1) d');
     const paidTwice = await db.query<{ n: string }>('SELECT count(*) AS n FROM (SELECT order_id FROM payments GROUP BY 1 HAVING count(*) > 1) d');

@@ -19,9 +19,7 @@ describe('demo command line', () => {
   });
 
   it.each(['20 seconds', 'soon', '-5s', '20x', ''])('refuses --duration %j, saying what it takes', (text) => {
-    expect(() => parseDemoArgs([`--duration=${text}`])).toThrow(
-      `--duration must be a duration such as 20s, 1m or 500ms, or a number of seconds, got "${text}"`,
-    );
+    expect(() => parseDemoArgs([`--duration=${text}`])).toThrow(`--duration must be a duration such as 20s, 1m or 500ms, or a number of seconds, got "${text}"`);
   });
 
   it('reads the other flags as before', () => {

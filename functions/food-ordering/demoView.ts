@@ -52,8 +52,7 @@ export function progressRows(counts: StageCounts, deliveries: DeliveryCounts, re
   return [
     `orders placed     ${String(counts.placed).padStart(6)}  ${''.padEnd(24)}  replicas ready/desired`,
     ...STEPS.map(
-      (step) =>
-        `  ${step.label.padEnd(16)}${String(counts[step.stage]).padStart(6)}  ${bar(counts[step.stage], counts.placed)}  ${step.fn.padEnd(19)}${replicaText(replicas.get(step.fn))}`,
+      (step) => `  ${step.label.padEnd(16)}${String(counts[step.stage]).padStart(6)}  ${bar(counts[step.stage], counts.placed)}  ${step.fn.padEnd(19)}${replicaText(replicas.get(step.fn))}`,
     ),
     `deliveries ${deliveries.deliveries}   retries ${deliveries.retries}   dead letters ${deliveries.deadLetters}`,
     ...problems.map((problem) => `! ${problem}`),

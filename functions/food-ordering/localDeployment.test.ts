@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
-import { LocalDeployment, type LaunchReplica } from './localDeployment.js';
+import { type LaunchReplica, LocalDeployment } from './localDeployment.js';
 import { LocalService } from './localService.js';
 
 /** In-process replicas: an HTTP server per replica, started and stopped as the deployment asks. */
@@ -59,7 +59,7 @@ async function setUp(signal?: AbortSignal) {
 
 const post = (url: string, headers: Record<string, string> = {}) => fetch(url, { method: 'POST', body: '{}', headers }).then((r) => r.text());
 
-describe('a Function\'s local replicas', () => {
+describe("a Function's local replicas", () => {
   it('scaled up: replicas start and join the Service once ready; scaled to zero: they stop and the Service closes', async () => {
     const { service, deployment, live } = await setUp();
     expect(deployment.status()).toEqual({ desired: 0, ready: 0, peakReady: 0, running: 0, restarts: 0 });

@@ -6,7 +6,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { freeListenPort } from './localPorts.js';
-import { waitReady, type LocalProcesses } from './localProcesses.js';
+import { type LocalProcesses, waitReady } from './localProcesses.js';
 import type { LocalService } from './localService.js';
 import { planReplicas } from './replicaPlan.js';
 

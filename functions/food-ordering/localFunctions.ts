@@ -7,9 +7,9 @@
 import type { FunctionResource } from '../../api/v1alpha1/resources.js';
 import { resourceKey } from '../../api/v1alpha1/resources.js';
 import type { ScaleSpec } from '../../operator/function/scaleDecision.js';
-import { LocalDeployment, nodeReplicaLauncher, type DeploymentStatus } from './localDeployment.js';
+import { type DeploymentStatus, LocalDeployment, nodeReplicaLauncher } from './localDeployment.js';
 import type { LocalProcesses } from './localProcesses.js';
-import { LocalScaler, scaleSpecOf, type LocalScaleOverrides } from './localScaler.js';
+import { type LocalScaleOverrides, LocalScaler, scaleSpecOf } from './localScaler.js';
 import { LocalService } from './localService.js';
 
 /** One Function run locally. */
@@ -81,10 +81,7 @@ export class LocalFunctions {
 
   /** What is wrong now, for the live view: the scaler's reading, a Service that cannot listen. */
   problems(): string[] {
-    return [
-      ...(this.scaler?.problem ? [this.scaler.problem] : []),
-      ...this.functions.flatMap((fn) => (fn.service.problem ? [`${fn.key}: ${fn.service.problem}`] : [])),
-    ];
+    return [...(this.scaler?.problem ? [this.scaler.problem] : []), ...this.functions.flatMap((fn) => (fn.service.problem ? [`${fn.key}: ${fn.service.problem}`] : []))];
   }
 
   /** Stops deciding; then, once the dispatcher is stopped, `stop()`. */

@@ -2,11 +2,11 @@ import { createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { freeListenPort, listenPortRange } from './localPorts.js';
 
-describe('ports for the demo\'s listeners', () => {
+describe("ports for the demo's listeners", () => {
   it.each([
-    { name: 'Linux\'s default ephemeral range: everything from 10000 below it', given: [32768, 60999] as const, expect: [10000, 32767] },
+    { name: "Linux's default ephemeral range: everything from 10000 below it", given: [32768, 60999] as const, expect: [10000, 32767] },
     { name: 'a range starting lower: below it', given: [20000, 60999] as const, expect: [10000, 19999] },
-    { name: 'macOS\'s range (49152 up): still below Linux\'s', given: [49152, 65535] as const, expect: [10000, 32767] },
+    { name: "macOS's range (49152 up): still below Linux's", given: [49152, 65535] as const, expect: [10000, 32767] },
     { name: 'a range leaving no room below: none', given: [10500, 65535] as const, expect: undefined },
   ])('$name', ({ given, expect: expected }) => {
     expect(listenPortRange(given)).toEqual(expected);

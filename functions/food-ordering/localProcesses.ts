@@ -3,7 +3,7 @@
  * with the same Node, remembered so that nothing outlives the demo, and stopped as Kubernetes stops a
  * pod: SIGTERM, time to drain, then SIGKILL.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 

@@ -4,7 +4,7 @@ import type { DispatcherStateReport, FunctionDemandReport } from '../../common/d
 import { listenOnLoopback } from '../../common/loopback.js';
 import type { DispatcherReading } from '../../operator/eventtrigger/serving.js';
 import type { ScaleSpec } from '../../operator/function/scaleDecision.js';
-import { decideLocalReplicas, LocalScaler, scaleSpecOf, type FunctionScale } from './localScaler.js';
+import { decideLocalReplicas, type FunctionScale, LocalScaler, scaleSpecOf } from './localScaler.js';
 
 const KEY = 'food/validate-order';
 
@@ -21,7 +21,7 @@ const demand = (events: number, inflight = 0, backlog = 0): FunctionDemandReport
 
 const scale: FunctionScale = { min: 0, max: 4, target: 5, scaleDownDelay: '10s', idleTimeout: '30s', activationTimeout: '2m' };
 
-describe('the decider\'s spec from spec.scale', () => {
+describe("the decider's spec from spec.scale", () => {
   it.each([
     { name: 'durations in milliseconds', given: { scale, overrides: {} }, expect: { min: 0, max: 4, target: 5, scaleDownDelayMs: 10_000, idleTimeoutMs: 30_000 } },
     {
@@ -41,15 +41,14 @@ describe('the decider\'s spec from spec.scale', () => {
 
 describe('one local decision, as the operator decides', () => {
   const spec = scaleSpecOf(scale);
-  const decide = (current: number, r: DispatcherReading | undefined, now = 100_000) =>
-    decideLocalReplicas({ functionKey: KEY, spec, current, reading: r, memory: { recent: [] }, now, since: 0 });
+  const decide = (current: number, r: DispatcherReading | undefined, now = 100_000) => decideLocalReplicas({ functionKey: KEY, spec, current, reading: r, memory: { recent: [] }, now, since: 0 });
 
   it.each([
     { name: 'events waiting for a Function at zero: up to ceil(events / target)', given: { current: 0, reading: reading({ [KEY]: demand(12) }) }, expect: [3, 'ScaleUp'] },
     { name: 'the backlog counts as demand', given: { current: 0, reading: reading({ [KEY]: demand(0, 0, 7) }) }, expect: [2, 'ScaleUp'] },
     { name: 'never above max', given: { current: 1, reading: reading({ [KEY]: demand(500) }) }, expect: [4, 'ScaleUp'] },
     { name: 'a Function the dispatcher does not list has no demand', given: { current: 0, reading: reading({}) }, expect: [0, 'Steady'] },
-    { name: 'other Functions\' demand is theirs', given: { current: 0, reading: reading({ 'food/assign-agent': demand(40) }) }, expect: [0, 'Steady'] },
+    { name: "other Functions' demand is theirs", given: { current: 0, reading: reading({ 'food/assign-agent': demand(40) }) }, expect: [0, 'Steady'] },
     { name: 'a dispatcher that cannot be read holds the count', given: { current: 2, reading: { error: 'ECONNREFUSED', at: 0 } }, expect: [2, 'DemandUnknown'] },
     { name: 'a dispatcher not read yet holds the count', given: { current: 2, reading: undefined }, expect: [2, 'DemandUnknown'] },
     { name: 'idle long enough: to zero', given: { current: 1, reading: reading({ [KEY]: demand(0) }) }, expect: [0, 'Idle'] },
@@ -61,7 +60,9 @@ describe('one local decision, as the operator decides', () => {
 
 describe('the local scaler loop', () => {
   const servers: (() => void)[] = [];
-  afterEach(() => servers.splice(0).forEach((close) => close()));
+  afterEach(() => {
+    for (const close of servers.splice(0)) close();
+  });
 
   it('reads /state every interval and sets the replicas: up under demand, back to zero once idle', async () => {
     let current: Record<string, FunctionDemandReport> = { [KEY]: demand(12) };

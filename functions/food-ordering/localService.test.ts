@@ -49,7 +49,7 @@ async function setUp() {
   return { service, a, b };
 }
 
-describe('a Function\'s local Service', () => {
+describe("a Function's local Service", () => {
   it('refuses connections while no replica is ready, as kube-proxy does for a Service without endpoints', async () => {
     const { service, a } = await setUp();
     expect(service.listening).toBe(false);
@@ -112,7 +112,7 @@ describe('a Function\'s local Service', () => {
     expect(await post(service.url)).toEqual({ status: 200, body: 'b' });
   });
 
-  it('a request in flight when the last replica leaves is answered, and the client\'s next one is refused, not answered 503', async () => {
+  it("a request in flight when the last replica leaves is answered, and the client's next one is refused, not answered 503", async () => {
     const { service, a } = await setUp();
     service.add(1, a.port);
     await expect.poll(() => service.listening).toBe(true);
@@ -141,7 +141,7 @@ describe('forwarding headers', () => {
     { name: 'end-to-end headers pass', given: { 'content-type': 'application/json', 'ce-id': 'x' }, expect: { 'content-type': 'application/json', 'ce-id': 'x' } },
     { name: 'connection and keep-alive describe the hop, not the message', given: { connection: 'keep-alive', 'keep-alive': 'timeout=5', 'ce-id': 'x' }, expect: { 'ce-id': 'x' } },
     { name: 'so do the headers the Connection header names', given: { connection: 'close, X-Hop', 'x-hop': '1', 'ce-id': 'x' }, expect: { 'ce-id': 'x' } },
-    { name: 'transfer-encoding is the hop\'s framing', given: { 'transfer-encoding': 'chunked', 'content-type': 'text/plain' }, expect: { 'content-type': 'text/plain' } },
+    { name: "transfer-encoding is the hop's framing", given: { 'transfer-encoding': 'chunked', 'content-type': 'text/plain' }, expect: { 'content-type': 'text/plain' } },
   ])('$name', ({ given, expect: expected }) => {
     expect(endToEndHeaders(given)).toEqual(expected);
   });

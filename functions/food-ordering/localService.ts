@@ -8,7 +8,7 @@
  * and spreads requests over the ready replicas. A replica removed from the rotation takes no new
  * request but finishes those it has, like a pod whose endpoint is removed before it is stopped.
  */
-import { Agent, createServer, request, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { Agent, createServer, type IncomingHttpHeaders, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
 import { freeListenPort } from './localPorts.js';
 import { pickReplica } from './replicaChoice.js';
 
@@ -151,7 +151,10 @@ export class LocalService {
       this.server = undefined;
       // New connections are refused from now on; idle keep-alive ones close now, so the dispatcher's
       // next request opens a new connection and is refused too, rather than waiting on a dead one.
-      this.retiring.set(server, new Promise<void>((resolve) => server.close(() => resolve())).then(() => void this.retiring.delete(server)));
+      this.retiring.set(
+        server,
+        new Promise<void>((resolve) => server.close(() => resolve())).then(() => void this.retiring.delete(server)),
+      );
       server.closeIdleConnections();
     }
   }

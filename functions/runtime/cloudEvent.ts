@@ -3,9 +3,7 @@ import { EVENT_TYPE_PREFIX, type EventideEvent, type Row, type RowChange, type R
 import { MalformedEventError } from './errors.js';
 
 /** A request body read as CloudEvents over HTTP: one event (binary or structured mode) or a batch. */
-export type ParsedRequest =
-  | { mode: 'binary' | 'structured'; event: EventideEvent }
-  | { mode: 'batch'; events: EventideEvent[] };
+export type ParsedRequest = { mode: 'binary' | 'structured'; event: EventideEvent } | { mode: 'batch'; events: EventideEvent[] };
 
 const STRUCTURED = 'application/cloudevents+json';
 const BATCH = 'application/cloudevents-batch+json';
@@ -74,11 +72,7 @@ function eventFromBinary(headers: IncomingHttpHeaders, contentType: string | und
   }
   const checked = checkAttributes(attributes, (name) => `ce-${name}`);
   if (contentType !== JSON_TYPE) {
-    throw new MalformedEventError(
-      `binary-mode events must have Content-Type ${JSON_TYPE} (got ${contentType ?? 'none'})`,
-      ['content-type'],
-      415,
-    );
+    throw new MalformedEventError(`binary-mode events must have Content-Type ${JSON_TYPE} (got ${contentType ?? 'none'})`, ['content-type'], 415);
   }
   return buildEvent(checked, parseJson(body), 'body');
 }
@@ -109,10 +103,7 @@ function checkAttributes(source: Partial<Record<Required, unknown>>, label: (nam
   }
   const operation = attrs.type.startsWith(EVENT_TYPE_PREFIX) ? attrs.type.slice(EVENT_TYPE_PREFIX.length) : undefined;
   if (!OPERATIONS.includes(operation as RowOperation)) {
-    throw new MalformedEventError(
-      `${label('type')} must be ${EVENT_TYPE_PREFIX}{${OPERATIONS.join('|')}} (got "${attrs.type}")`,
-      [label('type')],
-    );
+    throw new MalformedEventError(`${label('type')} must be ${EVENT_TYPE_PREFIX}{${OPERATIONS.join('|')}} (got "${attrs.type}")`, [label('type')]);
   }
   if (Number.isNaN(Date.parse(attrs.time))) {
     throw new MalformedEventError(`${label('time')} must be an RFC 3339 timestamp (got "${attrs.time}")`, [label('time')]);

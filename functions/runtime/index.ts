@@ -10,8 +10,9 @@
  * });
  * ```
  */
-export { serve, type ServeHandle } from './serve.js';
-export { ATTEMPT_HEADER } from '../../api/v1alpha1/event.js';
-export { PermanentError, RetryLaterError, isPermanentError, isRetryLaterError } from './errors.js';
-export { RuntimeSettingsError, type BatchHandler, type EventHandler, type HandlerContext, type ServeOptions } from './settings.js';
+
 export type { BatchResponse, EventideEvent, JsonValue, Row, RowChange, RowOperation } from '../../api/v1alpha1/event.js';
+export { ATTEMPT_HEADER } from '../../api/v1alpha1/event.js';
+export { isPermanentError, isRetryLaterError, PermanentError, RetryLaterError } from './errors.js';
+export { type ServeHandle, serve } from './serve.js';
+export { type BatchHandler, type EventHandler, type HandlerContext, RuntimeSettingsError, type ServeOptions } from './settings.js';

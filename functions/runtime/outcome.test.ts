@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { PermanentError, RetryLaterError } from './errors.js';
-import { answerForBatch, answerForEvent, outcomeOf, type EventOutcome, type HttpAnswer } from './outcome.js';
+import { answerForBatch, answerForEvent, type EventOutcome, type HttpAnswer, outcomeOf } from './outcome.js';
 
 const ok: EventOutcome = { kind: 'ok' };
 const failed: EventOutcome = { kind: 'error', reason: 'db down' };
@@ -36,7 +36,11 @@ describe('answerForBatch', () => {
     { name: 'a permanent item among successes is listed, so its retry alone answers 422', given: [permanent, ok], expect: { status: 200, failed: ['e0'] } },
     { name: 'Retry-After is advisory on a partial failure', given: [ok, later(5)], expect: { status: 200, retryAfterSeconds: 5, failed: ['e1'] } },
     { name: 'all failed with any plain failure is 500', given: [permanent, failed, later(5)], expect: { status: 500, failed: ['e0', 'e1', 'e2'] } },
-    { name: 'all failed, some asking to retry later, is 503 with the largest delay', given: [later(5), permanent, later(9)], expect: { status: 503, retryAfterSeconds: 9, failed: ['e0', 'e1', 'e2'] } },
+    {
+      name: 'all failed, some asking to retry later, is 503 with the largest delay',
+      given: [later(5), permanent, later(9)],
+      expect: { status: 503, retryAfterSeconds: 9, failed: ['e0', 'e1', 'e2'] },
+    },
     { name: 'all permanent is 422, so none is retried', given: [permanent, permanent], expect: { status: 422, failed: ['e0', 'e1'] } },
   ];
   for (const c of cases) {

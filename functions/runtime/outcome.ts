@@ -5,10 +5,7 @@ import { isPermanentError, isRetryLaterError, messageOf } from './errors.js';
 export type OutcomeKind = 'ok' | 'error' | 'permanent' | 'retry_later';
 
 /** One event's outcome. */
-export type EventOutcome =
-  | { kind: 'ok' }
-  | { kind: 'error' | 'permanent'; reason: string }
-  | { kind: 'retry_later'; reason: string; retryAfterSeconds: number };
+export type EventOutcome = { kind: 'ok' } | { kind: 'error' | 'permanent'; reason: string } | { kind: 'retry_later'; reason: string; retryAfterSeconds: number };
 
 /** The HTTP answer the runtime gives. */
 export interface HttpAnswer {

@@ -1,6 +1,6 @@
-import type { Logger } from '../../common/logger.js';
 import type { EventideEvent } from '../../api/v1alpha1/event.js';
-import { answerForBatch, answerForEvent, outcomeOf, type EventOutcome, type HttpAnswer } from './outcome.js';
+import type { Logger } from '../../common/logger.js';
+import { answerForBatch, answerForEvent, type EventOutcome, type HttpAnswer, outcomeOf } from './outcome.js';
 import type { BatchHandler, EventHandler } from './settings.js';
 
 /** What running handlers needs besides the events. */

@@ -3,7 +3,7 @@ import type { EventideEvent, RowChange } from '../../api/v1alpha1/event.js';
 import { silentLogger } from '../../common/logger.js';
 import { binaryModeHeaders } from '../../dispatcher/delivery/requestBody.js';
 import { signPayload } from '../../dispatcher/delivery/signing.js';
-import { PermanentError, RetryLaterError, serve, type EventHandler, type HandlerContext, type ServeHandle, type ServeOptions } from './index.js';
+import { type EventHandler, type HandlerContext, PermanentError, RetryLaterError, type ServeHandle, type ServeOptions, serve } from './index.js';
 
 const data: RowChange = {
   op: 'update',
@@ -27,7 +27,6 @@ function makeEvent(id: string, subject = 'public.orders/7'): EventideEvent {
     data,
   };
 }
-
 
 const running: ServeHandle[] = [];
 afterEach(async () => {
@@ -196,13 +195,16 @@ describe('serve: handler outcomes', () => {
 });
 
 describe('serve: signatures', () => {
-  const secret = 'whsec_' + Buffer.from('a secret of thirty-two bytes....').toString('base64');
+  const secret = `whsec_${Buffer.from('a secret of thirty-two bytes....').toString('base64')}`;
 
   it('runs a request the dispatcher signed, and refuses a tampered or unsigned one 401 without running the handler', async () => {
     const seen: string[] = [];
-    const { url } = await start(async (event) => {
-      seen.push(event.id);
-    }, { signingSecret: secret });
+    const { url } = await start(
+      async (event) => {
+        seen.push(event.id);
+      },
+      { signingSecret: secret },
+    );
     const event = makeEvent('evt-signed');
     const body = JSON.stringify(event.data);
     const signed = signPayload(secret, event.id, body);

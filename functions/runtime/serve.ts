@@ -1,17 +1,16 @@
-import express, { type Request, type Response } from 'express';
 import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createLogger } from '../../common/logger.js';
+import express, { type Request, type Response } from 'express';
+import { ATTEMPT_HEADER } from '../../api/v1alpha1/event.js';
 import { listen } from '../../common/httpServer.js';
-import { parseCloudEventRequest, type ParsedRequest } from './cloudEvent.js';
+import { createLogger } from '../../common/logger.js';
+import { type ParsedRequest, parseCloudEventRequest } from './cloudEvent.js';
 import { MalformedEventError, messageOf } from './errors.js';
 import { InflightRequests } from './inflight.js';
 import type { HttpAnswer } from './outcome.js';
-import { runBatch, runEvent, type RunContext } from './runHandlers.js';
-import { resolveServeSettings, type EventHandler, type ServeOptions } from './settings.js';
+import { type RunContext, runBatch, runEvent } from './runHandlers.js';
+import { type EventHandler, resolveServeSettings, type ServeOptions } from './settings.js';
 import { checkSignature } from './signature.js';
-import { ATTEMPT_HEADER } from '../../api/v1alpha1/event.js';
-
 
 /** A running function server. */
 export interface ServeHandle {

@@ -1,5 +1,5 @@
-import type { Logger } from '../../common/logger.js';
 import type { BatchResponse, EventideEvent } from '../../api/v1alpha1/event.js';
+import type { Logger } from '../../common/logger.js';
 
 /** What a handler gets besides the event. */
 export interface HandlerContext {
@@ -18,7 +18,7 @@ export interface HandlerContext {
 export type EventHandler = (event: EventideEvent, ctx: HandlerContext) => Promise<unknown>;
 
 /** Handles a whole batch at once; answers which ids failed (the others count as delivered). */
-export type BatchHandler = (events: EventideEvent[], ctx: HandlerContext) => Promise<BatchResponse | void>;
+export type BatchHandler = (events: EventideEvent[], ctx: HandlerContext) => Promise<BatchResponse | undefined>;
 
 /** Options of serve(); each unset one falls back to its environment variable, then to its default. */
 export interface ServeOptions {

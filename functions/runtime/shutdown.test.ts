@@ -1,12 +1,12 @@
 import { spawn } from 'node:child_process';
-import { Agent, request, type IncomingHttpHeaders } from 'node:http';
+import { Agent, type IncomingHttpHeaders, request } from 'node:http';
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { EventideEvent } from '../../api/v1alpha1/event.js';
 import { silentLogger } from '../../common/logger.js';
 import { binaryModeHeaders } from '../../dispatcher/delivery/requestBody.js';
-import { serve, type EventHandler, type ServeHandle, type ServeOptions } from './index.js';
+import { type EventHandler, type ServeHandle, type ServeOptions, serve } from './index.js';
 
 function eventFor(id: string, delayMs = 0): { headers: Record<string, string>; body: string } {
   const event: Omit<EventideEvent, 'data'> = {

@@ -8,9 +8,5 @@ function header(headers: IncomingHttpHeaders, name: string): string | undefined 
 
 /** The dispatcher signs with Standard Webhooks headers; returns why a request fails the check, or undefined. */
 export function checkSignature(secret: string, headers: IncomingHttpHeaders, body: Buffer): string | undefined {
-  return verifyPayload(
-    secret,
-    { id: header(headers, 'webhook-id'), timestamp: header(headers, 'webhook-timestamp'), signature: header(headers, 'webhook-signature') },
-    body,
-  );
+  return verifyPayload(secret, { id: header(headers, 'webhook-id'), timestamp: header(headers, 'webhook-timestamp'), signature: header(headers, 'webhook-signature') }, body);
 }

@@ -1,5 +1,5 @@
-import type { InformerEvent } from '../informer.js';
 import type { StoredBackfill, StoredEventTrigger } from '../cache.js';
+import type { InformerEvent } from '../informer.js';
 
 /**
  * Which keys a change concerns, for the informer handlers (they map each event to keys and only

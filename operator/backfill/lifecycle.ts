@@ -1,7 +1,7 @@
 import type { BackfillStatusT } from '../../api/v1alpha1/index.js';
-import type { KindLifecycle } from '../resourceReconciler.js';
-import { decideBackfillStatus, type BackfillStatusInput, type TriggerResolution } from './status.js';
 import type { DispatcherReading } from '../eventtrigger/serving.js';
+import type { KindLifecycle } from '../resourceReconciler.js';
+import { type BackfillStatusInput, decideBackfillStatus, type TriggerResolution } from './status.js';
 
 /**
  * The next status of a Backfill: the reconciler marks what it found (the trigger, the dispatcher's

@@ -1,4 +1,4 @@
-import { InvalidResourceError, parseBackfill, type BackfillResource } from '../../api/v1alpha1/index.js';
+import { type BackfillResource, InvalidResourceError, parseBackfill } from '../../api/v1alpha1/index.js';
 import type { StoredBackfill } from '../cache.js';
 
 /** A stored Backfill with the fields the API server always sets. */

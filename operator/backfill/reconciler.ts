@@ -1,14 +1,14 @@
-import { InvalidResourceError, parseEventTrigger, type BackfillPhaseT, type BackfillResource, type BackfillStatusT } from '../../api/v1alpha1/index.js';
+import { type BackfillPhaseT, type BackfillResource, type BackfillStatusT, InvalidResourceError, parseEventTrigger } from '../../api/v1alpha1/index.js';
 import type { Cache, StoredBackfill, StoredEventTrigger } from '../cache.js';
 import type { ReconcileOutcome } from '../controller.js';
 import type { EventRecorder } from '../events.js';
-import type { KindReconciler, ReconcileContext } from '../resourceReconciler.js';
 import { storedSourceOf } from '../eventtrigger/keys.js';
 import type { DispatcherReading } from '../eventtrigger/serving.js';
 import { dispatcherName } from '../eventtrigger/source.js';
+import type { KindReconciler, ReconcileContext } from '../resourceReconciler.js';
 import { BackfillLifecycle } from './lifecycle.js';
 import type { KnownBackfill, ParsedBackfills } from './parsed.js';
-import { REASON_TRIGGER_INVALID, REASON_TRIGGER_NOT_FOUND, backfillEvent, type TriggerResolution } from './status.js';
+import { backfillEvent, REASON_TRIGGER_INVALID, REASON_TRIGGER_NOT_FOUND, type TriggerResolution } from './status.js';
 
 export interface BackfillReconcilerDeps {
   backfills: Cache<StoredBackfill>;

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { BackfillStatusT } from '../../api/v1alpha1/index.js';
 import type { BackfillStateReport, DispatcherStateReport } from '../../common/dispatcherState.js';
 import type { DispatcherReading } from '../eventtrigger/serving.js';
-import { backfillEvent, decideBackfillStatus, progressOf, type BackfillStatusInput } from './status.js';
+import { type BackfillStatusInput, backfillEvent, decideBackfillStatus, progressOf } from './status.js';
 
 const KEY = 'shop/orders-2024';
 const UID = 'uid-1';
@@ -32,7 +32,7 @@ function decide(input: Partial<BackfillStatusInput>): BackfillStatusT {
 
 const condition = (status: BackfillStatusT, type: string) => status.conditions?.find((c) => c.type === type);
 
-describe('a Backfill\'s status from its trigger and its dispatcher\'s /state', () => {
+describe("a Backfill's status from its trigger and its dispatcher's /state", () => {
   const cases: { name: string; given: Partial<BackfillStatusInput>; expect: { fields: Partial<BackfillStatusT>; accepted: object; complete: object } }[] = [
     {
       name: 'a trigger that does not exist: Accepted=False TriggerNotFound naming it, phase Pending, no dispatcher',
@@ -67,15 +67,26 @@ describe('a Backfill\'s status from its trigger and its dispatcher\'s /state', (
       },
     },
     {
-      name: 'an entry without a uid (started by the CLI) is not this resource\'s',
+      name: "an entry without a uid (started by the CLI) is not this resource's",
       given: { trigger: found, reading: reading({ [KEY]: { trigger: 'shop/new-order', phase: 'Running', rowsRead: 5, rowsSent: 5 } }) },
       expect: { fields: { phase: 'Pending', rowsRead: undefined }, accepted: { status: 'Unknown', reason: 'DispatcherPending' }, complete: { status: 'False', reason: 'Pending' } },
     },
     {
-      name: 'running: mirrors the counts, the cursor and the dispatcher\'s message; progress rounded down',
+      name: "running: mirrors the counts, the cursor and the dispatcher's message; progress rounded down",
       given: { trigger: found, reading: running({ rowsRead: 419, rowsSent: 400, rowsEstimate: 1000, cursor: '419', startTime: EARLIER, message: 'reading chunk 5' }) },
       expect: {
-        fields: { phase: 'Running', rowsRead: 419, rowsSent: 400, rowsEstimate: 1000, progress: '41%', cursor: '419', startTime: EARLIER, message: 'reading chunk 5', dispatcher: DISPATCHER, observedGeneration: 3 },
+        fields: {
+          phase: 'Running',
+          rowsRead: 419,
+          rowsSent: 400,
+          rowsEstimate: 1000,
+          progress: '41%',
+          cursor: '419',
+          startTime: EARLIER,
+          message: 'reading chunk 5',
+          dispatcher: DISPATCHER,
+          observedGeneration: 3,
+        },
         accepted: { status: 'True', reason: 'Accepted', message: `dispatcher ${DISPATCHER} runs this backfill` },
         complete: { status: 'False', reason: 'Running', message: 'reading chunk 5' },
       },
@@ -95,7 +106,7 @@ describe('a Backfill\'s status from its trigger and its dispatcher\'s /state', (
       },
     },
     {
-      name: 'failed: Complete=False reason Failed with the dispatcher\'s message',
+      name: "failed: Complete=False reason Failed with the dispatcher's message",
       given: { trigger: found, reading: running({ phase: 'Failed', rowsRead: 10, message: 'table public.orders has no primary key' }) },
       expect: {
         fields: { phase: 'Failed', message: 'table public.orders has no primary key' },
@@ -188,7 +199,7 @@ describe('progress', () => {
 describe('Events on a Backfill', () => {
   it.each([
     ['completing: Normal Completed with the counts', 'Running', { phase: 'Complete', rowsRead: 10, rowsSent: 4 }, { type: 'Normal', reason: 'Completed', message: 'read 10 rows, sent 4 as events' }],
-    ['failing: Warning Failed with the dispatcher\'s message', 'Running', { phase: 'Failed', message: 'boom' }, { type: 'Warning', reason: 'Failed', message: 'boom' }],
+    ["failing: Warning Failed with the dispatcher's message", 'Running', { phase: 'Failed', message: 'boom' }, { type: 'Warning', reason: 'Failed', message: 'boom' }],
     ['complete from the start (a fast backfill never seen running)', undefined, { phase: 'Complete', rowsRead: 0, rowsSent: 0 }, { type: 'Normal', reason: 'Completed' }],
     ['still complete: nothing', 'Complete', { phase: 'Complete' }, undefined],
     ['running: nothing', 'Pending', { phase: 'Running' }, undefined],

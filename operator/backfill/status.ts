@@ -1,6 +1,6 @@
 import type { BackfillPhaseT, BackfillStatusT, ConditionT } from '../../api/v1alpha1/index.js';
 import type { BackfillStateReport } from '../../common/dispatcherState.js';
-import { REASON_INVALID_SPEC, stampCondition, type ConditionState, type Problem } from '../conditions.js';
+import { type ConditionState, type Problem, REASON_INVALID_SPEC, stampCondition } from '../conditions.js';
 import type { DispatcherReading } from '../eventtrigger/serving.js';
 
 /** The trigger and its dispatcher have the Backfill: the dispatcher reports it. */
@@ -126,10 +126,7 @@ export function decideBackfillStatus(input: BackfillStatusInput): BackfillStatus
 
   const context = { now: input.now, ...(input.generation !== undefined ? { generation: input.generation } : {}) };
   const before = previous.conditions ?? [];
-  const conditions: ConditionT[] = [
-    stampCondition(before, BackfillConditionAccepted, accepted, context),
-    stampCondition(before, BackfillConditionComplete, completeCondition(fields), context),
-  ];
+  const conditions: ConditionT[] = [stampCondition(before, BackfillConditionAccepted, accepted, context), stampCondition(before, BackfillConditionComplete, completeCondition(fields), context)];
   const progress = progressOf(fields.phase, fields.rowsRead, fields.rowsEstimate);
   return {
     ...fields,

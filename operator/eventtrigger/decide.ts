@@ -3,9 +3,9 @@ import type { EventTriggerResource } from '../../api/v1alpha1/index.js';
 import type { Problem } from '../conditions.js';
 import { functionUrl } from '../labels.js';
 import { checkFunction, checkSecrets, checkSlot } from './checks.js';
-import { desiredDispatcherObjects, type DispatcherObjects, type DispatcherSettings } from './dispatcher.js';
+import { type DispatcherObjects, type DispatcherSettings, desiredDispatcherObjects } from './dispatcher.js';
 import type { EventTriggerLifecycle } from './lifecycle.js';
-import { chooseSlot, dispatcherName, sourceOf, type SourceRef } from './source.js';
+import { chooseSlot, dispatcherName, type SourceRef, sourceOf } from './source.js';
 
 /** What deciding an EventTrigger looks at (all read from caches beforehand). */
 export interface TriggerInput {

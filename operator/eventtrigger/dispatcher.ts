@@ -1,19 +1,9 @@
-import type { V1ConfigMap, V1Deployment, V1EnvVar, V1ResourceRequirements, V1Secret, V1Service, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
 import { createHash } from 'node:crypto';
+import type { V1ConfigMap, V1Deployment, V1EnvVar, V1ResourceRequirements, V1Secret, V1Service, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { API_VERSION, type BackfillResource, type EventTriggerResource } from '../../api/v1alpha1/index.js';
 import { DATABASE_URL_ENV, secretEnvName } from '../../common/secretEnv.js';
-import {
-  COMPONENT_DISPATCHER,
-  FUNCTION_URL_TEMPLATE,
-  LABEL_COMPONENT,
-  LABEL_INSTANCE,
-  LABEL_MANAGED_BY,
-  LABEL_NAME,
-  LABEL_PART_OF,
-  MANAGED_BY,
-  PART_OF,
-} from '../labels.js';
+import { COMPONENT_DISPATCHER, FUNCTION_URL_TEMPLATE, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PART_OF, MANAGED_BY, PART_OF } from '../labels.js';
 import { ownerReference } from '../ownerRefs.js';
 import { restrictedContainerSecurityContext, restrictedPodSecurityContext } from '../podSecurity.js';
 import { dispatcherNodeOptions } from './nodeHeap.js';
@@ -100,9 +90,7 @@ function dispatcherMeta(source: SourceRef, members: readonly EventTriggerResourc
  */
 export function backfillsOfSource(source: SourceRef, members: readonly EventTriggerResource[], backfills: readonly BackfillResource[]): BackfillResource[] {
   const triggers = new Set(members.map((t) => t.metadata.name));
-  return backfills
-    .filter((b) => (b.metadata.namespace ?? 'default') === source.namespace && triggers.has(b.spec.trigger.name))
-    .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
+  return backfills.filter((b) => (b.metadata.namespace ?? 'default') === source.namespace && triggers.has(b.spec.trigger.name)).sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
 }
 
 /**
@@ -111,12 +99,7 @@ export function backfillsOfSource(source: SourceRef, members: readonly EventTrig
  * publication are written into every spec, so the dispatcher never has to derive them. Then the
  * Functions' limits, then the Backfills of its triggers (see backfillsOfSource).
  */
-export function dispatcherConfig(
-  source: SourceRef,
-  members: readonly EventTriggerResource[],
-  functions: readonly FunctionLimit[] = [],
-  backfills: readonly BackfillResource[] = [],
-): string {
+export function dispatcherConfig(source: SourceRef, members: readonly EventTriggerResource[], functions: readonly FunctionLimit[] = [], backfills: readonly BackfillResource[] = []): string {
   const slot = chooseSlot(source, members);
   const triggers = sortedMembers(members).map((t) =>
     stringify(
@@ -211,10 +194,7 @@ function dispatcherSecretRefs(source: SourceRef, members: readonly EventTriggerR
     const ref = t.spec.delivery.signingSecretRef;
     if (ref) signing.set(secretEnvName(ref), ref);
   }
-  return [
-    { env: DATABASE_URL_ENV, name: source.secretName, key: source.key },
-    ...[...signing].sort(([a], [b]) => a.localeCompare(b)).map(([env, ref]) => ({ env, name: ref.name, key: ref.key })),
-  ];
+  return [{ env: DATABASE_URL_ENV, name: source.secretName, key: source.key }, ...[...signing].sort(([a], [b]) => a.localeCompare(b)).map(([env, ref]) => ({ env, name: ref.name, key: ref.key }))];
 }
 
 const TLS_DIR = '/etc/eventide/tls';
@@ -239,7 +219,16 @@ function databaseTls(members: readonly EventTriggerResource[]): { args: string[]
     out.args.push('--database-ca', `${TLS_DIR}/ca/ca.crt`);
   }
   if (tls.clientCertSecretRef) {
-    out.volumes.push({ name: 'database-client-cert', secret: { secretName: tls.clientCertSecretRef.name, items: [{ key: 'tls.crt', path: 'tls.crt' }, { key: 'tls.key', path: 'tls.key' }] } });
+    out.volumes.push({
+      name: 'database-client-cert',
+      secret: {
+        secretName: tls.clientCertSecretRef.name,
+        items: [
+          { key: 'tls.crt', path: 'tls.crt' },
+          { key: 'tls.key', path: 'tls.key' },
+        ],
+      },
+    });
     out.mounts.push({ name: 'database-client-cert', mountPath: `${TLS_DIR}/client`, readOnly: true });
     out.args.push('--database-cert', `${TLS_DIR}/client/tls.crt`, '--database-key', `${TLS_DIR}/client/tls.key`);
   }
@@ -315,35 +304,17 @@ export function makeDispatcherDeployment(source: SourceRef, members: readonly Ev
               name: 'dispatcher',
               image: settings.image,
               ...(settings.imagePullPolicy ? { imagePullPolicy: settings.imagePullPolicy } : {}),
-              args: [
-                'dispatch',
-                '-f',
-                DISPATCHER_CONFIG_DIR,
-                '--function-url-template',
-                FUNCTION_URL_TEMPLATE,
-                '--port',
-                String(DISPATCHER_PORT),
-                '--watch-config',
-                ...tls.args,
-              ],
+              args: ['dispatch', '-f', DISPATCHER_CONFIG_DIR, '--function-url-template', FUNCTION_URL_TEMPLATE, '--port', String(DISPATCHER_PORT), '--watch-config', ...tls.args],
               ports: [{ name: 'http', containerPort: DISPATCHER_PORT, protocol: 'TCP' }],
               env: dispatcherEnv(source, members, resources),
               readinessProbe: probe('/readyz'),
               livenessProbe: probe('/healthz'),
               resources,
               securityContext: restrictedContainerSecurityContext(),
-              volumeMounts: [
-                { name: 'triggers', mountPath: DISPATCHER_CONFIG_DIR, readOnly: true },
-                { name: 'tmp', mountPath: '/tmp' },
-                ...tls.mounts,
-              ],
+              volumeMounts: [{ name: 'triggers', mountPath: DISPATCHER_CONFIG_DIR, readOnly: true }, { name: 'tmp', mountPath: '/tmp' }, ...tls.mounts],
             },
           ],
-          volumes: [
-            { name: 'triggers', configMap: { name } },
-            { name: 'tmp', emptyDir: {} },
-            ...tls.volumes,
-          ],
+          volumes: [{ name: 'triggers', configMap: { name } }, { name: 'tmp', emptyDir: {} }, ...tls.volumes],
         },
       },
     },

@@ -1,5 +1,5 @@
-import type { Logger } from '../../common/logger.js';
 import { parseDispatcherState } from '../../common/dispatcherState.js';
+import type { Logger } from '../../common/logger.js';
 import type { DispatcherReading } from './serving.js';
 
 /** A dispatcher to read: its namespace and name, and where its /state answers. */

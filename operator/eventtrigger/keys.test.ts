@@ -23,7 +23,10 @@ describe('which triggers an event concerns', () => {
   });
 
   it('a dispatcher object: the triggers that own it; any other object: none', () => {
-    const owners = [{ kind: 'EventTrigger', name: 'a' }, { kind: 'EventTrigger', name: 'b' }].map((o) => ({ ...o, apiVersion: 'eventide.dev/v1alpha1', uid: o.name }));
+    const owners = [
+      { kind: 'EventTrigger', name: 'a' },
+      { kind: 'EventTrigger', name: 'b' },
+    ].map((o) => ({ ...o, apiVersion: 'eventide.dev/v1alpha1', uid: o.name }));
     expect(ownerKeysOfDispatcherObject({ metadata: { namespace: 'shop', labels: { 'app.kubernetes.io/component': 'dispatcher' }, ownerReferences: owners } })).toEqual(['shop/a', 'shop/b']);
     expect(ownerKeysOfDispatcherObject({ metadata: { namespace: 'shop', labels: { 'app.kubernetes.io/component': 'function' }, ownerReferences: owners } })).toEqual([]);
   });

@@ -1,7 +1,7 @@
 import type { StoredEventTrigger } from '../cache.js';
 import { COMPONENT_DISPATCHER, LABEL_COMPONENT } from '../labels.js';
 import { ownersOfKind } from '../ownerRefs.js';
-import { sameSource, type SourceRef } from './source.js';
+import { type SourceRef, sameSource } from './source.js';
 
 /**
  * Which EventTriggers a change elsewhere concerns: the informer handlers map each event to the keys
@@ -10,9 +10,7 @@ import { sameSource, type SourceRef } from './source.js';
 
 /** The trigger reads this Secret: its connection, signing, or TLS (CA, client certificate) Secret. */
 export function usesSecret(trigger: StoredEventTrigger, secretName: string): boolean {
-  const spec = trigger.spec as
-    | { delivery?: { signingSecretRef?: { name?: string } }; source?: { tls?: { caSecretRef?: { name?: string }; clientCertSecretRef?: { name?: string } } } }
-    | undefined;
+  const spec = trigger.spec as { delivery?: { signingSecretRef?: { name?: string } }; source?: { tls?: { caSecretRef?: { name?: string }; clientCertSecretRef?: { name?: string } } } } | undefined;
   const tls = spec?.source?.tls;
   return (
     storedSourceOf(trigger)?.secretName === secretName ||

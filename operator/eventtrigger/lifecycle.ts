@@ -1,6 +1,6 @@
 import type { V1Deployment } from '@kubernetes/client-node';
 import type { EventTriggerResource, EventTriggerStatusT } from '../../api/v1alpha1/index.js';
-import { ConditionSet, REASON_APPLY_FAILED, REASON_INVALID_SPEC, type ConditionManager, type ConditionState, type Problem } from '../conditions.js';
+import { type ConditionManager, ConditionSet, type ConditionState, type Problem, REASON_APPLY_FAILED, REASON_INVALID_SPEC } from '../conditions.js';
 import { deploymentReadiness } from '../deploymentReadiness.js';
 
 export const TriggerConditionFunctionResolved = 'FunctionResolved';

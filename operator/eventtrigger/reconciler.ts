@@ -1,32 +1,25 @@
 import type { V1ConfigMap, V1Deployment, V1Service } from '@kubernetes/client-node';
-import {
-  InvalidResourceError,
-  parseEventTrigger,
-  type BackfillResource,
-  type ObjectMeta,
-  type EventTriggerResource,
-  type EventTriggerStatusT,
-} from '../../api/v1alpha1/index.js';
 import { DURATION_PATTERN } from '../../api/v1alpha1/duration.js';
+import { type BackfillResource, type EventTriggerResource, type EventTriggerStatusT, InvalidResourceError, type ObjectMeta, parseEventTrigger } from '../../api/v1alpha1/index.js';
 import type { Logger } from '../../common/logger.js';
 import type { Cache, StoredEventTrigger, StoredFunction } from '../cache.js';
 import type { ReconcileOutcome } from '../controller.js';
 import { apiErrorMessage, isNotFound } from '../errors.js';
 import type { EventRecorder } from '../events.js';
-import { applyIfChanged, deleteObject, type KubeClients } from '../kube.js';
-import type { KindReconciler, ReconcileContext } from '../resourceReconciler.js';
 import { KeyedMutex } from '../keyedMutex.js';
-import { LABEL_COMPONENT, COMPONENT_DISPATCHER } from '../labels.js';
+import { applyIfChanged, deleteObject, type KubeClients } from '../kube.js';
+import { COMPONENT_DISPATCHER, LABEL_COMPONENT } from '../labels.js';
+import type { KindReconciler, ReconcileContext } from '../resourceReconciler.js';
 import type { SecretWatcher } from '../secretWatcher.js';
 import { decideTrigger, markDecision } from './decide.js';
-import { storedSourceOf } from './keys.js';
-import { SECRETS_HASH_ANNOTATION, desiredDispatcherObjects, secretsHash, sourceOfDispatcher, type DispatcherSettings, type FunctionLimit } from './dispatcher.js';
+import { type DispatcherSettings, desiredDispatcherObjects, type FunctionLimit, SECRETS_HASH_ANNOTATION, secretsHash, sourceOfDispatcher } from './dispatcher.js';
 import type { DispatcherStates } from './dispatcherStates.js';
-import { laggingCondition, servingCondition } from './serving.js';
+import { storedSourceOf } from './keys.js';
 import { EventTriggerLifecycle } from './lifecycle.js';
-import { SlotDropError, dropSlotAndPublication } from './slotDrop.js';
-import { SLOTS_ANNOTATION, planSlots, readSlotRecord, type RecordedSlot, type SlotToDrop } from './slotRecord.js';
-import { chooseSlot, dispatcherName, sameSource, sourceId, sourceOf, type SourceRef } from './source.js';
+import { laggingCondition, servingCondition } from './serving.js';
+import { dropSlotAndPublication, SlotDropError } from './slotDrop.js';
+import { planSlots, type RecordedSlot, readSlotRecord, SLOTS_ANNOTATION, type SlotToDrop } from './slotRecord.js';
+import { chooseSlot, dispatcherName, type SourceRef, sameSource, sourceId, sourceOf } from './source.js';
 
 /** WAL a slot may hold back before its triggers report Lagging, unless the operator is told otherwise. */
 export const DEFAULT_LAG_THRESHOLD_BYTES = 1024 ** 3;
@@ -72,7 +65,6 @@ export interface EventTriggerReconcilerDeps {
 type Stored = StoredEventTrigger & { metadata: { name: string; namespace: string; uid: string } };
 
 const DURATION = new RegExp(DURATION_PATTERN);
-
 
 /**
  * EventTrigger → its source's dispatcher (one Deployment + ConfigMap per Secret key, shared by every
@@ -233,7 +225,12 @@ export class EventTriggerReconciler implements KindReconciler<EventTriggerResour
       const plan = planSlots(recorded, current);
       for (const kept of plan.kept) {
         // Forgotten, not dropped (no trigger asked for that): say once that it still holds WAL.
-        if (subject) this.deps.events.normal(this.subject(subject), 'SlotKept', `replication slot "${kept.slot}" is no longer read and holds WAL until it is dropped: SELECT pg_drop_replication_slot('${kept.slot}')`);
+        if (subject)
+          this.deps.events.normal(
+            this.subject(subject),
+            'SlotKept',
+            `replication slot "${kept.slot}" is no longer read and holds WAL until it is dropped: SELECT pg_drop_replication_slot('${kept.slot}')`,
+          );
       }
       const withRecord = (record: RecordedSlot[]) => ({
         ...objects.configMap,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { DispatcherStateReport, TriggerStateReport } from '../../common/dispatcherState.js';
-import { laggingCondition, servingCondition, type DispatcherReading } from './serving.js';
+import { type DispatcherReading, laggingCondition, servingCondition } from './serving.js';
 import { planSlots, readSlotRecord, SLOTS_ANNOTATION } from './slotRecord.js';
 
 function reading(trigger: Partial<TriggerStateReport> | undefined, lagBytes = 0): DispatcherReading {
@@ -13,7 +13,7 @@ function reading(trigger: Partial<TriggerStateReport> | undefined, lagBytes = 0)
   return { report, at: 0 };
 }
 
-describe('Serving from the dispatcher\'s own account', () => {
+describe("Serving from the dispatcher's own account", () => {
   it.each([
     ['no reading yet', undefined, 2, { status: 'Unknown', reason: 'DispatcherNotReporting' }],
     ['unreachable', { error: 'ECONNREFUSED', at: 0 }, 2, { status: 'Unknown', reason: 'DispatcherNotReporting' }],
@@ -72,7 +72,7 @@ describe('the record of the slots a source was pointed at', () => {
     });
   });
 
-  it('with no trigger left every slot marked to drop is dropped; the current one follows its triggers\' flag', () => {
+  it("with no trigger left every slot marked to drop is dropped; the current one follows its triggers' flag", () => {
     expect(planSlots([a, { slot: 'old', publication: 'old', drop: true }], undefined).toDrop.map((d) => d.slot)).toEqual(['a', 'old']);
     expect(planSlots([a], { slot: 'a', publication: 'a', drop: false })).toEqual({ record: [{ ...a, drop: false }], toDrop: [], kept: [] });
   });

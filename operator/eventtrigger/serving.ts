@@ -34,7 +34,7 @@ export function servingCondition(reading: DispatcherReading | undefined, trigger
           message: `function ${functionKey} has had no ready pod since ${fn.unavailableSince ?? 'its activation timeout'} (longer than its spec.scale.activationTimeout): events are retried and dead-lettered as usual`,
         };
       }
-      return { status: 'True', reason: REASON_SERVING, message: 'the dispatcher delivers this trigger\'s events' };
+      return { status: 'True', reason: REASON_SERVING, message: "the dispatcher delivers this trigger's events" };
     }
     case 'suspended':
       return { status: 'True', reason: REASON_SUSPENDED, message: 'suspended: matching changes wait in the backlog (eventide.backlog) until spec.suspend is false' };

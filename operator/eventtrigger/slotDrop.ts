@@ -36,10 +36,7 @@ export async function dropSlotAndPublication(url: string, slotName: string, publ
     throw new SlotDropError(`cannot connect to ${redactUrl(url)}: ${(error as Error).message}`, { cause: error });
   }
   try {
-    const slot = await client.query<{ active: boolean; active_pid: number | null }>(
-      'SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1',
-      [slotName],
-    );
+    const slot = await client.query<{ active: boolean; active_pid: number | null }>('SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1', [slotName]);
     const row = slot.rows[0];
     if (row?.active) {
       throw new SlotDropError(`replication slot "${slotName}" is still in use by process ${row.active_pid ?? '?'}; retrying once its dispatcher has stopped`);

@@ -22,9 +22,7 @@ export function readSlotRecord(configMap: V1ConfigMap | undefined): RecordedSlot
   try {
     const parsed: unknown = JSON.parse(text);
     if (!Array.isArray(parsed)) return [];
-    return parsed.filter(
-      (e): e is RecordedSlot => typeof e === 'object' && e !== null && typeof e.slot === 'string' && typeof e.publication === 'string' && typeof e.drop === 'boolean',
-    );
+    return parsed.filter((e): e is RecordedSlot => typeof e === 'object' && e !== null && typeof e.slot === 'string' && typeof e.publication === 'string' && typeof e.drop === 'boolean');
   } catch {
     return [];
   }

@@ -1,15 +1,15 @@
 import type { V1Deployment } from '@kubernetes/client-node';
-import { parseFunction, type FunctionResource } from '../../api/v1alpha1/index.js';
+import { type FunctionResource, parseFunction } from '../../api/v1alpha1/index.js';
 import type { Logger } from '../../common/logger.js';
 import type { Cache, StoredEventTrigger, StoredFunction } from '../cache.js';
 import type { EventRecorder } from '../events.js';
+import { storedSourceOf, targetsFunction } from '../eventtrigger/keys.js';
+import type { DispatcherReading } from '../eventtrigger/serving.js';
+import { dispatcherName } from '../eventtrigger/source.js';
 import type { OperatorMetrics } from '../metrics.js';
 import { controllerOf } from '../ownerRefs.js';
-import { dispatcherName } from '../eventtrigger/source.js';
-import type { DispatcherReading } from '../eventtrigger/serving.js';
-import { storedSourceOf, targetsFunction } from '../eventtrigger/keys.js';
-import { sumDemand, type FunctionDemand } from './demand.js';
-import { decideScale, scaleSpecOf, type ScaleDecision, type ScaleMemory, type ScaleSpec } from './scaleDecision.js';
+import { type FunctionDemand, sumDemand } from './demand.js';
+import { decideScale, type ScaleDecision, type ScaleMemory, type ScaleSpec, scaleSpecOf } from './scaleDecision.js';
 
 /** What the autoscaler last decided for a Function: the replicas its Deployment should have, and why. */
 export interface AutoscaleStatus {
@@ -177,7 +177,10 @@ export class FunctionAutoscaler {
       const dispatcher = dispatcherName(source);
       dispatchers.set(dispatcher, this.deps.readings.get(namespace, dispatcher));
     }
-    return sumDemand(`${namespace}/${name}`, [...dispatchers].map(([dispatcher, reading]) => ({ name: dispatcher, reading })));
+    return sumDemand(
+      `${namespace}/${name}`,
+      [...dispatchers].map(([dispatcher, reading]) => ({ name: dispatcher, reading })),
+    );
   }
 
   /** The Deployment's count when this leader has not decided yet (a new leader carries on from it). */

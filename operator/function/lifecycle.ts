@@ -1,6 +1,6 @@
 import type { V1Deployment, V1Service } from '@kubernetes/client-node';
 import type { FunctionResource, FunctionStatusT } from '../../api/v1alpha1/index.js';
-import { ConditionSet, REASON_APPLY_FAILED, REASON_INVALID_SPEC, type ConditionManager } from '../conditions.js';
+import { type ConditionManager, ConditionSet, REASON_APPLY_FAILED, REASON_INVALID_SPEC } from '../conditions.js';
 import { deploymentReadiness } from '../deploymentReadiness.js';
 import { functionUrl } from '../labels.js';
 
@@ -9,11 +9,7 @@ export const FunctionConditionServiceReady = 'ServiceReady';
 export type FunctionConditionType = typeof FunctionConditionDeploymentReady | typeof FunctionConditionServiceReady;
 
 /** A Function is Ready when its Deployment is available and its Service exists. */
-export const functionConditionSet = new ConditionSet<FunctionConditionType>('Ready', [
-  FunctionConditionDeploymentReady,
-  FunctionConditionServiceReady,
-]);
-
+export const functionConditionSet = new ConditionSet<FunctionConditionType>('Ready', [FunctionConditionDeploymentReady, FunctionConditionServiceReady]);
 
 /**
  * The next status of a Function. Reconcilers call the `markX` / `propagateX` helpers and read `status()`;

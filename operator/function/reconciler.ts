@@ -1,16 +1,15 @@
 import type { V1Deployment, V1Service } from '@kubernetes/client-node';
-import { parseFunction, type FunctionResource, type FunctionStatusT } from '../../api/v1alpha1/index.js';
+import { type FunctionResource, type FunctionStatusT, parseDuration, parseFunction } from '../../api/v1alpha1/index.js';
 import type { Cache, StoredEventTrigger, StoredFunction } from '../cache.js';
-import { parseDuration } from '../../api/v1alpha1/index.js';
 import type { ReconcileOutcome } from '../controller.js';
 import { apiErrorMessage } from '../errors.js';
+import { targetsFunction } from '../eventtrigger/keys.js';
 import { applyIfChanged } from '../kube.js';
 import { controllerOf } from '../ownerRefs.js';
 import type { KindReconciler, ReconcileContext } from '../resourceReconciler.js';
-import { targetsFunction } from '../eventtrigger/keys.js';
+import type { AutoscaleStatus } from './autoscaler.js';
 import { FunctionLifecycle } from './lifecycle.js';
 import { desiredFunctionObjects } from './resources.js';
-import type { AutoscaleStatus } from './autoscaler.js';
 
 export interface FunctionReconcilerDeps {
   functions: Cache<StoredFunction>;

@@ -1,14 +1,6 @@
 import type { V1Container, V1Deployment, V1EnvVar, V1Service } from '@kubernetes/client-node';
 import type { FunctionResource } from '../../api/v1alpha1/index.js';
-import {
-  COMPONENT_FUNCTION,
-  LABEL_COMPONENT,
-  LABEL_MANAGED_BY,
-  LABEL_NAME,
-  LABEL_PART_OF,
-  MANAGED_BY,
-  PART_OF,
-} from '../labels.js';
+import { COMPONENT_FUNCTION, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PART_OF, MANAGED_BY, PART_OF } from '../labels.js';
 import { ownerReference } from '../ownerRefs.js';
 import { restrictedContainerSecurityContext, restrictedPodSecurityContext } from '../podSecurity.js';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decideScale, type Demand, type ScaleDecision, type ScaleMemory, type ScaleSpec } from './scaleDecision.js';
+import { type Demand, decideScale, type ScaleDecision, type ScaleMemory, type ScaleSpec } from './scaleDecision.js';
 
 const spec: ScaleSpec = { min: 0, max: 10, target: 10, scaleDownDelayMs: 30_000, idleTimeoutMs: 60_000 };
 const LONG_AGO = -1_000_000;
@@ -61,19 +61,32 @@ describe('deciding replicas from the exact demand', () => {
   it('light traffic served between readings is not idleness: deliveries keep one pod, their end starts the idle clock', () => {
     // 5 orders/s handled in 10 ms: almost no reading catches one pending, but each reports the last delivery.
     const light = (at: number) => ({ at, demand: { events: 0, inflight: 0, backlog: 0, lastDeliveryAt: at - 150 } });
-    const steps = [{ at: 0, demand: d(1) }, ...[30_000, 60_000, 90_000, 120_000].map(light), { at: 150_000, demand: { ...d(0), lastDeliveryAt: 119_850 } }, { at: 180_000, demand: { ...d(0), lastDeliveryAt: 119_850 } }];
+    const steps = [
+      { at: 0, demand: d(1) },
+      ...[30_000, 60_000, 90_000, 120_000].map(light),
+      { at: 150_000, demand: { ...d(0), lastDeliveryAt: 119_850 } },
+      { at: 180_000, demand: { ...d(0), lastDeliveryAt: 119_850 } },
+    ];
     expect(run(steps).map((x) => x.replicas)).toEqual([1, 1, 1, 1, 1, 1, 0]);
   });
 
   it('a dispatcher that cannot be read holds the count (never zero)', () => {
-    expect(run([{ at: 0, demand: d(30) }, { at: 100_000, demand: undefined }]).map((x) => [x.replicas, x.reason])).toEqual([
+    expect(
+      run([
+        { at: 0, demand: d(30) },
+        { at: 100_000, demand: undefined },
+      ]).map((x) => [x.replicas, x.reason]),
+    ).toEqual([
       [3, 'ScaleUp'],
       [3, 'DemandUnknown'],
     ]);
   });
 
   it('never below what the requests in flight need', () => {
-    const decisions = run([{ at: 0, demand: d(40, 40) }, { at: 100_000, demand: d(30, 30) }]);
+    const decisions = run([
+      { at: 0, demand: d(40, 40) },
+      { at: 100_000, demand: d(30, 30) },
+    ]);
     expect(decisions.map((x) => x.replicas)).toEqual([4, 3]);
     expect(decideScale({ spec, now: 100_000, current: 4, demand: d(0, 25), leadingSince: LONG_AGO, memory: { recent: [] } }).replicas).toBe(3);
   });
@@ -87,6 +100,15 @@ describe('deciding replicas from the exact demand', () => {
 
   it('min keeps pods warm whatever the demand', () => {
     const warm = { ...spec, min: 2 };
-    expect(run([{ at: 0, demand: d(0) }, { at: 500_000, demand: d(0) }], { current: 2, memory: { recent: [] } }, warm).map((x) => x.replicas)).toEqual([2, 2]);
+    expect(
+      run(
+        [
+          { at: 0, demand: d(0) },
+          { at: 500_000, demand: d(0) },
+        ],
+        { current: 2, memory: { recent: [] } },
+        warm,
+      ).map((x) => x.replicas),
+    ).toEqual([2, 2]);
   });
 });

@@ -7,13 +7,13 @@ import { eventTriggerRules, functionRules, GROUP, VERSION } from '../../api/v1al
 import {
   buildCrds,
   CRD_OUTPUT_DIRS,
+  type CustomResourceDefinition,
   GENERATED_HEADER,
   renderCrdFiles,
+  type StructuralSchema,
   staleCrdFiles,
   toStructural,
   UnsupportedSchemaError,
-  type CustomResourceDefinition,
-  type StructuralSchema,
 } from '../../crds/generate.js';
 
 const REPO_ROOT = resolve(import.meta.dirname, '..', '..');
@@ -74,9 +74,7 @@ describe('CRD shape', () => {
     const version = c.spec.versions[0]!;
     expect(version).toMatchObject({ name: VERSION, served: true, storage: true, subresources: { status: {} } });
     // Functions scale through /scale (kubectl scale, HPA, KEDA); triggers do not.
-    expect(version.subresources.scale).toEqual(
-      kind === 'Function' ? { specReplicasPath: '.spec.replicas', statusReplicasPath: '.status.replicas', labelSelectorPath: '.status.selector' } : undefined,
-    );
+    expect(version.subresources.scale).toEqual(kind === 'Function' ? { specReplicasPath: '.spec.replicas', statusReplicasPath: '.status.replicas', labelSelectorPath: '.status.selector' } : undefined);
     // Priority-0 columns are what `kubectl get` shows by default.
     expect(version.additionalPrinterColumns.filter((col) => !col.priority).map((col) => col.name)).toEqual(columns);
     // A Backfill runs to completion, like a Job: its phase stands where the others show Ready.
@@ -85,7 +83,7 @@ describe('CRD shape', () => {
     else expect(ready?.jsonPath).toBe('.status.conditions[?(@.type=="Ready")].status');
   });
 
-  it('shows a Backfill\'s trigger, phase, progress and rows; the estimate and the message with -o wide', () => {
+  it("shows a Backfill's trigger, phase, progress and rows; the estimate and the message with -o wide", () => {
     const columns = crd('Backfill').spec.versions[0]!.additionalPrinterColumns.map(({ name, type, jsonPath, priority }) => ({ name, type, jsonPath, priority }));
     expect(columns).toEqual([
       { name: 'Trigger', type: 'string', jsonPath: '.spec.trigger.name', priority: undefined },
@@ -119,7 +117,9 @@ describe('CRD shape', () => {
   it.each(cases)('$kind documents its spec fields for kubectl explain', ({ kind }) => {
     const spec = rootSchema(kind).properties!.spec!;
     expect(spec.description).toBeTruthy();
-    const undocumented = Object.entries(spec.properties ?? {}).filter(([, s]) => !s.description).map(([n]) => n);
+    const undocumented = Object.entries(spec.properties ?? {})
+      .filter(([, s]) => !s.description)
+      .map(([n]) => n);
     // Tolerate a few self-explanatory fields, but most must say what they do.
     expect(undocumented.length, `undocumented: ${undocumented.join(', ')}`).toBeLessThanOrEqual(2);
   });
@@ -129,7 +129,7 @@ describe('CRD shape', () => {
     expect(spec['x-kubernetes-validations']).toEqual(eventTriggerRules.map(({ rule, message }) => ({ rule, message })));
   });
 
-  it('puts the Function\'s cross-field rules (replicas xor scale, min <= max) on spec as CEL, with spec.scale\'s defaults', () => {
+  it("puts the Function's cross-field rules (replicas xor scale, min <= max) on spec as CEL, with spec.scale's defaults", () => {
     const spec = rootSchema('Function').properties!.spec!;
     expect(spec['x-kubernetes-validations']).toEqual(functionRules.map(({ rule, message }) => ({ rule, message })));
     expect(spec.properties!.scale!.properties).toMatchObject({

@@ -33,7 +33,10 @@ function readDockerfile(path: string): Dockerfile {
 /** Whether a COPY source (a file, a directory, or a `dir/*.ts` pattern) brings `file` into the image. */
 function copies(source: string, file: string): boolean {
   if (source.includes('*')) {
-    const pattern = source.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('[^/]*');
+    const pattern = source
+      .split('*')
+      .map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+      .join('[^/]*');
     return new RegExp(`^${pattern}$`).test(file);
   }
   return file === source || file.startsWith(`${source}/`);
@@ -115,7 +118,7 @@ const images = [
 describe.each(images)('$dockerfile', ({ dockerfile, entry, runs }) => {
   const image = readDockerfile(dockerfile);
 
-  it(`runs ${runs ? entry : 'a function\'s entry'} with node as a non-root user`, () => {
+  it(`runs ${runs ? entry : "a function's entry"} with node as a non-root user`, () => {
     if (runs) expect(image.entrypoint).toContain(entry);
     expect(image.entrypoint[0]).toBe('node');
     expect(image.user).toMatch(/^10001(:10001)?$/);
@@ -142,7 +145,9 @@ describe.each(images)('$dockerfile', ({ dockerfile, entry, runs }) => {
 
 describe('.dockerignore', () => {
   it('keeps dependencies, caches, history and tests out of the build context', () => {
-    const ignored = readFileSync(join(REPO_ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim());
+    const ignored = readFileSync(join(REPO_ROOT, '.dockerignore'), 'utf8')
+      .split('\n')
+      .map((l) => l.trim());
     for (const entry of ['**/node_modules', '.cache', '.git', 'test', '**/*.test.ts']) expect(ignored).toContain(entry);
     for (const image of images) {
       for (const copied of readDockerfile(image.dockerfile).copied) expect(ignored, `${image.dockerfile} copies ${copied}`).not.toContain(copied);

@@ -62,11 +62,17 @@ describe('helm chart', () => {
     const defaults = await helm(['lint', CHART_DIR, '--strict']);
     expect(defaults.code, defaults.stdout + defaults.stderr).toBe(0);
     const everything = await helm([
-      'lint', CHART_DIR, '--strict',
-      '--set', 'serviceMonitor.enabled=true',
-      '--set', 'grafanaDashboard.namespace=monitoring',
-      '--set', 'dispatcher.image.pullPolicy=Always',
-      '--set', 'operator.extraArgs={--workers=8}',
+      'lint',
+      CHART_DIR,
+      '--strict',
+      '--set',
+      'serviceMonitor.enabled=true',
+      '--set',
+      'grafanaDashboard.namespace=monitoring',
+      '--set',
+      'dispatcher.image.pullPolicy=Always',
+      '--set',
+      'operator.extraArgs={--workers=8}',
     ]);
     expect(everything.code, everything.stdout + everything.stderr).toBe(0);
   });
@@ -123,11 +129,7 @@ describe('helm chart', () => {
       readOnlyRootFilesystem: true,
       capabilities: { drop: ['ALL'] },
     });
-    expect(container!.args).toEqual(expect.arrayContaining([
-      '--leader-elect',
-      '--namespace=$(POD_NAMESPACE)',
-      '--dispatcher-image=ghcr.io/eventide-dev/eventide-dispatcher:0.1.0',
-    ]));
+    expect(container!.args).toEqual(expect.arrayContaining(['--leader-elect', '--namespace=$(POD_NAMESPACE)', '--dispatcher-image=ghcr.io/eventide-dev/eventide-dispatcher:0.1.0']));
     expect(container!.env).toContainEqual({ name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } });
     expect(container!.ports).toContainEqual(expect.objectContaining({ name: 'http', containerPort: 8080 }));
     expect(container!.livenessProbe.httpGet).toEqual({ path: '/healthz', port: 'http' });
@@ -160,7 +162,10 @@ describe('helm chart', () => {
     expect(configMap.metadata.labels).toMatchObject({ grafana_dashboard: '1' });
     const dashboard = JSON.parse(configMap.data['eventide.json']!) as { panels: { targets?: { expr: string }[] }[] };
     expect(dashboard).toEqual(JSON.parse(readFileSync(join(CHART_DIR, 'dashboards', 'eventide.json'), 'utf8')));
-    const exprs = dashboard.panels.flatMap((p) => p.targets ?? []).map((t) => t.expr).join('\n');
+    const exprs = dashboard.panels
+      .flatMap((p) => p.targets ?? [])
+      .map((t) => t.expr)
+      .join('\n');
     const metrics = [
       'eventide_dispatcher_events_received_total',
       'eventide_dispatcher_events_matched_total',
@@ -204,7 +209,9 @@ describe('helm chart', () => {
   it('keeps the generated CRDs in the chart crds/ folder (installed before templates)', async () => {
     const result = await helm(['show', 'crds', CHART_DIR]);
     expect(result.code, result.stderr).toBe(0);
-    const names = parseAllDocuments(result.stdout).map((d) => (d.toJS() as Manifest).metadata.name).sort();
+    const names = parseAllDocuments(result.stdout)
+      .map((d) => (d.toJS() as Manifest).metadata.name)
+      .sort();
     expect(names).toEqual(['backfills.eventide.dev', 'eventtriggers.eventide.dev', 'functions.eventide.dev']);
   });
 });

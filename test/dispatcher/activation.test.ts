@@ -10,9 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ATTEMPT_HEADER } from '../../api/v1alpha1/index.js';
 import type { DispatcherStateReport } from '../../common/dispatcherState.js';
 import { freePort } from '../../common/loopback.js';
-import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
-import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
-import { eventually, startRecordingSink, type RecordingSink } from '../harness/recordingSink.js';
+import { type SourceDatabase, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { type DispatcherProcess, startDispatcherProcess } from '../harness/dispatcherProcess.js';
+import { eventually, type RecordingSink, startRecordingSink } from '../harness/recordingSink.js';
 
 const SCHEMA = `
   CREATE TABLE orders (id int PRIMARY KEY, total int NOT NULL);
@@ -79,9 +79,14 @@ describe('a Function with no ready pod: its events wait for one without spending
       triggerManifest('audit', { table: { name: 'audit' }, sink: { url: healthy.url } }),
     ]);
     dispatcher = await startDispatcherProcess([
-      '--database-url', db.url, '-f', file,
-      '--function-url', `test/sleepy=http://127.0.0.1:${sleepyPort}/`,
-      '--function-url', `test/gone=http://127.0.0.1:${gonePort}/`,
+      '--database-url',
+      db.url,
+      '-f',
+      file,
+      '--function-url',
+      `test/sleepy=http://127.0.0.1:${sleepyPort}/`,
+      '--function-url',
+      `test/gone=http://127.0.0.1:${gonePort}/`,
     ]);
     await dispatcher.ready();
   }, 60_000);
@@ -95,10 +100,14 @@ describe('a Function with no ready pod: its events wait for one without spending
 
   it('events wait uncounted while the function refuses; /state shows the demand and since when; then all arrive as first attempts', async () => {
     await db.sql('INSERT INTO orders SELECT g, g * 10 FROM generate_series(1, 20) g');
-    const waiting = await eventually(async () => {
-      const f = (await state()).functions['test/sleepy'];
-      return f?.unavailableSince && f.events === 20 ? f : undefined;
-    }, 15_000, 'the function reported unavailable with its 20 events');
+    const waiting = await eventually(
+      async () => {
+        const f = (await state()).functions['test/sleepy'];
+        return f?.unavailableSince && f.events === 20 ? f : undefined;
+      },
+      15_000,
+      'the function reported unavailable with its 20 events',
+    );
     expect(waiting.activationTimedOut).toBeUndefined();
     expect(waiting.capacity).toBe(64);
     // A sibling trigger delivers meanwhile.
@@ -122,10 +131,14 @@ describe('a Function with no ready pod: its events wait for one without spending
     expect(new Set(sleepy.received.map((r) => r.subject)).size).toBe(20);
     // Found within a probe interval or two, not after a retry backoff.
     expect(sleepy.received[0]!.at - listening).toBeLessThan(1500);
-    const after = await eventually(async () => {
-      const f = (await state()).functions['test/sleepy'];
-      return f && f.unavailableSince === undefined && f.events === 0 ? f : undefined;
-    }, 10_000, 'the function reported available and drained');
+    const after = await eventually(
+      async () => {
+        const f = (await state()).functions['test/sleepy'];
+        return f && f.unavailableSince === undefined && f.events === 0 ? f : undefined;
+      },
+      10_000,
+      'the function reported available and drained',
+    );
     expect(after.inflight).toBe(0);
     expect(metricValue(await dispatcher.metrics(), 'eventide_dispatcher_function_unavailable{function="test/sleepy"}')).toBe(0);
     expect(dispatcher.output()).toContain('function answers again; delivering');
@@ -133,15 +146,23 @@ describe('a Function with no ready pod: its events wait for one without spending
 
   it('past the activation timeout the usual retries and dead-lettering apply, and /state says the activation timed out', async () => {
     await db.sql('INSERT INTO refunds VALUES (1, 5), (2, 7)');
-    const timedOut = await eventually(async () => {
-      const f = (await state()).functions['test/gone'];
-      return f?.activationTimedOut ? f : undefined;
-    }, 15_000, 'activation timed out');
+    const timedOut = await eventually(
+      async () => {
+        const f = (await state()).functions['test/gone'];
+        return f?.activationTimedOut ? f : undefined;
+      },
+      15_000,
+      'activation timed out',
+    );
     expect(timedOut.unavailableSince).toBeDefined();
-    const letters = await eventually(async () => {
-      const { rows } = await db.sql("SELECT attempts, reason, last_error FROM eventide.dead_letters WHERE trigger = 'test/to-gone' ORDER BY id");
-      return rows.length === 2 ? rows : undefined;
-    }, 15_000, 'both refunds dead-lettered');
+    const letters = await eventually(
+      async () => {
+        const { rows } = await db.sql("SELECT attempts, reason, last_error FROM eventide.dead_letters WHERE trigger = 'test/to-gone' ORDER BY id");
+        return rows.length === 2 ? rows : undefined;
+      },
+      15_000,
+      'both refunds dead-lettered',
+    );
     for (const letter of letters) {
       expect(letter).toMatchObject({ attempts: 3, reason: 'retries-exhausted' });
       expect(String(letter.last_error)).toContain('ECONNREFUSED');

@@ -8,11 +8,11 @@ import { writeFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import type { BackfillStateReport, DispatcherStateReport } from '../../common/dispatcherState.js';
-import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
-import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
-import { eventually } from '../harness/recordingSink.js';
-import { startControlledSink, type ControlledSink, type SinkDelivery } from '../harness/controlledSink.js';
+import { type ControlledSink, type SinkDelivery, startControlledSink } from '../harness/controlledSink.js';
 import { runEventide, sleep } from '../harness/deliveryHelpers.js';
+import { startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { type DispatcherProcess, startDispatcherProcess } from '../harness/dispatcherProcess.js';
+import { eventually } from '../harness/recordingSink.js';
 
 const ROWS = 20_000;
 
@@ -35,7 +35,9 @@ describe('backfills', () => {
   });
 
   async function setUp(options: { rows?: number; trigger?: Record<string, unknown>; answerDelayMs?: number; others?: (sinkUrl: string) => Record<string, unknown>[] } = {}) {
-    const db = await startSourceDatabase('CREATE TABLE items (id int PRIMARY KEY, version int NOT NULL DEFAULT 0, note text); CREATE TABLE bare (id int, note text); ALTER TABLE bare REPLICA IDENTITY FULL;');
+    const db = await startSourceDatabase(
+      'CREATE TABLE items (id int PRIMARY KEY, version int NOT NULL DEFAULT 0, note text); CREATE TABLE bare (id int, note text); ALTER TABLE bare REPLICA IDENTITY FULL;',
+    );
     cleanups.push(() => db.close());
     await db.sql(`INSERT INTO items SELECT g, 0, 'existing' FROM generate_series(1, ${options.rows ?? ROWS}) g`);
     const sink: ControlledSink = await startControlledSink(async () => {
@@ -99,11 +101,22 @@ describe('backfills', () => {
       }
     })();
     let lastState: BackfillStateReport | undefined;
-    const done = await eventually(async () => {
-      lastState = await backfillState(proc, 'all-items');
-      return lastState?.phase === 'Complete' ? lastState : undefined;
-    }, 120_000, 'the backfill complete').catch((error: Error) => {
-      throw new Error(`${error.message}: ${JSON.stringify(lastState)}\n${proc.output().split('\n').filter((l) => /warn|error|backfill/i.test(l)).slice(-20).join('\n')}`);
+    const done = await eventually(
+      async () => {
+        lastState = await backfillState(proc, 'all-items');
+        return lastState?.phase === 'Complete' ? lastState : undefined;
+      },
+      120_000,
+      'the backfill complete',
+    ).catch((error: Error) => {
+      throw new Error(
+        `${error.message}: ${JSON.stringify(lastState)}\n${proc
+          .output()
+          .split('\n')
+          .filter((l) => /warn|error|backfill/i.test(l))
+          .slice(-20)
+          .join('\n')}`,
+      );
     });
     writing = false;
     await writer;
@@ -114,12 +127,16 @@ describe('backfills', () => {
     expect(done.rowsRead).toBeGreaterThanOrEqual(ROWS - deleted.size);
     // Let the last live changes arrive.
     const final = new Map<number, number>(((await db.sql('SELECT id, version FROM items')).rows as { id: number; version: number }[]).map((r) => [r.id, r.version]));
-    await eventually(() => {
-      const last = new Map<number, SinkDelivery>();
-      for (const d of sink.deliveries) last.set(idOf(d), d);
-      for (const [id, version] of final) if (last.get(id) === undefined || versionOf(last.get(id)!) !== version) return false;
-      return true;
-    }, 30_000, 'every row\'s last event at its current version');
+    await eventually(
+      () => {
+        const last = new Map<number, SinkDelivery>();
+        for (const d of sink.deliveries) last.set(idOf(d), d);
+        for (const [id, version] of final) if (last.get(id) === undefined || versionOf(last.get(id)!) !== version) return false;
+        return true;
+      },
+      30_000,
+      "every row's last event at its current version",
+    );
 
     const byKey = new Map<number, SinkDelivery[]>();
     for (const d of sink.deliveries) (byKey.get(idOf(d)) ?? byKey.set(idOf(d), []).get(idOf(d))!).push(d);
@@ -160,10 +177,14 @@ describe('backfills', () => {
     expect(Number(durable.cursor[0])).toBe(durable.rows); // no row deleted: the cursor is the last key of the completed chunks
     const readBefore = sink.deliveries.length;
     const second = await start();
-    const done = await eventually(async () => {
-      const state = await backfillState(second, 'resumed');
-      return state?.phase === 'Complete' ? state : undefined;
-    }, 90_000, 'the backfill complete after the restart');
+    const done = await eventually(
+      async () => {
+        const state = await backfillState(second, 'resumed');
+        return state?.phase === 'Complete' ? state : undefined;
+      },
+      90_000,
+      'the backfill complete after the restart',
+    );
     // Counted once per row: the chunk cut off by the kill was recorded by the second run only.
     expect(done).toMatchObject({ rowsRead: ROWS, rowsSent: ROWS, rowsEstimate: ROWS, cursor: String(ROWS) });
     expect(second.output()).toMatch(new RegExp(`"from":\\["${durable.cursor[0]}"\\],"msg":"backfill running"`));
@@ -177,7 +198,7 @@ describe('backfills', () => {
     expect(sink.deliveries.length - readBefore).toBeLessThan(ROWS - 4000);
   }, 240_000);
 
-  it('a filter limits the rows; the trigger\'s own filter and format apply; a suspended trigger makes the backfill wait', async () => {
+  it("a filter limits the rows; the trigger's own filter and format apply; a suspended trigger makes the backfill wait", async () => {
     const { sink, withBackfills, withTrigger, start } = await setUp({ rows: 2000, trigger: { filter: 'new.id <= 1000', format: 'hasura', suspend: true } });
     const proc = await start();
     withBackfills(backfillManifest('tenth', { filter: 'new.id % 10 == 0' }));
@@ -186,10 +207,14 @@ describe('backfills', () => {
     expect(sink.deliveries).toHaveLength(0);
     expect(await backfillState(proc, 'tenth')).toMatchObject({ phase: 'Pending', rowsRead: 0, message: 'waiting: EventTrigger test/items is suspended (spec.suspend)' });
     withTrigger({ suspend: false });
-    const done = await eventually(async () => {
-      const state = await backfillState(proc, 'tenth');
-      return state?.phase === 'Complete' ? state : undefined;
-    }, 60_000, 'the backfill complete once the trigger resumed');
+    const done = await eventually(
+      async () => {
+        const state = await backfillState(proc, 'tenth');
+        return state?.phase === 'Complete' ? state : undefined;
+      },
+      60_000,
+      'the backfill complete once the trigger resumed',
+    );
     // Read every row; sent the ones both filters pass: id a multiple of 10, at most 1000.
     expect(done).toMatchObject({ rowsRead: 2000, rowsSent: 100, rowsEstimate: 2000 });
     await eventually(() => sink.deliveries.length >= 100, 10_000, '100 deliveries');
@@ -206,15 +231,18 @@ describe('backfills', () => {
       others: (url) => [triggerManifest('bare', { table: { name: 'bare' }, sink: { url }, operations: ['insert'] })],
     });
     const proc = await start();
-    withBackfills(
-      backfillManifest('slow', { rowsPerSecond: 200, batchSize: 100 }),
-      backfillManifest('removed', { rowsPerSecond: 200, batchSize: 100 }),
-      { ...backfillManifest('no-key', {}), spec: { trigger: { name: 'bare' } } },
-    );
-    const refused = await eventually(async () => {
-      const state = await backfillState(proc, 'no-key');
-      return state?.phase === 'Failed' ? state : undefined;
-    }, 30_000, 'the backfill of a table without a primary key failed').catch(async (error: Error) => {
+    withBackfills(backfillManifest('slow', { rowsPerSecond: 200, batchSize: 100 }), backfillManifest('removed', { rowsPerSecond: 200, batchSize: 100 }), {
+      ...backfillManifest('no-key', {}),
+      spec: { trigger: { name: 'bare' } },
+    });
+    const refused = await eventually(
+      async () => {
+        const state = await backfillState(proc, 'no-key');
+        return state?.phase === 'Failed' ? state : undefined;
+      },
+      30_000,
+      'the backfill of a table without a primary key failed',
+    ).catch(async (error: Error) => {
       throw new Error(`${error.message}: ${JSON.stringify(await backfillState(proc, 'no-key'))}`);
     });
     expect(refused.message).toBe(
@@ -241,7 +269,7 @@ describe('backfills', () => {
     await sleep(2000);
     expect(readsNow()).toBe(settled); // nothing more after the cancel
     expect(settled).toBeLessThan(2 * 3000);
-    const rows = (await db.sql("SELECT name, phase, message FROM eventide.backfills ORDER BY name")).rows;
+    const rows = (await db.sql('SELECT name, phase, message FROM eventide.backfills ORDER BY name')).rows;
     expect(rows).toEqual([
       { name: 'test/no-key', phase: 'Failed', message: refused.message },
       { name: 'test/removed', phase: 'Cancelled', message: 'cancelled: its Backfill resource was deleted' },
@@ -262,10 +290,14 @@ describe('backfills', () => {
     await eventually(async () => ((await backfillState(proc, 'changing'))?.rowsRead ?? 0) >= 100, 30_000, 'the first run under way');
     const firstRun = (await db.sql("SELECT run FROM eventide.backfills WHERE name = 'test/changing'")).rows[0] as { run: string };
     withBackfills(backfillManifest('changing', { filter: 'new.id > 1500', batchSize: 500 }));
-    const done = await eventually(async () => {
-      const state = await backfillState(proc, 'changing');
-      return state?.phase === 'Complete' ? state : undefined;
-    }, 60_000, 'the second run complete');
+    const done = await eventually(
+      async () => {
+        const state = await backfillState(proc, 'changing');
+        return state?.phase === 'Complete' ? state : undefined;
+      },
+      60_000,
+      'the second run complete',
+    );
     expect(done).toMatchObject({ rowsRead: 2000, rowsSent: 500 });
     const row = (await db.sql("SELECT run, filter FROM eventide.backfills WHERE name = 'test/changing'")).rows[0] as { run: string; filter: string };
     expect(row).toEqual({ run: expect.not.stringMatching(firstRun.run), filter: 'new.id > 1500' });

@@ -9,9 +9,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runBackfillCommand, type Terminal } from '../../dispatcher/backfill/command.js';
 import { BACKFILL_CHANNEL, BackfillStore } from '../../dispatcher/backfill/store.js';
 import { SettingsError } from '../../dispatcher/settings.js';
-import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
-import { eventually } from '../harness/recordingSink.js';
 import { runEventide, sleep } from '../harness/deliveryHelpers.js';
+import { type SourceDatabase, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { eventually } from '../harness/recordingSink.js';
 
 const SCHEMA = `
 CREATE TABLE items (id int PRIMARY KEY, status text NOT NULL DEFAULT 'open', note text);
@@ -136,7 +136,9 @@ describe('eventide backfill', () => {
       'table public.nokey has no primary key: a backfill reads the table in primary-key order, so each chunk can be checked against live changes; ' +
         'add one (ALTER TABLE "public"."nokey" ADD PRIMARY KEY (<columns>))',
     );
-    expect(await start('--trigger', 'test/withunique')).toMatch(/^table public\.withunique has no primary key: .*add one \(ALTER TABLE "public"\."withunique" ADD PRIMARY KEY USING INDEX "withunique_email_key"\)$/);
+    expect(await start('--trigger', 'test/withunique')).toMatch(
+      /^table public\.withunique has no primary key: .*add one \(ALTER TABLE "public"\."withunique" ADD PRIMARY KEY USING INDEX "withunique_email_key"\)$/,
+    );
     expect(await start('--trigger', 'test/gone')).toBe('table public.gone (of EventTrigger test/gone) does not exist in this database');
     expect(await start('--trigger', 'test/view')).toBe('public.items_view is a view: a backfill reads a table');
     expect(await start('--trigger', 'test/nope')).toBe(`EventTrigger test/nope is not in ${manifests}; the EventTriggers there are test/items, test/nokey, test/withunique, test/gone, test/view`);

@@ -6,11 +6,11 @@
 import { writeFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
-import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
-import { eventually } from '../harness/recordingSink.js';
-import { metricSum, parsePrometheusText, startControlledSink, type ControlledSink, type SinkDelivery } from '../harness/controlledSink.js';
+import { metricSum, parsePrometheusText, type SinkDelivery, startControlledSink } from '../harness/controlledSink.js';
 import { backlogEventIds, deadLetterRows, runEventide, sleep } from '../harness/deliveryHelpers.js';
+import { type SourceDatabase, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { startDispatcherProcess } from '../harness/dispatcherProcess.js';
+import { eventually } from '../harness/recordingSink.js';
 
 const version = (d: SinkDelivery) => Number((d.data.new as { version: number }).version);
 const change = (d: SinkDelivery) => `${d.subject}@${version(d)}`;
@@ -47,7 +47,14 @@ describe('the trigger backlog', () => {
     });
     cleanups.push(() => sink.close());
     const manifest = (suspend: boolean) =>
-      triggerManifest('items', { table: { name: 'items' }, sink: { url: sink.url }, operations: ['insert', 'update'], suspend, delivery: { retries: 100, backoff: { delay: '50ms', maxDelay: '200ms' } }, ...spec });
+      triggerManifest('items', {
+        table: { name: 'items' },
+        sink: { url: sink.url },
+        operations: ['insert', 'update'],
+        suspend,
+        delivery: { retries: 100, backoff: { delay: '50ms', maxDelay: '200ms' } },
+        ...spec,
+      });
     const file = writeManifests([manifest(false)]);
     const setSuspended = (suspend: boolean) => writeFileSync(file, stringify(manifest(suspend)));
     const start = async (extra: string[] = []) => {
@@ -138,7 +145,10 @@ describe('the trigger backlog', () => {
     expect(after).toMatchObject({ event_id: before.event_id, attempts: 0, first_attempt_at: null, reason: 'redeliver' });
     expect(Number(after.id)).toBeGreaterThan(Number(before.id));
     const missing = await runEventide(['events', 'redeliver', '--database-url', db.url, '--trigger', 'test/items', '--id', '999999']);
-    expect([missing.code, missing.stdout.trim().split('\n')]).toEqual([1, ['requeued 0 event(s) of test/items with fresh retries', '1 of the given ids were not waiting for test/items (delivered already, or another trigger\'s)']]);
+    expect([missing.code, missing.stdout.trim().split('\n')]).toEqual([
+      1,
+      ['requeued 0 event(s) of test/items with fresh retries', "1 of the given ids were not waiting for test/items (delivered already, or another trigger's)"],
+    ]);
     setSuspended(false);
     await eventually(() => sink.deliveries.some((d) => d.subject === 'public.items/7'), 15_000, 'the redelivered event');
     expect(sink.deliveries.find((d) => d.subject === 'public.items/7')!.id).toBe(before.event_id);
@@ -146,11 +156,14 @@ describe('the trigger backlog', () => {
 
   it('kill -9 while parking and again while draining: every change arrives, one id per change, each row in order within a run', async () => {
     let down = true;
-    const { db, sink, runs, start } = await setUp(async () => {
-      if (down) return { status: 503 };
-      await sleep(Math.random() * 3);
-      return { status: 200 };
-    }, { concurrency: 32 });
+    const { db, sink, runs, start } = await setUp(
+      async () => {
+        if (down) return { status: 503 };
+        await sleep(Math.random() * 3);
+        return { status: 200 };
+      },
+      { concurrency: 32 },
+    );
     let proc = await start(['--max-inflight-events', '500']);
     const rows = 1000;
     const versions = 6;
@@ -193,10 +206,13 @@ describe('the trigger backlog', () => {
   }, 180_000);
 
   it('Postgres restarting while the backlog drains: the drainer and the backlog writer reconnect, every event arrives, nothing is dead-lettered', async () => {
-    const { db, sink, setSuspended, start } = await setUp(async () => {
-      await sleep(2);
-      return { status: 200 };
-    }, { concurrency: 8 });
+    const { db, sink, setSuspended, start } = await setUp(
+      async () => {
+        await sleep(2);
+        return { status: 200 };
+      },
+      { concurrency: 8 },
+    );
     await start();
     setSuspended(true);
     await sleep(3000);

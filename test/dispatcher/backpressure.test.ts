@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
-import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
-import { eventually } from '../harness/recordingSink.js';
 import { dispatcherNodeOptions } from '../../operator/eventtrigger/nodeHeap.js';
-import { Gate, lsnToBigInt, metricSum, parsePrometheusText, processRssBytes, startControlledSink, type ControlledSink } from '../harness/controlledSink.js';
+import { type ControlledSink, Gate, lsnToBigInt, metricSum, parsePrometheusText, processRssBytes, startControlledSink } from '../harness/controlledSink.js';
+import { type SourceDatabase, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { type DispatcherProcess, startDispatcherProcess } from '../harness/dispatcherProcess.js';
+import { eventually } from '../harness/recordingSink.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const MiB = 1024 * 1024;
@@ -49,7 +49,7 @@ describe('bounded memory while a function hangs', () => {
     await proc.ready(60_000);
     const pid = proc.child.pid!;
     const lsnText = async () => String((await db.sql('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0].lsn);
-    const lsnBefore = lsnToBigInt(await lsnText());
+    const _lsnBefore = lsnToBigInt(await lsnText());
 
     // Warm up with a first window-full, so the baseline includes a full window and a warm heap.
     await db.sql(`INSERT INTO items SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, ${window}) g`);
@@ -98,16 +98,29 @@ describe('bounded memory while a function hangs', () => {
     // slot: the stream was read to the end and the slot confirmed past the last write.
     // Every event ends up durable there: those the window holds too, copied when the trigger began to
     // park, so the hung requests hold neither memory beyond the window nor the slot.
-    const parked = await eventually(async () => {
-      const n = Number((await db.sql("SELECT count(*) AS n FROM eventide.backlog WHERE trigger = 'test/items'")).rows[0].n);
-      return n === total ? n : undefined;
-    }, 60_000, `all ${total} events in the backlog`);
+    const parked = await eventually(
+      async () => {
+        const n = Number((await db.sql("SELECT count(*) AS n FROM eventide.backlog WHERE trigger = 'test/items'")).rows[0].n);
+        return n === total ? n : undefined;
+      },
+      60_000,
+      `all ${total} events in the backlog`,
+    );
     const { rows } = await db.sql("SELECT (pg_current_wal_lsn() - sent_lsn)::bigint AS behind FROM pg_stat_replication WHERE application_name = 'eventide-dispatcher'");
     expect(rows.length).toBe(1); // still connected
     expect(Number(rows[0].behind)).toBeLessThan(4 * MiB);
     await eventually(async () => (await db.confirmedLsn()) >= lsnAfterWrites, 10_000, 'the slot confirmed past the last write');
-    console.log(`lag metric with the function hung: ${samples.slice(-5).map((s) => (s.lag / MiB).toFixed(1)).join(', ')} MiB; ${parked} events parked`);
-    await eventually(async () => (metricSum(parsePrometheusText(await proc.metrics()), 'eventide_dispatcher_replication_lag_bytes') ?? MiB * 100) < 4 * MiB, 15_000, 'the lag metric down to a few MiB');
+    console.log(
+      `lag metric with the function hung: ${samples
+        .slice(-5)
+        .map((s) => (s.lag / MiB).toFixed(1))
+        .join(', ')} MiB; ${parked} events parked`,
+    );
+    await eventually(
+      async () => (metricSum(parsePrometheusText(await proc.metrics()), 'eventide_dispatcher_replication_lag_bytes') ?? MiB * 100) < 4 * MiB,
+      15_000,
+      'the lag metric down to a few MiB',
+    );
     // The connection stayed up and the dispatcher ready.
     expect(proc.output()).not.toContain('replication stream failed');
     expect(samples.every((s) => s.ready === 200)).toBe(true);
@@ -129,9 +142,7 @@ describe('bounded memory while a function hangs', () => {
       await bytesGate.wait();
       return { status: 200 };
     });
-    const file = writeManifests([
-      triggerManifest('docs', { table: { name: 'docs' }, sink: { url: sink.url }, operations: ['insert'], concurrency: 16, delivery: { timeout: '10m' } }),
-    ]);
+    const file = writeManifests([triggerManifest('docs', { table: { name: 'docs' }, sink: { url: sink.url }, operations: ['insert'], concurrency: 16, delivery: { timeout: '10m' } })]);
     const maxBytes = MiB;
     proc = await startDispatcherProcess(['--database-url', db.url, '-f', file, '--max-inflight-bytes', String(maxBytes)]);
     await proc.ready(60_000);

@@ -11,9 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { secretEnvName } from '../../common/secretEnv.js';
 import { verifyPayload } from '../../dispatcher/delivery/signing.js';
-import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
+import { type SourceDatabase, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
 import { startDispatcherProcess } from '../harness/dispatcherProcess.js';
-import { eventually, startRecordingSink, type RecordingSink } from '../harness/recordingSink.js';
+import { eventually, type RecordingSink, startRecordingSink } from '../harness/recordingSink.js';
 
 const PASSWORD = 's3cr3t-pw';
 const SIGNING_ENV = secretEnvName({ name: 'hook-signing', key: 'hmac' });
@@ -146,9 +146,7 @@ describe('bad config gets a clear error naming what is wrong, and loses nothing'
   });
 
   it('a signing secret that is not set: names the secret and the environment variable', async () => {
-    expect(refusal(await runCli(goodArgs()))).toBe(
-      `eventide: EventTrigger test/orders-to-foo: signing secret hook-signing/hmac is not set (environment variable ${SIGNING_ENV})`,
-    );
+    expect(refusal(await runCli(goodArgs()))).toBe(`eventide: EventTrigger test/orders-to-foo: signing secret hook-signing/hmac is not set (environment variable ${SIGNING_ENV})`);
   });
 
   it.each([
@@ -156,14 +154,23 @@ describe('bad config gets a clear error naming what is wrong, and loses nothing'
     ['an unknown operation', { operations: ['insert', 'upsert'] }, 'spec.operations[1]: must be one of insert, update, delete, truncate, got "upsert"'],
     ['both function and sink', { sink: { url: 'http://127.0.0.1:1/' } }, 'exactly one of spec.function or spec.sink must be set'],
     ['no table', { table: undefined }, 'spec.table: required field is missing'],
-    ['a misspelt field', { filtr: 'new.total > 10' }, 'spec.filtr: unknown field (known here: source, table, operations, columns, filter, function, sink, delivery, ordering, concurrency, batch, format, suspend)'],
+    [
+      'a misspelt field',
+      { filtr: 'new.total > 10' },
+      'spec.filtr: unknown field (known here: source, table, operations, columns, filter, function, sink, delivery, ordering, concurrency, batch, format, suspend)',
+    ],
     ['a bad duration', { delivery: { timeout: '30 seconds' } }, 'spec.delivery.timeout: must be a duration such as 500ms, 30s, 5m or 1h30m, got "30 seconds"'],
   ])('an invalid manifest field (%s): names the file, the trigger and the field path', async (_case, spec, problem) => {
     const file = writeManifests([goodTrigger(spec)]);
     dirs.push(join(file, '..'));
-    expect(refusal(await runCli(goodArgs().map((a) => (a === goodFile ? file : a)), { [SIGNING_ENV]: SIGNING_SECRET }))).toBe(
-      `eventide: ${file}: EventTrigger test/orders-to-foo is invalid: ${problem}`,
-    );
+    expect(
+      refusal(
+        await runCli(
+          goodArgs().map((a) => (a === goodFile ? file : a)),
+          { [SIGNING_ENV]: SIGNING_SECRET },
+        ),
+      ),
+    ).toBe(`eventide: ${file}: EventTrigger test/orders-to-foo is invalid: ${problem}`);
   });
 
   it('malformed YAML: names the file and the line', async () => {
@@ -174,9 +181,7 @@ describe('bad config gets a clear error naming what is wrong, and loses nothing'
 
   it('a YAML file that is not a resource', async () => {
     const dir = tempDir({ 'list.yaml': '- orders\n- payments\n' });
-    expect(refusal(await runCli(['--database-url', url, '-f', dir]))).toBe(
-      `eventide: ${join(dir, 'list.yaml')}: expected a YAML mapping (a resource with apiVersion and kind), got a list`,
-    );
+    expect(refusal(await runCli(['--database-url', url, '-f', dir]))).toBe(`eventide: ${join(dir, 'list.yaml')}: expected a YAML mapping (a resource with apiVersion and kind), got a list`);
   });
 
   it('one trigger defined in two files: names both files instead of serving one of them', async () => {
@@ -200,9 +205,7 @@ describe('bad config gets a clear error naming what is wrong, and loses nothing'
     expect(refusal(await runCli([...goodArgs(), '--frobnicate']))).toMatch(/^eventide: Unknown option '--frobnicate'.*\n\nUsage: eventide dispatch/);
     // The harness passes its own --port first; the last one given counts.
     expect(refusal(await runCli([...goodArgs(), '--port', 'abc']))).toBe('eventide: --port must be a positive integer, got "abc"');
-    expect(refusal(await runCli(['-f', goodFile], { EVENTIDE_DATABASE_URL: '' }))).toMatch(
-      /^eventide: --database-url \(or EVENTIDE_DATABASE_URL\) is required\n\nUsage: eventide dispatch/,
-    );
+    expect(refusal(await runCli(['-f', goodFile], { EVENTIDE_DATABASE_URL: '' }))).toMatch(/^eventide: --database-url \(or EVENTIDE_DATABASE_URL\) is required\n\nUsage: eventide dispatch/);
     const badPort = `postgres://app:${PASSWORD}@127.0.0.1:99999/postgres`;
     expect(refusal(await runCli(['--database-url', badPort, '-f', goodFile]))).toBe(
       'eventide: --database-url is not a valid connection URL (Invalid URL): check the host and port, and percent-encode special characters in the user name and password',
@@ -211,7 +214,7 @@ describe('bad config gets a clear error naming what is wrong, and loses nothing'
 
   // A database that refuses connections is waited for, not a refusal: see setAside.test.ts.
 
-  it('a wrong password or a database that does not exist: the server\'s reason, without the password', async () => {
+  it("a wrong password or a database that does not exist: the server's reason, without the password", async () => {
     const env = { [SIGNING_ENV]: SIGNING_SECRET };
     const wrongPassword = `postgres://app:${PASSWORD}@127.0.0.1:${db.server.port}/postgres`;
     expect(refusal(await runCli(['--database-url', wrongPassword, '-f', goodFile, '--function-url', `foo=${sink.url}`], env))).toBe(

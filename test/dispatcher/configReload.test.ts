@@ -2,8 +2,8 @@ import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import type { Dispatcher } from '../../dispatcher/dispatcher.js';
-import { startDispatcher, startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
-import { eventually, startRecordingSink, type RecordingSink } from '../harness/recordingSink.js';
+import { type SourceDatabase, startDispatcher, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { eventually, type RecordingSink, startRecordingSink } from '../harness/recordingSink.js';
 
 describe('config reload (--watch-config)', () => {
   let db: SourceDatabase;
@@ -57,7 +57,7 @@ describe('config reload (--watch-config)', () => {
     for (let id = 1; id <= inserted; id++) expect(subjects.has(`public.orders/${id}`)).toBe(true);
   });
 
-  it('a trigger whose new version is broken is set aside with the reason (its old version is not served behind the user\'s back); fixed, it is served again', async () => {
+  it("a trigger whose new version is broken is set aside with the reason (its old version is not served behind the user's back); fixed, it is served again", async () => {
     writeFileSync(file, stringify(triggerManifest('orders', { sink: { url: orders.url }, filter: 'new.id = 1' })));
     const state = async () => dispatcher.state().triggers['test/orders'];
     await eventually(async () => (await state())?.reason === 'InvalidFilter', 10_000, 'orders set aside');
@@ -68,5 +68,4 @@ describe('config reload (--watch-config)', () => {
     await db.sql('INSERT INTO orders VALUES (100000)');
     await eventually(() => orders.requests.length > before, 10_000, 'an order after the fix');
   });
-
 });

@@ -5,14 +5,14 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ATTEMPT_HEADER } from '../../api/v1alpha1/index.js';
+import { freePort } from '../../common/loopback.js';
 import { secretEnvName } from '../../common/secretEnv.js';
 import { eventUuid } from '../../dispatcher/delivery/eventIds.js';
 import { verifyPayload } from '../../dispatcher/delivery/signing.js';
 import type { Dispatcher } from '../../dispatcher/dispatcher.js';
-import { startDispatcher, startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
-import { eventually, startRecordingSink, type ReceivedRequest, type RecordingSink } from '../harness/recordingSink.js';
-import { deadLetterRows, runEventide, sleep, type DeadLetterRow } from '../harness/deliveryHelpers.js';
-import { freePort } from '../../common/loopback.js';
+import { type DeadLetterRow, deadLetterRows, runEventide, sleep } from '../harness/deliveryHelpers.js';
+import { type SourceDatabase, startDispatcher, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { eventually, type ReceivedRequest, type RecordingSink, startRecordingSink } from '../harness/recordingSink.js';
 
 const SIGNING = { name: 'hooks', key: 'secret' };
 const SECRET = `whsec_${Buffer.from('replay-signing-key-0123456789').toString('base64')}`;
@@ -127,10 +127,14 @@ describe('dead letters', () => {
   });
 
   const lettersOf = (trigger: string, count: number) =>
-    eventually(async () => {
-      const rows = await deadLetterRows(db, trigger);
-      return rows.length >= count ? rows : undefined;
-    }, 15_000, `${count} dead letter(s) for ${trigger}`);
+    eventually(
+      async () => {
+        const rows = await deadLetterRows(db, trigger);
+        return rows.length >= count ? rows : undefined;
+      },
+      15_000,
+      `${count} dead letter(s) for ${trigger}`,
+    );
 
   it('after its retries an event is a row in eventide.dead_letters with trigger, event, attempts, last status and error, and times', async () => {
     await db.sql('INSERT INTO payments VALUES (7, 19.99)');
@@ -288,7 +292,7 @@ describe('dead letters', () => {
       expect((await list('--trigger', 'test/invoices', '--include-replayed')).stdout).toMatch(new RegExp(`#${target.id} .* replayed \\d{4}-`));
     });
 
-    it('replay --trigger replays only that trigger\'s dead letters, signed as the trigger signs', async () => {
+    it("replay --trigger replays only that trigger's dead letters, signed as the trigger signs", async () => {
       const before = replaySink.requests.length;
       const result = await replay('--trigger', 'test/refunds');
       expect(result.code).toBe(0);
@@ -344,9 +348,7 @@ describe('dead letters', () => {
       const [payments] = (await deadLetterRows(db, 'test/payments')).filter((r) => r.replayed_at === null);
       const result = await runEventide(['deadletters', 'replay', '--database-url', db.url, '-f', other, '--trigger', 'test/payments'], ENV);
       expect(result.code).toBe(1);
-      expect(result.stdout).toBe(
-        `replayed 0, failed 1\n  FAILED  #${payments!.id}  test/payments  event ${payments!.event_id}: EventTrigger test/payments is not in the given manifests\n`,
-      );
+      expect(result.stdout).toBe(`replayed 0, failed 1\n  FAILED  #${payments!.id}  test/payments  event ${payments!.event_id}: EventTrigger test/payments is not in the given manifests\n`);
       expect((await deadLetterRows(db, 'test/payments')).filter((r) => r.replayed_at === null)).toHaveLength(1);
     });
 
@@ -386,7 +388,7 @@ describe('dead letters', () => {
       expect(noDb.stderr).toBe('eventide: cannot read the dead letters from the database: database "no_such_db" does not exist\n');
     });
 
-    it('replay of a batch trigger\'s dead letter: an answer naming the item as failed is a failed replay, not a replayed one', async () => {
+    it("replay of a batch trigger's dead letter: an answer naming the item as failed is a failed replay, not a replayed one", async () => {
       await db.sql("INSERT INTO lines VALUES (1, 'apple'), (2, 'durian'), (3, 'pear')");
       const [letter] = await lettersOf('test/lines', 1);
       expect(letter).toMatchObject({ attempts: 1, last_status: 200, last_error: 'the function reported this batch item as failed: unknown sku durian' });
@@ -396,9 +398,7 @@ describe('dead letters', () => {
       const before = linesSink.requests.length;
       const failed = await replay('--trigger', 'test/lines');
       expect(failed.code).toBe(1);
-      expect(failed.stdout).toBe(
-        `replayed 0, failed 1\n  FAILED  #${letter!.id}  test/lines  event ${letter!.event_id}: the function reported this batch item as failed: unknown sku durian\n`,
-      );
+      expect(failed.stdout).toBe(`replayed 0, failed 1\n  FAILED  #${letter!.id}  test/lines  event ${letter!.event_id}: the function reported this batch item as failed: unknown sku durian\n`);
       expect(linesSink.requests).toHaveLength(before + 1);
       expect((await deadLetterRows(db, 'test/lines'))[0]).toMatchObject({ replayed_at: null, replay_count: 0 });
 
@@ -412,7 +412,7 @@ describe('dead letters', () => {
       expect((await deadLetterRows(db, 'test/lines'))[0]!.replay_count).toBe(1);
     });
 
-    it('replay of a hasura trigger\'s dead letter sends the Hasura payload it was sent first', async () => {
+    it("replay of a hasura trigger's dead letter sends the Hasura payload it was sent first", async () => {
       await db.sql("INSERT INTO members VALUES (1, 'basic')");
       await db.sql("UPDATE members SET tier = 'gold' WHERE id = 1");
       const [letter] = await lettersOf('test/members', 1);
@@ -449,7 +449,7 @@ describe('dead letters', () => {
     });
   });
 
-  it('a deadLetterSink that never answers holds back neither the key\'s next event nor a shutdown', async () => {
+  it("a deadLetterSink that never answers holds back neither the key's next event nor a shutdown", async () => {
     await db.sql('INSERT INTO audits VALUES (1, 1)'); // 400: dead-lettered at once
     await db.sql('UPDATE audits SET v = 2 WHERE id = 1'); // same key, behind it
     const [letter] = await lettersOf('test/audits', 1);

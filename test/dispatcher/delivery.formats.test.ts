@@ -7,9 +7,9 @@ import { ATTEMPT_HEADER, type BatchResponse, type EventideEvent } from '../../ap
 import { secretEnvName } from '../../common/secretEnv.js';
 import { verifyPayload } from '../../dispatcher/delivery/signing.js';
 import type { Dispatcher } from '../../dispatcher/dispatcher.js';
-import { startDispatcher, startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
-import { eventually, startRecordingSink, type ReceivedRequest, type RecordingSink, type SinkReply } from '../harness/recordingSink.js';
 import { deadLetterRows, sleep } from '../harness/deliveryHelpers.js';
+import { type SourceDatabase, startDispatcher, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { eventually, type ReceivedRequest, type RecordingSink, type SinkReply, startRecordingSink } from '../harness/recordingSink.js';
 
 const SIGNING = { name: 'webhooks', key: 'secret' };
 const SECRET = `whsec_${Buffer.from('a-32-byte-secret-for-signatures!').toString('base64')}`;
@@ -177,10 +177,14 @@ describe('payload formats and signing', () => {
       return { status: 200, body: JSON.stringify({ failures: cursed } satisfies BatchResponse) };
     };
     await db.sql("INSERT INTO batched VALUES (10, 'fine'), (11, 'cursed'), (12, 'fine too')");
-    const [letter] = await eventually(async () => {
-      const rows = await deadLetterRows(db, 'test/batched');
-      return rows.length ? rows : undefined;
-    }, 10_000, 'the cursed item dead-lettered');
+    const [letter] = await eventually(
+      async () => {
+        const rows = await deadLetterRows(db, 'test/batched');
+        return rows.length ? rows : undefined;
+      },
+      10_000,
+      'the cursed item dead-lettered',
+    );
     await sleep(500);
     const requests = sink.requests.slice(start);
     const [busy, whole] = requests;
@@ -199,7 +203,7 @@ describe('payload formats and signing', () => {
     for (const r of requests.slice(2)) expect(webhookHeaders(r).id).toBe(cursedId);
   });
 
-  it('batch with ordering by key: an item named as failed holds back its row\'s next change (never in the same or an earlier batch), not the other rows', async () => {
+  it("batch with ordering by key: an item named as failed holds back its row's next change (never in the same or an earlier batch), not the other rows", async () => {
     const sink = sinks.ledger!;
     await db.sql('INSERT INTO ledger VALUES (1, 1)');
     await db.sql('UPDATE ledger SET v = 2 WHERE id = 1');

@@ -3,15 +3,16 @@
  * the dispatcher logs: a summary per trigger at info level, and each failed attempt at debug level. One real Postgres, the real `eventide dispatch`
  * command, and one small HTTP sink per trigger answering from a script.
  */
+
+import { createServer, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ATTEMPT_HEADER } from '../../api/v1alpha1/index.js';
-import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
-import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
-import { createServer, type Server } from 'node:http';
 import { freePort, listenOnLoopback } from '../../common/loopback.js';
-import { eventually, startRecordingSink, type RecordingSink, type SinkReply } from '../harness/recordingSink.js';
-import { deadLetterRows, logLines, sleep, type LogLine } from '../harness/deliveryHelpers.js';
-import { metricSum, parsePrometheusText, startControlledSink, type ControlledSink } from '../harness/controlledSink.js';
+import { type ControlledSink, metricSum, parsePrometheusText, startControlledSink } from '../harness/controlledSink.js';
+import { deadLetterRows, type LogLine, logLines, sleep } from '../harness/deliveryHelpers.js';
+import { type SourceDatabase, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { type DispatcherProcess, startDispatcherProcess } from '../harness/dispatcherProcess.js';
+import { eventually, type RecordingSink, type SinkReply, startRecordingSink } from '../harness/recordingSink.js';
 
 const TABLES = ['flaky', 'bad', 'throttled', 'slowdown', 'hung', 'stale', 'capped', 'reset', 'down', 'trickle', 'fractional', 'crowd'];
 const FAST = { delay: '50ms', maxDelay: '200ms' };
@@ -111,8 +112,7 @@ describe('retries', () => {
   });
 
   /** The dispatcher's "delivery attempt failed" lines for one event, in order. */
-  const failedAttemptLogs = (eventId: string): LogLine[] =>
-    logLines(proc.output()).filter((l) => l.msg === 'delivery attempt failed' && l.eventId === eventId);
+  const failedAttemptLogs = (eventId: string): LogLine[] => logLines(proc.output()).filter((l) => l.msg === 'delivery attempt failed' && l.eventId === eventId);
 
   it('500, 500, 200: three attempts numbered 1, 2, 3 with the same event id, one success, nothing dead-lettered, one debug line per failure and a summary', async () => {
     const sink = sinks.flaky!;
@@ -148,10 +148,14 @@ describe('retries', () => {
   it('400 is not retried: one attempt, then a dead letter with status 400 and the answer', async () => {
     const sink = sinks.bad!;
     await db.sql("INSERT INTO bad VALUES (1, 'a')");
-    const [letter] = await eventually(async () => {
-      const rows = await deadLetterRows(db, 'test/bad');
-      return rows.length ? rows : undefined;
-    }, 10_000, 'a dead letter for test/bad');
+    const [letter] = await eventually(
+      async () => {
+        const rows = await deadLetterRows(db, 'test/bad');
+        return rows.length ? rows : undefined;
+      },
+      10_000,
+      'a dead letter for test/bad',
+    );
     await sleep(400);
     expect(sink.requests).toHaveLength(1);
     expect(letter).toMatchObject({
@@ -212,10 +216,14 @@ describe('retries', () => {
   it('a function that never answers: each attempt times out, is retried, and the event is dead-lettered naming the timeout', async () => {
     const sink = sinks.hung!;
     await db.sql("INSERT INTO hung VALUES (1, 'a')");
-    const [letter] = await eventually(async () => {
-      const rows = await deadLetterRows(db, 'test/hung');
-      return rows.length ? rows : undefined;
-    }, 15_000, 'a dead letter for test/hung');
+    const [letter] = await eventually(
+      async () => {
+        const rows = await deadLetterRows(db, 'test/hung');
+        return rows.length ? rows : undefined;
+      },
+      15_000,
+      'a dead letter for test/hung',
+    );
     await sleep(400);
     expect(sink.requests).toHaveLength(3); // the first attempt and 2 retries
     expect(sink.requests.map((r) => r.headers[ATTEMPT_HEADER])).toEqual(['1', '2', '3']);
@@ -233,10 +241,14 @@ describe('retries', () => {
   it('maxEventAge: an event failing with 100 retries left is dead-lettered once it would be older than maxEventAge', async () => {
     const sink = sinks.stale!;
     await db.sql("INSERT INTO stale VALUES (1, 'a')");
-    const [letter] = await eventually(async () => {
-      const rows = await deadLetterRows(db, 'test/stale');
-      return rows.length ? rows : undefined;
-    }, 15_000, 'a dead letter for test/stale');
+    const [letter] = await eventually(
+      async () => {
+        const rows = await deadLetterRows(db, 'test/stale');
+        return rows.length ? rows : undefined;
+      },
+      15_000,
+      'a dead letter for test/stale',
+    );
     await sleep(400);
     const commitTime = Date.parse(letter!.event.time);
     const age = letter!.dead_lettered_at.getTime() - commitTime;
@@ -255,7 +267,7 @@ describe('retries', () => {
     // Exponential backoff with full jitter, capped by maxDelay: the wait before retry n is at most
     // min(50 ms * 2^(n-1), 200 ms), and the waits are not all alike.
     const waits = logs.slice(0, -1).map((l) => Number(/^retry in (\d+)ms$/.exec(String(l.next))?.[1]));
-    waits.forEach((wait, i) => expect(wait).toBeLessThanOrEqual(Math.min(50 * 2 ** i, 200)));
+    for (const [i, wait] of waits.entries()) expect(wait).toBeLessThanOrEqual(Math.min(50 * 2 ** i, 200));
     expect(new Set(waits).size).toBeGreaterThan(1);
     // ...and the dispatcher waits that long: each next attempt comes no sooner, and not much later.
     const at = sink.requests.map((r) => r.receivedAt);
@@ -282,10 +294,14 @@ describe('retries', () => {
 
   it('a function that sends its status but never finishes the body times out too', async () => {
     await db.sql("INSERT INTO trickle VALUES (1, 'a')");
-    const [letter] = await eventually(async () => {
-      const rows = await deadLetterRows(db, 'test/trickle');
-      return rows.length ? rows : undefined;
-    }, 10_000, 'a dead letter for test/trickle');
+    const [letter] = await eventually(
+      async () => {
+        const rows = await deadLetterRows(db, 'test/trickle');
+        return rows.length ? rows : undefined;
+      },
+      10_000,
+      'a dead letter for test/trickle',
+    );
     expect(trickleRequests.map((r) => r.attempt)).toEqual(['1', '2']);
     expect(trickleRequests[1]!.at - trickleRequests[0]!.at).toBeGreaterThanOrEqual(290);
     expect(letter).toMatchObject({ attempts: 2, last_error: 'timeout after 300ms', reason: 'retries-exhausted' });
@@ -320,10 +336,14 @@ describe('retries', () => {
 
   it('a function that is down (connection refused): retried, then dead-lettered with the connection error', async () => {
     await db.sql("INSERT INTO down VALUES (1, 'a')");
-    const [letter] = await eventually(async () => {
-      const rows = await deadLetterRows(db, 'test/down');
-      return rows.length ? rows : undefined;
-    }, 10_000, 'a dead letter for test/down');
+    const [letter] = await eventually(
+      async () => {
+        const rows = await deadLetterRows(db, 'test/down');
+        return rows.length ? rows : undefined;
+      },
+      10_000,
+      'a dead letter for test/down',
+    );
     expect(letter).toMatchObject({ attempts: 3, last_status: null, reason: 'retries-exhausted' });
     expect(letter!.last_error).toMatch(/ECONNREFUSED 127\.0\.0\.1:\d+/);
     const logs = failedAttemptLogs(letter!.event_id);

@@ -1,10 +1,10 @@
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
-import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
-import { eventually } from '../harness/recordingSink.js';
+import { type ControlledSink, lsnToBigInt, type SinkDelivery, startControlledSink } from '../harness/controlledSink.js';
 import { backlogEventIds } from '../harness/deliveryHelpers.js';
-import { lsnToBigInt, startControlledSink, type ControlledSink, type SinkDelivery } from '../harness/controlledSink.js';
+import { type SourceDatabase, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { type DispatcherProcess, startDispatcherProcess } from '../harness/dispatcherProcess.js';
+import { eventually } from '../harness/recordingSink.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -38,9 +38,7 @@ describe('kill -9 while concurrent writers commit', () => {
       await sleep(Math.random() * 4);
       return { status: 200 };
     });
-    const file = writeManifests([
-      triggerManifest('items', { table: { name: 'items' }, sink: { url: sink.url }, operations: ['update'], ordering: 'key', concurrency: 64 }),
-    ]);
+    const file = writeManifests([triggerManifest('items', { table: { name: 'items' }, sink: { url: sink.url }, operations: ['update'], ordering: 'key', concurrency: 64 })]);
     const start = async () => {
       const started = await startDispatcherProcess(['--database-url', db.url, '-f', file, '--max-inflight-events', '500']);
       await started.ready(60_000);
@@ -141,10 +139,20 @@ describe('kill -9 while concurrent writers commit', () => {
     // What the slot had confirmed at a kill had been answered 200 before it or waited in the backlog;
     // the next run started after it, apart from the backlog's events.
     for (const [i, { confirmed, at, parked }] of kills.entries()) {
-      const answeredBefore = new Set(runs.slice(0, i + 1).flat().filter((d) => d.status === 200 && d.answeredAt! <= at).map(change));
+      const answeredBefore = new Set(
+        runs
+          .slice(0, i + 1)
+          .flat()
+          .filter((d) => d.status === 200 && d.answeredAt! <= at)
+          .map(change),
+      );
       const unanswered = sink.deliveries.filter((d) => lsnToBigInt(String(d.data.lsn)) < confirmed && !answeredBefore.has(change(d)) && !parked.has(d.id)).map(change);
       expect(unanswered.slice(0, 20)).toEqual([]);
-      expect(runs[i + 1]!.filter((d) => lsnToBigInt(String(d.data.lsn)) < confirmed && !parked.has(d.id)).map(change).slice(0, 20)).toEqual([]);
+      expect(
+        runs[i + 1]!.filter((d) => lsnToBigInt(String(d.data.lsn)) < confirmed && !parked.has(d.id))
+          .map(change)
+          .slice(0, 20),
+      ).toEqual([]);
     }
   }, 300_000);
 });

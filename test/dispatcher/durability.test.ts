@@ -1,9 +1,9 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
-import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
-import { eventually } from '../harness/recordingSink.js';
+import { Gate, lsnToBigInt, type SinkDelivery, startControlledSink } from '../harness/controlledSink.js';
 import { backlogEventIds } from '../harness/deliveryHelpers.js';
-import { Gate, lsnToBigInt, startControlledSink, type ControlledSink, type SinkDelivery } from '../harness/controlledSink.js';
+import { startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { type DispatcherProcess, startDispatcherProcess } from '../harness/dispatcherProcess.js';
+import { eventually } from '../harness/recordingSink.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -146,7 +146,12 @@ describe('delivery survives crashes and restarts', () => {
     // What the slot had confirmed at a kill had been delivered before it or was waiting in the backlog,
     // and the next run resumed after it: of the changes before it, only backlog events arrived again.
     for (const [i, confirmed] of confirmedAtKill.entries()) {
-      const deliveredBefore = new Set(runs.slice(0, i + 1).flat().map(change));
+      const deliveredBefore = new Set(
+        runs
+          .slice(0, i + 1)
+          .flat()
+          .map(change),
+      );
       const parked = backlogAtKill[i]!;
       expect(sink.deliveries.filter((d) => commitLsn(d) < confirmed && !deliveredBefore.has(change(d)) && !parked.has(d.id)).map(change)).toEqual([]);
       expect(runs[i + 1]!.filter((d) => commitLsn(d) < confirmed && !parked.has(d.id)).map(change)).toEqual([]);
@@ -200,10 +205,14 @@ describe('delivery survives crashes and restarts', () => {
     const { rows } = await db.sql('SELECT id FROM items ORDER BY id');
     const committed = rows.map((r: { id: number }) => `public.items/${r.id}`);
     expect(committed.length).toBeGreaterThan(600);
-    await eventually(() => {
-      const delivered = new Set(sink.deliveries.map((d) => d.subject));
-      return committed.every((s) => delivered.has(s));
-    }, 30_000, `all ${committed.length} committed rows delivered`);
+    await eventually(
+      () => {
+        const delivered = new Set(sink.deliveries.map((d) => d.subject));
+        return committed.every((s) => delivered.has(s));
+      },
+      30_000,
+      `all ${committed.length} committed rows delivered`,
+    );
     const known = new Set(committed);
     expect(sink.deliveries.filter((d) => !known.has(d.subject))).toEqual([]);
     // Same row, same event id, however many times it came.

@@ -4,10 +4,10 @@
  * exits 0 through the worker. The real command, as a child process.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { logLines } from '../harness/deliveryHelpers.js';
 import { startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
 import { startDispatcherProcess } from '../harness/dispatcherProcess.js';
-import { logLines } from '../harness/deliveryHelpers.js';
-import { startRecordingSink, eventually } from '../harness/recordingSink.js';
+import { eventually, startRecordingSink } from '../harness/recordingSink.js';
 
 describe('the dispatcher heap', () => {
   const cleanups: (() => Promise<unknown>)[] = [];

@@ -1,9 +1,9 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
-import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
-import { eventually } from '../harness/recordingSink.js';
-import { metricSum, parsePrometheusText, startControlledSink, type ControlledSink } from '../harness/controlledSink.js';
+import { type ControlledSink, metricSum, parsePrometheusText, startControlledSink } from '../harness/controlledSink.js';
 import { deadLetterRows, logLines, sleep } from '../harness/deliveryHelpers.js';
+import { type SourceDatabase, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { type DispatcherProcess, startDispatcherProcess } from '../harness/dispatcherProcess.js';
+import { eventually } from '../harness/recordingSink.js';
 
 const MiB = 1024 * 1024;
 

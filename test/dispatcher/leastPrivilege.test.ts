@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
-import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
-import { startRecordingSink, type RecordingSink } from '../harness/recordingSink.js';
+import { type SourceDatabase, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { type DispatcherProcess, startDispatcherProcess } from '../harness/dispatcherProcess.js';
+import { type RecordingSink, startRecordingSink } from '../harness/recordingSink.js';
 
 /**
  * A role with only what the dispatcher needs, as a DBA would set it up: each missing privilege is named
@@ -69,7 +69,7 @@ describe('a database role with least privilege', () => {
     });
   });
 
-  it('with the schema given to it: runs and delivers, needing nothing more (the README\'s least-privilege setup)', async () => {
+  it("with the schema given to it: runs and delivers, needing nothing more (the README's least-privilege setup)", async () => {
     await db.sql('CREATE SCHEMA eventide AUTHORIZATION app');
     running = await startDispatcherProcess(['--database-url', appUrl, '-f', file]);
     await running.ready(30_000);

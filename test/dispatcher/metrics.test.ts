@@ -1,8 +1,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
-import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
+import { type ControlledSink, type MetricSample, metricFamilies, metricSum, parsePrometheusText, startControlledSink } from '../harness/controlledSink.js';
+import { type SourceDatabase, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { type DispatcherProcess, startDispatcherProcess } from '../harness/dispatcherProcess.js';
 import { eventually } from '../harness/recordingSink.js';
-import { metricFamilies, metricSum, parsePrometheusText, startControlledSink, type ControlledSink, type MetricSample } from '../harness/controlledSink.js';
 
 describe('/metrics after traffic', () => {
   let db: SourceDatabase;

@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
-import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
+import { type ControlledSink, lsnToBigInt, type SinkDelivery, startControlledSink } from '../harness/controlledSink.js';
+import { type SourceDatabase, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { type DispatcherProcess, startDispatcherProcess } from '../harness/dispatcherProcess.js';
 import { eventually } from '../harness/recordingSink.js';
-import { lsnToBigInt, startControlledSink, type ControlledSink, type SinkDelivery } from '../harness/controlledSink.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -25,9 +25,7 @@ describe('ordering: key at concurrency 64', () => {
       await sleep(Math.random() * 50);
       return { status: 200 };
     });
-    const file = writeManifests([
-      triggerManifest('items', { table: { name: 'items' }, sink: { url: sink.url }, operations: ['insert', 'update'], ordering: 'key', concurrency }),
-    ]);
+    const file = writeManifests([triggerManifest('items', { table: { name: 'items' }, sink: { url: sink.url }, operations: ['insert', 'update'], ordering: 'key', concurrency })]);
     proc = await startDispatcherProcess(['--database-url', db.url, '-f', file]);
     await proc.ready(60_000);
 
@@ -128,45 +126,45 @@ describe('ordering: key at concurrency 64', () => {
     expect([...idsByChange.values()].filter((ids) => ids.size !== 1)).toEqual([]);
     expect(sink.peakOpen).toBeGreaterThan(16);
   }, 60_000);
-  it.each(['DEFAULT', 'FULL'])('keeps a row in commit order across a change of its primary key (REPLICA IDENTITY %s): the move waits for the row\'s earlier changes, later ones wait for the move', async (identity) => {
-    db = await startSourceDatabase(`CREATE TABLE items (id int PRIMARY KEY, version int NOT NULL); ALTER TABLE items REPLICA IDENTITY ${identity};`);
-    // The function is slow for the row's first update under its old key, fast otherwise.
-    sink = await startControlledSink(async (d) => {
-      if (d.subject === 'public.items/1' && (d.data.new as { version: number }).version === 1) await sleep(1500);
-      return { status: 200 };
-    });
-    const file = writeManifests([
-      triggerManifest('items', { table: { name: 'items' }, sink: { url: sink.url }, operations: ['insert', 'update', 'delete'], ordering: 'key', concurrency: 8 }),
-    ]);
-    proc = await startDispatcherProcess(['--database-url', db.url, '-f', file]);
-    await proc.ready(60_000);
-    await db.sql('INSERT INTO items VALUES (1, 0), (2, 0)');
-    await db.sql('UPDATE items SET version = 1 WHERE id = 1'); // slow to deliver
-    await db.sql('UPDATE items SET id = 1001, version = 2 WHERE id = 1'); // the same row under a new key
-    await db.sql('UPDATE items SET version = 3 WHERE id = 1001');
-    await db.sql('INSERT INTO items VALUES (1, 100)'); // a new row that reuses the old key
-    await db.sql('DELETE FROM items WHERE id = 1001');
-    await eventually(() => sink.deliveries.filter((d) => d.status === 200).length >= 7, 15_000, 'all 7 changes');
-    const order = sink.deliveries.map((d) => `${d.type.split('.').at(-1)} ${d.subject} v${(d.data.new as { version?: number } | null)?.version ?? '-'}`);
-    const at = (what: string) => sink.deliveries.findIndex((_, i) => order[i] === what);
-    const slow = sink.deliveries[at('update public.items/1 v1')]!;
-    const move = sink.deliveries[at('update public.items/1001 v2')]!;
-    expect(at('update public.items/1001 v2'), order.join('; ')).toBeGreaterThan(at('update public.items/1 v1'));
-    expect(move.receivedAt).toBeGreaterThanOrEqual(slow.answeredAt!);
-    expect(at('update public.items/1001 v3')).toBeGreaterThan(at('update public.items/1001 v2'));
-    expect(at('delete public.items/1001 v-')).toBeGreaterThan(at('update public.items/1001 v3'));
-    // Row 2 was never held up by row 1.
-    expect(at('insert public.items/2 v0')).toBeLessThan(at('update public.items/1001 v2'));
-  }, 30_000);
+  it.each(['DEFAULT', 'FULL'])(
+    "keeps a row in commit order across a change of its primary key (REPLICA IDENTITY %s): the move waits for the row's earlier changes, later ones wait for the move",
+    async (identity) => {
+      db = await startSourceDatabase(`CREATE TABLE items (id int PRIMARY KEY, version int NOT NULL); ALTER TABLE items REPLICA IDENTITY ${identity};`);
+      // The function is slow for the row's first update under its old key, fast otherwise.
+      sink = await startControlledSink(async (d) => {
+        if (d.subject === 'public.items/1' && (d.data.new as { version: number }).version === 1) await sleep(1500);
+        return { status: 200 };
+      });
+      const file = writeManifests([triggerManifest('items', { table: { name: 'items' }, sink: { url: sink.url }, operations: ['insert', 'update', 'delete'], ordering: 'key', concurrency: 8 })]);
+      proc = await startDispatcherProcess(['--database-url', db.url, '-f', file]);
+      await proc.ready(60_000);
+      await db.sql('INSERT INTO items VALUES (1, 0), (2, 0)');
+      await db.sql('UPDATE items SET version = 1 WHERE id = 1'); // slow to deliver
+      await db.sql('UPDATE items SET id = 1001, version = 2 WHERE id = 1'); // the same row under a new key
+      await db.sql('UPDATE items SET version = 3 WHERE id = 1001');
+      await db.sql('INSERT INTO items VALUES (1, 100)'); // a new row that reuses the old key
+      await db.sql('DELETE FROM items WHERE id = 1001');
+      await eventually(() => sink.deliveries.filter((d) => d.status === 200).length >= 7, 15_000, 'all 7 changes');
+      const order = sink.deliveries.map((d) => `${d.type.split('.').at(-1)} ${d.subject} v${(d.data.new as { version?: number } | null)?.version ?? '-'}`);
+      const at = (what: string) => sink.deliveries.findIndex((_, i) => order[i] === what);
+      const slow = sink.deliveries[at('update public.items/1 v1')]!;
+      const move = sink.deliveries[at('update public.items/1001 v2')]!;
+      expect(at('update public.items/1001 v2'), order.join('; ')).toBeGreaterThan(at('update public.items/1 v1'));
+      expect(move.receivedAt).toBeGreaterThanOrEqual(slow.answeredAt!);
+      expect(at('update public.items/1001 v3')).toBeGreaterThan(at('update public.items/1001 v2'));
+      expect(at('delete public.items/1001 v-')).toBeGreaterThan(at('update public.items/1001 v3'));
+      // Row 2 was never held up by row 1.
+      expect(at('insert public.items/2 v0')).toBeLessThan(at('update public.items/1001 v2'));
+    },
+    30_000,
+  );
   it('keeps a TRUNCATE in commit order with the rows it removes: it waits for their earlier changes, and later changes wait for it', async () => {
     db = await startSourceDatabase('CREATE TABLE items (id int PRIMARY KEY, version int NOT NULL);');
     sink = await startControlledSink(async (d) => {
       if (d.subject === 'public.items/1') await sleep(1000); // slow for row 1's changes before the truncate
       return { status: 200 };
     });
-    const file = writeManifests([
-      triggerManifest('items', { table: { name: 'items' }, sink: { url: sink.url }, operations: ['insert', 'update', 'truncate'], ordering: 'key', concurrency: 8 }),
-    ]);
+    const file = writeManifests([triggerManifest('items', { table: { name: 'items' }, sink: { url: sink.url }, operations: ['insert', 'update', 'truncate'], ordering: 'key', concurrency: 8 })]);
     proc = await startDispatcherProcess(['--database-url', db.url, '-f', file]);
     await proc.ready(60_000);
     await db.sql('INSERT INTO items VALUES (1, 0), (2, 0), (3, 0)');

@@ -6,8 +6,8 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Dispatcher } from '../../dispatcher/dispatcher.js';
-import { startDispatcher, startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
-import { eventually, startRecordingSink, type ReceivedRequest, type RecordingSink } from '../harness/recordingSink.js';
+import { type SourceDatabase, startDispatcher, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { eventually, type ReceivedRequest, type RecordingSink, startRecordingSink } from '../harness/recordingSink.js';
 
 type Sql = (text: string, params?: unknown[]) => Promise<pg.QueryResult>;
 
@@ -369,10 +369,7 @@ describe('payload row values are exactly to_jsonb(row), with Postgres as the ora
       triggerManifest('keyed-default', { table: { name: 'keyed_default' }, sink: { url: sink.url }, ...ALL_OPS }),
     ]);
     const amsFile = writeManifests([triggerManifest('kitchen', { table: { name: 'kitchen' }, sink: { url: amsSink.url }, ...ALL_OPS })]);
-    [dispatcher, amsDispatcher] = await Promise.all([
-      startDispatcher(db.url, file),
-      startDispatcher(db.server.urlFor('ams'), amsFile, ['--slot', 'eventide_ams']),
-    ]);
+    [dispatcher, amsDispatcher] = await Promise.all([startDispatcher(db.url, file), startDispatcher(db.server.urlFor('ams'), amsFile, ['--slot', 'eventide_ams'])]);
   });
   afterAll(async () => {
     await dispatcher?.stop();
@@ -420,10 +417,7 @@ describe('payload row values are exactly to_jsonb(row), with Postgres as the ora
     // ... and loses one in the middle: the fields after it must not shift onto the wrong names.
     await db.sql('ALTER TYPE address DROP ATTRIBUTE zip');
     await step(
-      [
-        "INSERT INTO kitchen (id, c_composite) VALUES (102, ROW('after drop', '{c}', '2024-01-01 00:00+00', NULL, '{\"d\": 1}', 3.0, 4.25))",
-        "UPDATE kitchen SET c_int4 = 6 WHERE id = 100",
-      ],
+      ["INSERT INTO kitchen (id, c_composite) VALUES (102, ROW('after drop', '{c}', '2024-01-01 00:00+00', NULL, '{\"d\": 1}', 3.0, 4.25))", 'UPDATE kitchen SET c_int4 = 6 WHERE id = 100'],
       (before, after) => {
         all.add(subject(102), { op: 'insert', old: null, new: after.get(102)! });
         all.add(subject(100), { op: 'update', old: before.get(100)!, new: after.get(100)! });
@@ -496,7 +490,11 @@ describe('payload row values are exactly to_jsonb(row), with Postgres as the ora
     const keyed = () => sink.requests.filter((r) => String(r.headers['ce-subject']).startsWith('public.keyed_default/'));
     await eventually(() => keyed().length >= e.count, 30_000, 'keyed_default events');
     await verify(db.sql, sink.requests, e);
-    expect(keyed().map((r) => String(r.headers['ce-subject'])).sort()).toEqual([
+    expect(
+      keyed()
+        .map((r) => String(r.headers['ce-subject']))
+        .sort(),
+    ).toEqual([
       'public.keyed_default/a%20%22b%22,%20c,2024-01-01T00:00:00.5+00:00,1.50',
       'public.keyed_default/a%20%22b%22,%20c,2024-01-01T00:00:00.5+00:00,1.50',
       'public.keyed_default/na%C3%AFve%20%F0%9F%98%80%20100%25%20\\%20%0A,2024-01-01T00:00:00+00:00,1',

@@ -4,10 +4,10 @@
  * the rest keeps flowing) and the REPLICA IDENTITY warning.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
 import type { DispatcherStateReport } from '../../common/dispatcherState.js';
-import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
-import { eventually, startRecordingSink, type RecordingSink } from '../harness/recordingSink.js';
+import { type SourceDatabase, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { type DispatcherProcess, startDispatcherProcess } from '../harness/dispatcherProcess.js';
+import { eventually, type RecordingSink, startRecordingSink } from '../harness/recordingSink.js';
 
 const SCHEMA = `
 CREATE TABLE orders (id bigint PRIMARY KEY, status text NOT NULL DEFAULT 'new', amount numeric, is_paid boolean NOT NULL DEFAULT false, note text);
@@ -44,7 +44,7 @@ const TRIGGERS: Record<string, Record<string, unknown>> = {
   'plain-old': { table: { name: 'plain' }, operations: ['delete'], filter: 'old.id > 0' },
   'plain-inserts': { table: { name: 'plain' }, operations: ['insert'], filter: 'new.v > 0' },
   // A partitioned table: its partitions' changes are the parent's.
-  'partitioned': { table: { name: 'measurements' }, operations: ['insert', 'update', 'delete'], filter: 'op == "delete" || new.reading > 1.0' },
+  partitioned: { table: { name: 'measurements' }, operations: ['insert', 'update', 'delete'], filter: 'op == "delete" || new.reading > 1.0' },
   // Quoted, mixed-case names; an int8 beyond 2^53 compared exactly; a column with a space read by index.
   'shop-items': {
     table: { schema: 'Shop', name: 'Order Items' },
@@ -88,9 +88,7 @@ describe('routing: columns, filters, operations, several triggers per table', ()
 
   /** What one trigger received, as "op subject" in arrival order. */
   const received = (trigger: string) =>
-    sink.requests
-      .filter((r) => r.headers['ce-source'] === `/eventide/test/${trigger}`)
-      .map((r) => `${String(r.headers['ce-type']).replace('dev.eventide.row.', '')} ${subjectOf(r.headers)}`);
+    sink.requests.filter((r) => r.headers['ce-source'] === `/eventide/test/${trigger}`).map((r) => `${String(r.headers['ce-type']).replace('dev.eventide.row.', '')} ${subjectOf(r.headers)}`);
 
   /** Waits until the slot confirms past everything written so far: every matching event was delivered or dead-lettered. */
   async function settled(): Promise<void> {
@@ -203,7 +201,15 @@ describe('routing: columns, filters, operations, several triggers per table', ()
     const calcLetters = await db.sql(
       `SELECT trigger, reason, attempts, last_error, event->>'subject' AS subject, event->>'type' AS type FROM eventide.dead_letters WHERE trigger LIKE 'test/calc-%' ORDER BY trigger, event->>'subject'`,
     );
-    expect((calcLetters.rows as { trigger: string; reason: string; attempts: number; last_error: string; subject: string; type: string }[]).map((l) => [l.trigger, l.subject, l.reason, l.attempts, l.last_error])).toEqual([
+    expect(
+      (calcLetters.rows as { trigger: string; reason: string; attempts: number; last_error: string; subject: string; type: string }[]).map((l) => [
+        l.trigger,
+        l.subject,
+        l.reason,
+        l.attempts,
+        l.last_error,
+      ]),
+    ).toEqual([
       ['test/calc-div', c(2), 'filter-error', 0, 'filter "100 / new.divisor > 10" failed: division by zero'],
       ['test/calc-div', c(5), 'filter-error', 0, 'filter "100 / new.divisor > 10" failed: division by zero'],
       ['test/calc-doc', c(3), 'filter-error', 0, 'filter "new.doc.kind == "a"" failed: No such key: kind'],
@@ -267,5 +273,4 @@ describe('routing: columns, filters, operations, several triggers per table', ()
       expect(await child.kill('SIGTERM')).toBe(0);
     }
   });
-
 });

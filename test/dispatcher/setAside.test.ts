@@ -6,15 +6,16 @@
  * running sets its trigger aside (no filter error per row); a database that refuses connections at
  * start is waited for, not fatal.
  */
-import { Socket, createServer, type Server } from 'node:net';
+
 import { writeFileSync } from 'node:fs';
+import { createServer, type Server, Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import type { DispatcherStateReport } from '../../common/dispatcherState.js';
 import { freePort } from '../../common/loopback.js';
-import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
-import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
-import { eventually, startRecordingSink, type RecordingSink } from '../harness/recordingSink.js';
+import { type SourceDatabase, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { type DispatcherProcess, startDispatcherProcess } from '../harness/dispatcherProcess.js';
+import { eventually, type RecordingSink, startRecordingSink } from '../harness/recordingSink.js';
 
 const SCHEMA = `
   CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL, total int NOT NULL);
@@ -108,13 +109,10 @@ describe('a trigger that cannot be served is set aside; its siblings are served'
   });
 
   it('a reload with a trigger whose filter does not compile sets that one aside; the rest stay served', async () => {
-    writeFileSync(
-      file,
-      [...manifests(), triggerManifest('broken-filter', { filter: 'new.total >', sink: { url: other.url } })].map((m) => stringify(m)).join('---\n'),
-    );
+    writeFileSync(file, [...manifests(), triggerManifest('broken-filter', { filter: 'new.total >', sink: { url: other.url } })].map((m) => stringify(m)).join('---\n'));
     await eventually(async () => (await stateOf(dispatcher)).triggers['test/broken-filter']?.reason === 'InvalidFilter', 20_000, 'broken-filter set aside');
     const before = good.requests.length;
-    await db.sql("INSERT INTO orders (id, total) VALUES (2, 20)");
+    await db.sql('INSERT INTO orders (id, total) VALUES (2, 20)');
     await eventually(() => good.requests.length > before, 20_000, 'good still delivers');
     expect(dispatcher.child.exitCode).toBeNull();
   });
@@ -122,7 +120,13 @@ describe('a trigger that cannot be served is set aside; its siblings are served'
   it('a removed trigger is freed: it leaves /state and its per-trigger gauges go', async () => {
     const gauge = 'eventide_dispatcher_trigger_parking{trigger="test/refunds-later"}';
     await eventually(async () => (await dispatcher.metrics()).includes(gauge), 20_000, 'the gauge while served');
-    writeFileSync(file, manifests().filter((m) => (m.metadata as { name: string }).name !== 'refunds-later').map((m) => stringify(m)).join('---\n'));
+    writeFileSync(
+      file,
+      manifests()
+        .filter((m) => (m.metadata as { name: string }).name !== 'refunds-later')
+        .map((m) => stringify(m))
+        .join('---\n'),
+    );
     await eventually(async () => (await stateOf(dispatcher)).triggers['test/refunds-later'] === undefined, 20_000, 'refunds-later gone');
     await eventually(async () => !(await dispatcher.metrics()).includes(gauge), 20_000, 'its flow freed');
   });

@@ -1,9 +1,9 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
-import { startDispatcherProcess, type DispatcherProcess } from '../harness/dispatcherProcess.js';
+import { type ControlledSink, lsnToBigInt, startControlledSink } from '../harness/controlledSink.js';
+import { type SourceDatabase, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { type DispatcherProcess, startDispatcherProcess } from '../harness/dispatcherProcess.js';
 import { eventually } from '../harness/recordingSink.js';
-import { lsnToBigInt, startControlledSink, type ControlledSink } from '../harness/controlledSink.js';
 
 /**
  * "No WAL bloat when idle": the slot's confirmed_flush_lsn follows the WAL when nothing the triggers
@@ -21,9 +21,7 @@ describe('the slot advances past traffic no trigger wants, and while idle', () =
       CREATE TABLE audit (id serial PRIMARY KEY, entry text NOT NULL);`);
     await db.sql('CREATE DATABASE elsewhere');
     sink = await startControlledSink(() => ({ status: 200 }));
-    file = writeManifests([
-      triggerManifest('kept-orders', { table: { name: 'orders' }, sink: { url: sink.url }, operations: ['insert', 'update'], filter: "new.kind == 'keep'" }),
-    ]);
+    file = writeManifests([triggerManifest('kept-orders', { table: { name: 'orders' }, sink: { url: sink.url }, operations: ['insert', 'update'], filter: "new.kind == 'keep'" })]);
     proc = await startDispatcherProcess(['--database-url', db.url, '-f', file]);
     await proc.ready(60_000);
     // One event goes through first, so the slot has moved once under load.

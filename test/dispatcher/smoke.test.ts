@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startRecordingSink, type RecordingSink } from '../harness/recordingSink.js';
-import { startDispatcher, startSourceDatabase, triggerManifest, writeManifests, type SourceDatabase } from '../harness/dispatcherFixture.js';
 import type { Dispatcher } from '../../dispatcher/dispatcher.js';
+import { type SourceDatabase, startDispatcher, startSourceDatabase, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
+import { type RecordingSink, startRecordingSink } from '../harness/recordingSink.js';
 
 describe('dispatcher delivers row changes', () => {
   let db: SourceDatabase;
@@ -21,7 +21,7 @@ describe('dispatcher delivers row changes', () => {
   });
 
   it('delivers insert, update, delete and truncate as CloudEvents with exact fields', async () => {
-    await db.sql("INSERT INTO orders (id, total, note) VALUES (9007199254740993, 12345678901234567890.123456789, 'héllo \"x\"')");
+    await db.sql('INSERT INTO orders (id, total, note) VALUES (9007199254740993, 12345678901234567890.123456789, \'héllo "x"\')');
     await db.sql('UPDATE orders SET is_paid = true WHERE id = 9007199254740993');
     await db.sql('DELETE FROM orders');
     await db.sql('TRUNCATE orders');

@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { serverIdentity, startEmbeddedPostgres, type EmbeddedPostgres } from '../../common/embeddedPostgres.js';
+import { type EmbeddedPostgres, serverIdentity, startEmbeddedPostgres } from '../../common/embeddedPostgres.js';
 import type { Dispatcher } from '../../dispatcher/dispatcher.js';
 import { removeDir, startDispatcher, triggerManifest, writeManifests } from '../harness/dispatcherFixture.js';
-import { startRecordingSink, type RecordingSink } from '../harness/recordingSink.js';
+import { type RecordingSink, startRecordingSink } from '../harness/recordingSink.js';
 
 /** A CA and a server certificate for 127.0.0.1 signed by it, plus an unrelated CA; made with openssl. */
 function makeCertificates(dir: string): { ca: string; otherCa: string; cert: string; key: string } {
@@ -45,7 +45,7 @@ describe('a source database that requires TLS', () => {
     writeFileSync(join(server.dataDir, 'pg_hba.conf'), 'local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl replication all 127.0.0.1/32 trust\n');
     admin = new pg.Client({ connectionString: `${server.url}?sslmode=verify-full&sslrootcert=${certs.ca}` });
     await admin.connect();
-    await admin.query("SELECT pg_reload_conf()");
+    await admin.query('SELECT pg_reload_conf()');
     await admin.query('CREATE TABLE orders (id int PRIMARY KEY, note text)');
     sink = await startRecordingSink();
     manifest = writeManifests([triggerManifest('orders', { sink: { url: sink.url }, operations: ['insert'] })]);
@@ -103,7 +103,7 @@ describe('a source database that requires TLS', () => {
     dispatcher = undefined;
   });
 
-  it('--database-ca with a CA that did not sign the server\'s certificate: refused, saying why', async () => {
+  it("--database-ca with a CA that did not sign the server's certificate: refused, saying why", async () => {
     const error = await startDispatcher(server.url, manifest, ['--database-ca', certs.otherCa]).then(
       (d) => {
         dispatcher = d;

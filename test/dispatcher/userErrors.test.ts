@@ -80,9 +80,7 @@ describe('user errors are printed as "eventide: <message>", without a stack, exi
 
   it('ManifestError: malformed YAML (was told apart by "invalid YAML" in its message)', async () => {
     const path = manifests({ 't.yaml': `${trigger()}  columns: [total\n` });
-    expect(await refusal(['dispatch', '--database-url', refusedUrl, '-f', path])).toMatch(
-      new RegExp(`^eventide: ${join(path, 't.yaml')}: invalid YAML: .* at line \\d+, column \\d+`),
-    );
+    expect(await refusal(['dispatch', '--database-url', refusedUrl, '-f', path])).toMatch(new RegExp(`^eventide: ${join(path, 't.yaml')}: invalid YAML: .* at line \\d+, column \\d+`));
   });
 
   it('InvalidResourceError: a field of the wrong type in the manifests a command reads', async () => {

@@ -4,14 +4,14 @@
  * test/controlplane/build.sh into .cache/k8s/<version>/bin, started on loopback with throwaway
  * certificates. RBAC is enforced; the admin kubeconfig is `system:masters`.
  */
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
-import { freePort } from '../../common/loopback.js';
-import { delayedReadyPodStages } from './kwokPodStages.js';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../../common/loopback.js';
+import { delayedReadyPodStages } from './kwokPodStages.js';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BUILD_SCRIPT = join(REPO_ROOT, 'test', 'controlplane', 'build.sh');
@@ -176,10 +176,7 @@ function installExitHook(): void {
  * SIGKILLed, which no in-process hook can catch. It reads the pids to kill from `pidFile`.
  */
 function startWatchdog(dir: string, pidFile: string, keepDir: boolean): ChildProcess {
-  const script =
-    `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done; ` +
-    `for p in $(cat '${pidFile}' 2>/dev/null); do kill -9 "$p" 2>/dev/null; done; ` +
-    (keepDir ? '' : `rm -rf '${dir}'`);
+  const script = `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done; for p in $(cat '${pidFile}' 2>/dev/null); do kill -9 "$p" 2>/dev/null; done; ${keepDir ? '' : `rm -rf '${dir}'`}`;
   const child = spawn('bash', ['-c', script], { stdio: 'ignore', detached: true });
   child.unref();
   return child;
@@ -188,26 +185,16 @@ function startWatchdog(dir: string, pidFile: string, keepDir: boolean): ChildPro
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-
-async function run(
-  file: string,
-  args: string[],
-  options: { input?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {},
-): Promise<KubectlResult> {
+async function run(file: string, args: string[], options: { input?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<KubectlResult> {
   return new Promise((resolveRun, reject) => {
-    const child = execFile(
-      file,
-      args,
-      { env: options.env ?? process.env, cwd: options.cwd, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
-      (error, stdout, stderr) => {
-        if (error && typeof error.code !== 'number') {
-          // spawn failure (ENOENT...), not a non-zero exit
-          if (typeof error.code === 'string') return reject(error);
-        }
-        const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
-        resolveRun({ stdout, stderr, code });
-      },
-    );
+    const child = execFile(file, args, { env: options.env ?? process.env, cwd: options.cwd, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' }, (error, stdout, stderr) => {
+      if (error && typeof error.code !== 'number') {
+        // spawn failure (ENOENT...), not a non-zero exit
+        if (typeof error.code === 'string') return reject(error);
+      }
+      const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
+      resolveRun({ stdout, stderr, code });
+    });
     if (options.input !== undefined) child.stdin?.end(options.input);
     else child.stdin?.end();
   });
@@ -237,9 +224,22 @@ async function newCA(dir: string, name: string, cn: string): Promise<{ cert: str
   const key = await newKey(dir, `${name}.key`);
   const cert = join(dir, `${name}.crt`);
   await openssl(dir, [
-    'req', '-x509', '-new', '-key', key, '-subj', `/CN=${cn}`, '-days', '7', '-sha256',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign,digitalSignature',
-    '-out', cert,
+    'req',
+    '-x509',
+    '-new',
+    '-key',
+    key,
+    '-subj',
+    `/CN=${cn}`,
+    '-days',
+    '7',
+    '-sha256',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign,digitalSignature',
+    '-out',
+    cert,
   ]);
   return { cert, key };
 }
@@ -268,10 +268,7 @@ async function issueCert(dir: string, spec: CertSpec, ca = 'ca'): Promise<{ cert
     ].join('\n'),
   );
   await openssl(dir, ['req', '-new', '-key', key, '-out', csr, '-config', cfg]);
-  await openssl(dir, [
-    'x509', '-req', '-in', csr, '-CA', `${ca}.crt`, '-CAkey', `${ca}.key`, '-CAcreateserial',
-    '-days', '7', '-sha256', '-extfile', cfg, '-extensions', 'ext', '-out', cert,
-  ]);
+  await openssl(dir, ['x509', '-req', '-in', csr, '-CA', `${ca}.crt`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-days', '7', '-sha256', '-extfile', cfg, '-extensions', 'ext', '-out', cert]);
   return { cert, key };
 }
 
@@ -280,9 +277,7 @@ function b64(path: string): string {
 }
 
 function kubeconfig(server: string, caPath: string, user: { cert?: string; key?: string; token?: string }): string {
-  const userFields = user.token
-    ? `    token: ${user.token}`
-    : `    client-certificate-data: ${b64(user.cert!)}\n    client-key-data: ${b64(user.key!)}`;
+  const userFields = user.token ? `    token: ${user.token}` : `    client-certificate-data: ${b64(user.cert!)}\n    client-key-data: ${b64(user.key!)}`;
   return `apiVersion: v1
 kind: Config
 clusters:
@@ -375,12 +370,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   const serviceCidr = opts.serviceCidr ?? DEFAULT_SERVICE_CIDR;
   const serviceIp = firstServiceIp(serviceCidr);
   const hostIp = opts.node?.ip ?? '127.0.0.1';
-  for (const b of [
-    ...REQUIRED_BINARIES,
-    ...(opts.controllerManager ? ['kube-controller-manager'] : []),
-    ...(scheduler ? ['kube-scheduler'] : []),
-    ...(opts.kwok ? ['kwok'] : []),
-  ]) {
+  for (const b of [...REQUIRED_BINARIES, ...(opts.controllerManager ? ['kube-controller-manager'] : []), ...(scheduler ? ['kube-scheduler'] : []), ...(opts.kwok ? ['kwok'] : [])]) {
     if (!existsSync(join(binDir, b))) throw new Error(`${join(binDir, b)} is missing; run test/controlplane/build.sh`);
   }
   const kubectlPath = existsSync(join(binDir, 'kubectl')) ? join(binDir, 'kubectl') : 'kubectl';
@@ -448,8 +438,13 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       cn: 'kube-apiserver',
       usage: 'server',
       sans: [
-        'DNS:localhost', 'DNS:kubernetes', 'DNS:kubernetes.default', 'DNS:kubernetes.default.svc',
-        'DNS:kubernetes.default.svc.cluster.local', 'IP:127.0.0.1', `IP:${serviceIp}`,
+        'DNS:localhost',
+        'DNS:kubernetes',
+        'DNS:kubernetes.default',
+        'DNS:kubernetes.default.svc',
+        'DNS:kubernetes.default.svc.cluster.local',
+        'IP:127.0.0.1',
+        `IP:${serviceIp}`,
         ...(opts.node ? [`IP:${opts.node.ip}`] : []),
       ],
     });
@@ -485,9 +480,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     // A real node's pods need what loopback-only tests leave out: the `kubernetes` Service's endpoint
     // (the node IP), Node authorization for kubelets, ServiceAccount tokens in pods, and the
     // apiserver's own identity towards kubelets.
-    const kubeletClient = opts.node
-      ? await issueCert(dir, { name: 'apiserver-kubelet-client', cn: 'kube-apiserver-kubelet-client', org: 'system:masters', usage: 'client' })
-      : undefined;
+    const kubeletClient = opts.node ? await issueCert(dir, { name: 'apiserver-kubelet-client', cn: 'kube-apiserver-kubelet-client', org: 'system:masters', usage: 'client' }) : undefined;
     const accessArgs = kubeletClient
       ? [
           '--authorization-mode=Node,RBAC',
@@ -588,8 +581,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
 
     // Discovery cache in our dir, not ~/.kube/cache, where every test's apiserver port left a folder.
     const kubectlEnv = { ...process.env, KUBECONFIG: kubeconfigPath, KUBECACHEDIR: join(dir, 'kubectl-cache') };
-    const kubectl = (args: string[], input?: string): Promise<KubectlResult> =>
-      run(kubectlPath, args, input === undefined ? { env: kubectlEnv } : { env: kubectlEnv, input });
+    const kubectl = (args: string[], input?: string): Promise<KubectlResult> => run(kubectlPath, args, input === undefined ? { env: kubectlEnv } : { env: kubectlEnv, input });
 
     // --- kwok: fake kubelets for fake nodes (its default stages: nodes Ready, pods Running and Ready;
     // with podReadyDelayMs, our pod stages replace the default ones)
@@ -647,7 +639,17 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     };
 
     return {
-      kubeconfigPath, server, binDir, dir, caCertPath, kubectlPath, kubectl, makeServiceAccountKubeconfig, issueKubeconfig, addFakeNodes, stop,
+      kubeconfigPath,
+      server,
+      binDir,
+      dir,
+      caCertPath,
+      kubectlPath,
+      kubectl,
+      makeServiceAccountKubeconfig,
+      issueKubeconfig,
+      addFakeNodes,
+      stop,
     };
   } catch (error) {
     await stop();

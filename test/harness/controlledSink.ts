@@ -1,6 +1,6 @@
-import { listenOnLoopback } from '../../common/loopback.js';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { listenOnLoopback } from '../../common/loopback.js';
 
 /** One CloudEvent (binary mode) the sink received, with what became of its answer. */
 export interface SinkDelivery {

@@ -31,7 +31,15 @@ export interface DeadLetterRow {
   id: number;
   trigger: string;
   event_id: string;
-  event: { id: string; source: string; type: string; subject: string; time: string; specversion: string; data: { op: string; new: Record<string, unknown> | null; old: Record<string, unknown> | null } };
+  event: {
+    id: string;
+    source: string;
+    type: string;
+    subject: string;
+    time: string;
+    specversion: string;
+    data: { op: string; new: Record<string, unknown> | null; old: Record<string, unknown> | null };
+  };
   attempts: number;
   last_status: number | null;
   last_error: string;

@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { stringify } from 'yaml';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../common/embeddedPostgres.js';
-import { silentLogger, createLogger } from '../../common/logger.js';
+import { type EmbeddedPostgres, startEmbeddedPostgres } from '../../common/embeddedPostgres.js';
+import { createLogger, silentLogger } from '../../common/logger.js';
 import { Dispatcher } from '../../dispatcher/dispatcher.js';
 import { parseDispatchSettings } from '../../dispatcher/settings.js';
 

@@ -12,12 +12,13 @@
  * /etc/hosts entries (see ClusterDns), so the operator and the dispatcher reach each other and the
  * functions by the names they use in a cluster.
  */
-import { AppsV1Api, CoreV1Api, type KubeConfig, type V1ConfigMap, type V1Deployment } from '@kubernetes/client-node';
-import { spawn, type ChildProcess } from 'node:child_process';
+
+import { type ChildProcess, spawn } from 'node:child_process';
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { AppsV1Api, CoreV1Api, type KubeConfig, type V1ConfigMap, type V1Deployment } from '@kubernetes/client-node';
 
 const BIN = fileURLToPath(new URL('../../bin/eventide.mjs', import.meta.url));
 const HOSTS = '/etc/hosts';
@@ -44,7 +45,10 @@ export class ClusterDns {
 
   restore(): void {
     const current = readFileSync(HOSTS, 'utf8');
-    const kept = current.split('\n').filter((line) => !line.endsWith(this.marker)).join('\n');
+    const kept = current
+      .split('\n')
+      .filter((line) => !line.endsWith(this.marker))
+      .join('\n');
     if (kept !== current) writeFileSync(HOSTS, kept.length > 0 ? kept : this.original);
   }
 }

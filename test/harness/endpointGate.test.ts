@@ -1,8 +1,8 @@
-import type { V1EndpointSlice } from '@kubernetes/client-node';
 import { connect } from 'node:net';
+import type { V1EndpointSlice } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kubeConfigFrom } from '../operator/support.js';
-import { startControlPlane, type ControlPlane } from './controlPlane.js';
+import { type ControlPlane, startControlPlane } from './controlPlane.js';
 import { countReadyEndpoints, EndpointGatedServer } from './endpointGate.js';
 
 const TIMEOUT = 120_000;

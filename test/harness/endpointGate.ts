@@ -9,9 +9,10 @@
  * (with kwok, pods on fake nodes; see ControlPlaneOptions.podReadyDelayMs). The slices are polled,
  * not watched: a list every ~100 ms is cheap on a test control plane and has no watch to lose.
  */
-import { DiscoveryV1Api, type KubeConfig, type V1EndpointSlice } from '@kubernetes/client-node';
+
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { DiscoveryV1Api, type KubeConfig, type V1EndpointSlice } from '@kubernetes/client-node';
 
 const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 const DEFAULT_POLL_INTERVAL_MS = 100;

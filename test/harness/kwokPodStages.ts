@@ -166,12 +166,8 @@ export function delayedReadyPodStages(readyDelayMs: number): string {
   const stages = [
     stage('pod-running', [notDeleting, { key: '.status.podIP', operator: 'DoesNotExist' }], { statusTemplate: RUNNING_STATUS }),
     stage('pod-ready', [notDeleting, running, readyIs('False')], { statusTemplate: READY_STATUS }, readyDelayMs),
-    stage(
-      'pod-complete',
-      [notDeleting, running, readyIs('True'), { key: '.metadata.ownerReferences.[].kind', operator: 'In', values: ['Job'] }],
-      { statusTemplate: COMPLETE_STATUS },
-    ),
+    stage('pod-complete', [notDeleting, running, readyIs('True'), { key: '.metadata.ownerReferences.[].kind', operator: 'In', values: ['Job'] }], { statusTemplate: COMPLETE_STATUS }),
     stage('pod-delete', [{ key: '.metadata.deletionTimestamp', operator: 'Exists' }], { finalizers: { empty: true }, delete: true }),
   ];
-  return stages.map((s) => JSON.stringify(s, null, 2)).join('\n---\n') + '\n';
+  return `${stages.map((s) => JSON.stringify(s, null, 2)).join('\n---\n')}\n`;
 }

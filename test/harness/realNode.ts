@@ -18,22 +18,22 @@ import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ensureControlPlaneBinaries, startControlPlane, type ControlPlane, type KubectlResult } from './controlPlane.js';
+import { type ControlPlane, ensureControlPlaneBinaries, type KubectlResult, startControlPlane } from './controlPlane.js';
 import { coreDnsVersion, ensureRealNodeBinaries } from './realNode/binaries.js';
 import { cgroupHierarchies } from './realNode/cgroups.js';
 import { startContainerd } from './realNode/containerd.js';
 import { coreDnsManifests } from './realNode/coredns.js';
-import { captureHost, writeRecord, type HostRecord } from './realNode/hostRecord.js';
+import { captureHost, type HostRecord, writeRecord } from './realNode/hostRecord.js';
 import { claimMachine, DATA_DIR, RECORD, RUN_DIR, startWatchdog, stopWatchdog } from './realNode/machineClaim.js';
 import { startKubelet, startKubeProxy } from './realNode/nodeAgents.js';
 import { cniConflist, type NodeNetwork } from './realNode/nodeConfig.js';
 import { nodeImages } from './realNode/nodeImages.js';
 import type { OciImageConfig } from './realNode/ociImage.js';
-import { processRef, refRunning, type ProcessRef } from './realNode/processes.js';
+import { type ProcessRef, processRef, refRunning } from './realNode/processes.js';
 import { releaseClaim, teardownNode } from './realNode/teardown.js';
 
 export { makeNodeRootfs } from './realNode/nodeRootfs.js';
-export { readOciArchiveRef, writeOciArchive, type OciImageConfig } from './realNode/ociImage.js';
+export { type OciImageConfig, readOciArchiveRef, writeOciArchive } from './realNode/ociImage.js';
 
 const NODE_NAME = 'eventide-node';
 const SERVICE_CIDR = '10.96.0.0/24';
@@ -153,10 +153,7 @@ export async function startRealNode(opts: RealNodeOptions = {}): Promise<RealNod
   };
   ensureSbinOnPath();
 
-  const [cpBinDir, nodeBinDir] = await Promise.all([
-    ensureControlPlaneBinaries({ build: opts.build ?? true }),
-    ensureRealNodeBinaries({ build: opts.build ?? true }),
-  ]);
+  const [cpBinDir, nodeBinDir] = await Promise.all([ensureControlPlaneBinaries({ build: opts.build ?? true }), ensureRealNodeBinaries({ build: opts.build ?? true })]);
   lap('packages and binaries');
   const nodeIp = opts.nodeIp ?? (await primaryIp());
   const network = {

@@ -1,5 +1,5 @@
-import { listenOnLoopback } from '../../common/loopback.js';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import { listenOnLoopback } from '../../common/loopback.js';
 
 /** One request the sink received. */
 export interface ReceivedRequest {

@@ -4,14 +4,14 @@
  * read-only root filesystem, a writable /tmp (the pods' emptyDir), no capabilities and no_new_privs. The
  * container shares the host's network namespace so that tests reach its port on 127.0.0.1.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Buildah } from '../../deploy/images/buildah.js';
 import { runCommand } from '../../deploy/images/command.js';
-import { readArchive, type ImageConfig } from './imageArchive.js';
+import { type ImageConfig, readArchive } from './imageArchive.js';
 
 const RUNC_ROOT = '/run/eventide-images/runc';
 

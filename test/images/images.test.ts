@@ -4,21 +4,22 @@
  * /tmp writable, no capabilities. The first run builds every image (several minutes: six `npm ci`s);
  * later runs find them up to date.
  */
-import { createServer } from 'node:net';
+
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EventideEvent } from '../../api/v1alpha1/event.js';
-import { binaryModeHeaders } from '../../dispatcher/delivery/requestBody.js';
+import { type BuildReport, buildahFor, buildImages, type ImageResult } from '../../deploy/images/build.js';
 import { contextSources, dockerIgnore } from '../../deploy/images/buildInputs.js';
-import { buildahFor, buildImages, type BuildReport, type ImageResult } from '../../deploy/images/build.js';
 import { imageCatalog, shortName } from '../../deploy/images/catalog.js';
 import { ensureCommands } from '../../deploy/images/hostTools.js';
 import { parseImagesArgs } from '../../deploy/images/main.js';
+import { binaryModeHeaders } from '../../dispatcher/delivery/requestBody.js';
 import { readArchive } from './imageArchive.js';
-import { ImageContainer, processArgs, type ContainerSpec } from './imageContainer.js';
+import { type ContainerSpec, ImageContainer, processArgs } from './imageContainer.js';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const STATE_DIR = join(REPO_ROOT, '.cache/images');
@@ -45,6 +46,7 @@ describe('build inputs', () => {
     { name: 'COPY sources in every stage, not the destination', given: 'FROM a AS b\nCOPY package.json lock.json ./\nFROM a\nCOPY api ./api', expect: ['package.json', 'lock.json', 'api'] },
     { name: 'a COPY from another stage reads no context file', given: 'COPY --from=deps /app/node_modules ./node_modules\nCOPY --chown=1:1 src/ /src', expect: ['src'] },
     { name: 'continued lines and the JSON form', given: 'COPY a \\\n  b /x\nADD ["c d", "/y"]', expect: ['a', 'b', 'c d'] },
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a Dockerfile's variable, not a template
     { name: 'a source built from a variable: only the whole context is safe', given: 'ARG X\nCOPY ${X} /x', expect: undefined },
   ];
   it.each(sources)('$name', ({ given, expect: expected }) => {
@@ -149,14 +151,18 @@ describe('images built from the Dockerfiles', () => {
     }
   });
 
-  it('builds nothing the second time when nothing that goes into an image changed', async () => {
-    const started = performance.now();
-    const again = await buildImages({ repoRoot: REPO_ROOT, outDir: STATE_DIR, stateDir: STATE_DIR });
-    const seconds = (performance.now() - started) / 1000;
-    expect(again.base.built).toBe(false);
-    expect(again.images.filter((image: ImageResult) => image.built).map((image) => image.name)).toEqual([]);
-    expect(seconds).toBeLessThan(20);
-  }, 45 * 60_000); // if a source changed since the first run, it rebuilds (and fails) rather than time out mid-build
+  it(
+    'builds nothing the second time when nothing that goes into an image changed',
+    async () => {
+      const started = performance.now();
+      const again = await buildImages({ repoRoot: REPO_ROOT, outDir: STATE_DIR, stateDir: STATE_DIR });
+      const seconds = (performance.now() - started) / 1000;
+      expect(again.base.built).toBe(false);
+      expect(again.images.filter((image: ImageResult) => image.built).map((image) => image.name)).toEqual([]);
+      expect(seconds).toBeLessThan(20);
+    },
+    45 * 60_000,
+  ); // if a source changed since the first run, it rebuilds (and fails) rather than time out mid-build
 
   it('dispatcher: prints its usage from the bundle made at build time, on a read-only root', async () => {
     const container = await start({ archive: archive('eventide-dispatcher'), args: ['--help'] });
@@ -218,10 +224,7 @@ describe('images built from the Dockerfiles', () => {
     const dir = mkdtempSync(join(tmpdir(), 'runtime-handler-'));
     chmodSync(dir, 0o755); // readable by the image's user, as a ConfigMap volume is
     try {
-      writeFileSync(
-        join(dir, 'handler.ts'),
-        "import { serve } from '@eventide/runtime';\nawait serve(async (event, { logger }) => { logger.info({ handled: event.id }, 'handled'); });\n",
-      );
+      writeFileSync(join(dir, 'handler.ts'), "import { serve } from '@eventide/runtime';\nawait serve(async (event, { logger }) => { logger.info({ handled: event.id }, 'handled'); });\n");
       const port = await freePort();
       const container = await start({ archive: archive('eventide-function-runtime'), env: { PORT: String(port) }, binds: [{ source: dir, destination: '/srv/function' }] });
       await waitFor200(container, `http://127.0.0.1:${port}/healthz`, 30_000);

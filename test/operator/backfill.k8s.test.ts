@@ -13,11 +13,11 @@ import { parseAllDocuments } from 'yaml';
 import type { BackfillStateReport, DispatcherStateReport } from '../../common/dispatcherState.js';
 import { DISPATCHER_PORT } from '../../operator/eventtrigger/dispatcher.js';
 import { dispatcherName } from '../../operator/eventtrigger/source.js';
-import { startOperator, type Operator } from '../../operator/manager.js';
+import { type Operator, startOperator } from '../../operator/manager.js';
 import { settingsWith } from '../../operator/settings.js';
 import type { ControlPlane } from '../harness/controlPlane.js';
 import { ClusterDns } from '../harness/dispatcherKubelet.js';
-import { conditionOf, createNamespace, eventually, getJson, kubeConfigFrom, kubectlOk, startClusterWithCrds, testLogger, type StoredCondition } from './support.js';
+import { conditionOf, createNamespace, eventually, getJson, kubeConfigFrom, kubectlOk, type StoredCondition, startClusterWithCrds, testLogger } from './support.js';
 
 // A namespace and a loopback address no other test uses: cluster DNS names are host-wide (/etc/hosts).
 const NS = 'orchard';
@@ -154,7 +154,7 @@ afterAll(async () => {
 });
 
 describe('Backfill', () => {
-  it('is put into its trigger\'s dispatcher ConfigMap with its uid and generation, defaults filled in', async () => {
+  it("is put into its trigger's dispatcher ConfigMap with its uid and generation, defaults filled in", async () => {
     await kubectlOk(cp, ['apply', '-f', '-'], backfillJson('all-orders', { trigger: { name: 'new-order' } }));
     const stored = await eventually('the Backfill', () => getBackfill('all-orders'));
     const doc = await eventually('the Backfill in the config', async () => (await configuredBackfills())?.get('all-orders'));
@@ -180,7 +180,7 @@ describe('Backfill', () => {
     expect(doc.spec).toEqual({ trigger: { name: 'new-order' }, batchSize: 1000, rowsPerSecond: 200, filter: "new.status == 'open'" });
   });
 
-  it('mirrors the dispatcher\'s /state into status, and kubectl get shows trigger, phase, progress and rows', async () => {
+  it("mirrors the dispatcher's /state into status, and kubectl get shows trigger, phase, progress and rows", async () => {
     const { uid } = (await getBackfill('all-orders'))!.metadata;
     dispatcher.backfills[`${NS}/all-orders`] = {
       trigger: `${NS}/new-order`,
@@ -233,7 +233,7 @@ describe('Backfill', () => {
     expect((await getJson<{ metadata: { resourceVersion: string } }>(cp, ['backfill', 'all-orders', '-n', NS]))!.metadata.resourceVersion).toBe(settled);
   });
 
-  it('a failure: phase Failed with the dispatcher\'s message, and a Warning Event', async () => {
+  it("a failure: phase Failed with the dispatcher's message, and a Warning Event", async () => {
     await kubectlOk(cp, ['apply', '-f', '-'], backfillJson('doomed', { trigger: { name: 'new-order' } }));
     const { uid } = (await eventually('doomed', () => getBackfill('doomed'))).metadata;
     dispatcher.backfills[`${NS}/doomed`] = { trigger: `${NS}/new-order`, uid, phase: 'Failed', rowsRead: 3, rowsSent: 3, message: 'table public.orders has no primary key' };
@@ -309,7 +309,7 @@ describe('Backfill', () => {
     expect(await getBackfill('invalid')).toBeUndefined();
   });
 
-  it('rejects an unknown field with kubectl\'s strict validation (a typo is not dropped silently)', async () => {
+  it("rejects an unknown field with kubectl's strict validation (a typo is not dropped silently)", async () => {
     const result = await cp.kubectl(['create', '-f', '-'], backfillJson('typo', { trigger: { name: 'new-order' }, batchsize: 10 }));
     expect(result.code).not.toBe(0);
     expect(result.stderr).toMatch(/unknown field "spec\.batchsize"/);

@@ -6,10 +6,10 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { parseBackfill, parseEventTrigger, parseManifestText, type BackfillResource, type EventTriggerResource } from '../../api/v1alpha1/index.js';
+import { type BackfillResource, type EventTriggerResource, parseBackfill, parseEventTrigger, parseManifestText } from '../../api/v1alpha1/index.js';
 import type { BackfillStateReport, DispatcherStateReport } from '../../common/dispatcherState.js';
 import { createLogger } from '../../common/logger.js';
-import { ParsedBackfills, type KnownBackfill } from '../../operator/backfill/parsed.js';
+import { type KnownBackfill, ParsedBackfills } from '../../operator/backfill/parsed.js';
 import { backfillsOfSource, dispatcherConfig, makeDispatcherConfigMap } from '../../operator/eventtrigger/dispatcher.js';
 import { DispatcherStates } from '../../operator/eventtrigger/dispatcherStates.js';
 import type { SourceRef } from '../../operator/eventtrigger/source.js';
@@ -37,13 +37,8 @@ function backfill(name: string, triggerName: string, spec: Record<string, unknow
 const members = [trigger('new-order'), trigger('paid-order')];
 
 describe('Backfills in the dispatcher config', () => {
-  it('carries only the Backfills naming one of the source\'s triggers, in its namespace, sorted by name', () => {
-    const all = [
-      backfill('z-paid', 'paid-order'),
-      backfill('a-new', 'new-order'),
-      backfill('orphan', 'no-such-trigger'),
-      backfill('elsewhere', 'new-order', {}, 'billing'),
-    ];
+  it("carries only the Backfills naming one of the source's triggers, in its namespace, sorted by name", () => {
+    const all = [backfill('z-paid', 'paid-order'), backfill('a-new', 'new-order'), backfill('orphan', 'no-such-trigger'), backfill('elsewhere', 'new-order', {}, 'billing')];
     expect(backfillsOfSource(source, members, all).map((b) => b.metadata.name)).toEqual(['a-new', 'z-paid']);
   });
 

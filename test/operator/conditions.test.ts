@@ -1,7 +1,7 @@
-import { describe, expect, it } from 'vitest';
 import type { V1Deployment } from '@kubernetes/client-node';
+import { describe, expect, it } from 'vitest';
 import type { ConditionT } from '../../api/v1alpha1/index.js';
-import { ConditionSet, conditionTime, type ConditionState } from '../../operator/conditions.js';
+import { ConditionSet, type ConditionState, conditionTime } from '../../operator/conditions.js';
 import { deploymentReadiness } from '../../operator/deploymentReadiness.js';
 import { FunctionLifecycle } from '../../operator/function/lifecycle.js';
 
@@ -27,7 +27,12 @@ interface RollupCase {
 const rollups: RollupCase[] = [
   {
     name: 'Ready is True with reason Ready when every dependent is True',
-    given: { marks: [['A', { status: 'True', reason: 'AOk', message: '' }], ['B', { status: 'True', reason: 'BOk', message: '' }]] },
+    given: {
+      marks: [
+        ['A', { status: 'True', reason: 'AOk', message: '' }],
+        ['B', { status: 'True', reason: 'BOk', message: '' }],
+      ],
+    },
     expect: { ready: { status: 'True', reason: 'Ready', message: '' } },
   },
   {
@@ -42,7 +47,12 @@ const rollups: RollupCase[] = [
   },
   {
     name: 'Ready is Unknown with the first Unknown dependent when none is False',
-    given: { marks: [['A', { status: 'True', reason: 'AOk', message: '' }], ['B', { status: 'Unknown', reason: 'Waiting', message: 'b waits' }]] },
+    given: {
+      marks: [
+        ['A', { status: 'True', reason: 'AOk', message: '' }],
+        ['B', { status: 'Unknown', reason: 'Waiting', message: 'b waits' }],
+      ],
+    },
     expect: { ready: { status: 'Unknown', reason: 'Waiting', message: 'b waits' } },
   },
   {
@@ -58,17 +68,29 @@ const rollups: RollupCase[] = [
   {
     name: 'marking the happy condition False overrides the roll-up (an invalid spec)',
     given: {
-      marks: [['A', { status: 'True', reason: 'AOk', message: '' }], ['B', { status: 'True', reason: 'BOk', message: '' }]],
+      marks: [
+        ['A', { status: 'True', reason: 'AOk', message: '' }],
+        ['B', { status: 'True', reason: 'BOk', message: '' }],
+      ],
       happyFalse: ['InvalidSpec', 'spec.filter: bad'],
     },
     expect: { ready: { status: 'False', reason: 'InvalidSpec', message: 'spec.filter: bad' } },
   },
   {
     name: 'conditions are ordered Ready first, then the dependents in set order, each with observedGeneration',
-    given: { marks: [['B', { status: 'True', reason: 'BOk', message: '' }], ['A', { status: 'True', reason: 'AOk', message: '' }]] },
+    given: {
+      marks: [
+        ['B', { status: 'True', reason: 'BOk', message: '' }],
+        ['A', { status: 'True', reason: 'AOk', message: '' }],
+      ],
+    },
     expect: {
       ready: { status: 'True' },
-      conditions: [{ type: 'Ready', observedGeneration: 2 }, { type: 'A', observedGeneration: 2 }, { type: 'B', observedGeneration: 2 }],
+      conditions: [
+        { type: 'Ready', observedGeneration: 2 },
+        { type: 'A', observedGeneration: 2 },
+        { type: 'B', observedGeneration: 2 },
+      ],
     },
   },
 ];
@@ -80,7 +102,7 @@ describe('ConditionSet roll-up', () => {
     if (given.happyFalse) manager.markHappyFalse(...given.happyFalse);
     const conditions = manager.conditions();
     expect(conditions[0]).toMatchObject({ type: 'Ready', ...want.ready });
-    if (want.conditions) want.conditions.forEach((c, i) => expect(conditions[i]).toMatchObject(c));
+    if (want.conditions) for (const [i, c] of want.conditions.entries()) expect(conditions[i]).toMatchObject(c);
   });
 });
 
@@ -159,7 +181,7 @@ const readinessCases: { name: string; given: V1Deployment | undefined; expect: P
     expect: { status: 'True', reason: 'Available', message: '2/2 replicas ready' },
   },
   {
-    name: 'Available=False is False with the Deployment\'s reason and message (no pods can run)',
+    name: "Available=False is False with the Deployment's reason and message (no pods can run)",
     given: deployment({
       observedGeneration: 1,
       conditions: [{ type: 'Available', status: 'False', reason: 'MinimumReplicasUnavailable', message: 'Deployment does not have minimum availability.' }],
@@ -213,11 +235,9 @@ describe('FunctionLifecycle', () => {
     });
   });
 
-  it('reports zero ready replicas and the Deployment\'s reason while no pod is ready', () => {
+  it("reports zero ready replicas and the Deployment's reason while no pod is ready", () => {
     const lifecycle = new FunctionLifecycle(fn, T0);
-    lifecycle.propagateDeployment(
-      deployment({ observedGeneration: 1, conditions: [{ type: 'Available', status: 'False', reason: 'MinimumReplicasUnavailable', message: 'no' }] }),
-    );
+    lifecycle.propagateDeployment(deployment({ observedGeneration: 1, conditions: [{ type: 'Available', status: 'False', reason: 'MinimumReplicasUnavailable', message: 'no' }] }));
     lifecycle.propagateService({ spec: { clusterIP: '10.0.0.12' } });
     const status = lifecycle.status();
     expect(status.readyReplicas).toBe(0);

@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { silentLogger } from '../../common/logger.js';
 import { Controller, type Reconciler } from '../../operator/controller.js';
-import { deleteObject, withSignal, type KubeClients } from '../../operator/kube.js';
+import { deleteObject, type KubeClients, withSignal } from '../../operator/kube.js';
 import { createOperatorMetrics } from '../../operator/metrics.js';
 
 describe('a controller that loses its Lease', () => {

@@ -1,12 +1,12 @@
-import { describe, expect, it } from 'vitest';
 import type { V1Secret } from '@kubernetes/client-node';
+import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { parseEventTrigger, type EventTriggerResource } from '../../api/v1alpha1/index.js';
+import { type EventTriggerResource, parseEventTrigger } from '../../api/v1alpha1/index.js';
 import { secretEnvName } from '../../common/secretEnv.js';
+import { DISPATCH_USAGE } from '../../dispatcher/settings.js';
 import { decideTrigger } from '../../operator/eventtrigger/decide.js';
 import { dispatcherConfig, makeDispatcherConfigMap, makeDispatcherDeployment, secretsHash, sourceOfDispatcher } from '../../operator/eventtrigger/dispatcher.js';
-import { chooseSlot, defaultSlotName, dispatcherName, sourceOf, type SourceRef } from '../../operator/eventtrigger/source.js';
-import { DISPATCH_USAGE } from '../../dispatcher/settings.js';
+import { chooseSlot, defaultSlotName, dispatcherName, type SourceRef, sourceOf } from '../../operator/eventtrigger/source.js';
 
 const SETTINGS = { image: 'ghcr.io/eventide-dev/eventide:0.1.0' };
 
@@ -150,11 +150,7 @@ describe('makeDispatcherDeployment', () => {
 
   it('runs the configured image with the dispatch command line', () => {
     expect(container.image).toBe(SETTINGS.image);
-    expect(container.args).toEqual([
-      'dispatch', '-f', '/etc/eventide/triggers',
-      '--function-url-template', 'http://{name}.{namespace}.svc.cluster.local',
-      '--port', '9090', '--watch-config',
-    ]);
+    expect(container.args).toEqual(['dispatch', '-f', '/etc/eventide/triggers', '--function-url-template', 'http://{name}.{namespace}.svc.cluster.local', '--port', '9090', '--watch-config']);
   });
 
   it('takes the database URL and each distinct signing secret from Secrets, never from the ConfigMap', () => {
@@ -167,11 +163,8 @@ describe('makeDispatcherDeployment', () => {
     expect(JSON.stringify(makeDispatcherConfigMap(source, members))).not.toMatch(/postgres:\/\//);
   });
 
-  it('gives secrets whose names differ only in punctuation one variable each, so no trigger signs with another\'s secret', () => {
-    const lookalikes = [
-      trigger('a', { delivery: { signingSecretRef: { name: 'hook-a', key: 'hmac' } } }),
-      trigger('b', { delivery: { signingSecretRef: { name: 'hook.a', key: 'hmac' } } }),
-    ];
+  it("gives secrets whose names differ only in punctuation one variable each, so no trigger signs with another's secret", () => {
+    const lookalikes = [trigger('a', { delivery: { signingSecretRef: { name: 'hook-a', key: 'hmac' } } }), trigger('b', { delivery: { signingSecretRef: { name: 'hook.a', key: 'hmac' } } })];
     const env = makeDispatcherDeployment(source, lookalikes, SETTINGS).spec!.template.spec!.containers[0]!.env!;
     const signing = env.filter((e) => e.name.startsWith('EVENTIDE_SECRET_'));
     expect(signing.map((e) => e.valueFrom?.secretKeyRef?.name).sort()).toEqual(['hook-a', 'hook.a']);
@@ -197,7 +190,7 @@ describe('makeDispatcherDeployment', () => {
     expect(container.securityContext).toMatchObject({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
   });
 
-  it('is labelled as eventide\'s dispatcher and owned by all its triggers', () => {
+  it("is labelled as eventide's dispatcher and owned by all its triggers", () => {
     expect(deployment.metadata?.labels).toMatchObject({
       'app.kubernetes.io/name': 'eventide-dispatcher',
       'app.kubernetes.io/component': 'dispatcher',
@@ -222,7 +215,7 @@ describe('decideTrigger', () => {
     expect: { functionProblem?: object; sourceProblem?: object; target?: object };
   }[] = [
     {
-      name: 'a trigger whose Function and Secret exist has no problems and targets the Function\'s Service',
+      name: "a trigger whose Function and Secret exist has no problems and targets the Function's Service",
       given: { trigger: trigger('a') },
       expect: { target: { url: 'http://validate-order.food.svc.cluster.local', viaFunction: true } },
     },
@@ -266,7 +259,7 @@ describe('decideTrigger', () => {
     expect(decision.dispatcherName).toBe(dispatcherName(sourceOf(given.trigger)));
   });
 
-  it('a trigger naming a slot other than the source\'s is SlotNameConflict', () => {
+  it("a trigger naming a slot other than the source's is SlotNameConflict", () => {
     const a = trigger('a', { source: { connectionSecretRef: { name: 'orders-db' }, slotName: 'slot_a' } });
     const b = trigger('b', { source: { connectionSecretRef: { name: 'orders-db' }, slotName: 'slot_b' } });
     expect(decideTrigger({ ...base, trigger: a, members: [a, b] }).sourceProblem).toBeUndefined();
@@ -286,12 +279,10 @@ describe('decideTrigger', () => {
 describe('secretsHash (a rotated Secret restarts the dispatcher)', () => {
   const source: SourceRef = { namespace: 'food', secretName: 'orders-db', key: 'url' };
   const members = [trigger('a', { delivery: { signingSecretRef: { name: 'hooks', key: 'hmac' } } }), trigger('b')];
-  const secrets = (url: string, hmac: string, extra: Record<string, string> = {}) => (name: string): V1Secret | undefined =>
-    name === 'orders-db'
-      ? { data: { url: Buffer.from(url).toString('base64'), ...extra } }
-      : name === 'hooks'
-        ? { data: { hmac: Buffer.from(hmac).toString('base64') } }
-        : undefined;
+  const secrets =
+    (url: string, hmac: string, extra: Record<string, string> = {}) =>
+    (name: string): V1Secret | undefined =>
+      name === 'orders-db' ? { data: { url: Buffer.from(url).toString('base64'), ...extra } } : name === 'hooks' ? { data: { hmac: Buffer.from(hmac).toString('base64') } } : undefined;
   const base = secretsHash(source, members, secrets('postgres://app:one@db/shop', 'k1'));
 
   it('changes when the connection URL or a signing secret changes', () => {
@@ -323,9 +314,20 @@ describe('TLS to the source database', () => {
     const deployment = makeDispatcherDeployment(source, [withTls({ caSecretRef: { name: 'pg-ca' }, clientCertSecretRef: { name: 'pg-client' } }), trigger('b')], { image: 'img' });
     const pod = deployment.spec!.template.spec!;
     const container = pod.containers[0]!;
-    expect(container.args).toEqual(expect.arrayContaining(['--database-ca', '/etc/eventide/tls/ca/ca.crt', '--database-cert', '/etc/eventide/tls/client/tls.crt', '--database-key', '/etc/eventide/tls/client/tls.key']));
+    expect(container.args).toEqual(
+      expect.arrayContaining(['--database-ca', '/etc/eventide/tls/ca/ca.crt', '--database-cert', '/etc/eventide/tls/client/tls.crt', '--database-key', '/etc/eventide/tls/client/tls.key']),
+    );
     expect(pod.volumes).toContainEqual({ name: 'database-ca', secret: { secretName: 'pg-ca', items: [{ key: 'ca.crt', path: 'ca.crt' }] } });
-    expect(pod.volumes).toContainEqual({ name: 'database-client-cert', secret: { secretName: 'pg-client', items: [{ key: 'tls.crt', path: 'tls.crt' }, { key: 'tls.key', path: 'tls.key' }] } });
+    expect(pod.volumes).toContainEqual({
+      name: 'database-client-cert',
+      secret: {
+        secretName: 'pg-client',
+        items: [
+          { key: 'tls.crt', path: 'tls.crt' },
+          { key: 'tls.key', path: 'tls.key' },
+        ],
+      },
+    });
     expect(container.volumeMounts).toContainEqual({ name: 'database-ca', mountPath: '/etc/eventide/tls/ca', readOnly: true });
     // The flags the operator writes are the dispatcher's own (the flags parse; the files are what kubelet mounts).
     const args = container.args!;
@@ -342,7 +344,7 @@ describe('TLS to the source database', () => {
     expect(plain.containers[0]!.args?.some((a) => a.startsWith('--database-'))).toBe(false);
   });
 
-  it('a rotated CA or client certificate Secret changes the pod template\'s digest (the files are read at start)', () => {
+  it("a rotated CA or client certificate Secret changes the pod template's digest (the files are read at start)", () => {
     const members = [withTls({ caSecretRef: { name: 'pg-ca' }, clientCertSecretRef: { name: 'pg-client' } })];
     const secrets = (ca: string): ((name: string) => V1Secret | undefined) => {
       const all: Record<string, V1Secret> = {

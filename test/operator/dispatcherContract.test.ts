@@ -3,15 +3,16 @@
  * point at a directory where kubelet mounts the ConfigMap, and the dispatcher must load from it exactly
  * the triggers the operator wrote, with the slot and publication the operator chose.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+
 import { mkdtempSync, rmSync } from 'node:fs';
-import { writeConfigMapVolume } from '../harness/dispatcherKubelet.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadManifests, parseEventTrigger, type EventTriggerResource } from '../../api/v1alpha1/index.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type EventTriggerResource, loadManifests, parseEventTrigger } from '../../api/v1alpha1/index.js';
 import { sourceNames } from '../../dispatcher/servedConfig.js';
 import { DISPATCHER_CONFIG_DIR, makeDispatcherConfigMap, makeDispatcherDeployment } from '../../operator/eventtrigger/dispatcher.js';
 import { chooseSlot, type SourceRef } from '../../operator/eventtrigger/source.js';
+import { writeConfigMapVolume } from '../harness/dispatcherKubelet.js';
 
 const source: SourceRef = { namespace: 'food', secretName: 'orders-db', key: 'url' };
 
@@ -48,7 +49,7 @@ describe('operator → dispatcher config', () => {
     expect(container.volumeMounts).toContainEqual(expect.objectContaining({ name: 'triggers', mountPath: DISPATCHER_CONFIG_DIR }));
   });
 
-  it('loading the mounted ConfigMap yields each trigger exactly once (kubelet\'s ..data links are not extra files)', () => {
+  it("loading the mounted ConfigMap yields each trigger exactly once (kubelet's ..data links are not extra files)", () => {
     const dir = mountLikeKubelet(makeDispatcherConfigMap(source, members).data!);
     mounted.push(dir);
     const loaded = loadManifests([dir]);

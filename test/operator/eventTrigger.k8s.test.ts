@@ -2,26 +2,17 @@
  * EventTrigger reconciliation against a real kube-apiserver + etcd + kube-controller-manager, with the
  * operator in-process and a real PostgreSQL for the slot it drops on deletion.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import type { V1ConfigMap, V1Deployment } from '@kubernetes/client-node';
 import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../common/embeddedPostgres.js';
+import { type EmbeddedPostgres, startEmbeddedPostgres } from '../../common/embeddedPostgres.js';
 import { dispatcherName } from '../../operator/eventtrigger/source.js';
-import { startOperator, type Operator } from '../../operator/manager.js';
+import { type Operator, startOperator } from '../../operator/manager.js';
 import { settingsWith } from '../../operator/settings.js';
 import type { ControlPlane } from '../harness/controlPlane.js';
-import {
-  conditionOf,
-  createNamespace,
-  eventually,
-  getJson,
-  kubeConfigFrom,
-  kubectlOk,
-  startClusterWithCrds,
-  testLogger,
-  type StoredCondition,
-} from './support.js';
+import { conditionOf, createNamespace, eventually, getJson, kubeConfigFrom, kubectlOk, type StoredCondition, startClusterWithCrds, testLogger } from './support.js';
 
 const NS = 'shop';
 const DISPATCHER_IMAGE = 'ghcr.io/eventide-dev/eventide:test';
@@ -137,8 +128,11 @@ describe('EventTrigger', () => {
     const before = await getJson<V1Deployment>(cp, ['deployment', ordersDispatcher, '-n', NS]);
     const digest = before?.spec?.template.metadata?.annotations?.['eventide.dev/secrets-hash'];
     expect(digest).toMatch(/^[0-9a-f]{16}$/);
-    const selector = Object.entries(before?.spec?.selector.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`).join(',');
-    const podsNow = async () => (JSON.parse(await kubectlOk(cp, ['get', 'pods', '-n', NS, '-l', selector, '-o', 'json'])) as { items: { metadata: { name: string }; status?: { phase?: string } }[] }).items;
+    const selector = Object.entries(before?.spec?.selector.matchLabels ?? {})
+      .map(([k, v]) => `${k}=${v}`)
+      .join(',');
+    const podsNow = async () =>
+      (JSON.parse(await kubectlOk(cp, ['get', 'pods', '-n', NS, '-l', selector, '-o', 'json'])) as { items: { metadata: { name: string }; status?: { phase?: string } }[] }).items;
     const oldPods = (await podsNow()).map((p) => p.metadata.name);
     expect(oldPods).toHaveLength(1);
 
@@ -150,10 +144,14 @@ describe('EventTrigger', () => {
       return now && now !== digest ? now : undefined;
     });
     expect(after).toMatch(/^[0-9a-f]{16}$/);
-    await eventually('a new dispatcher pod running in place of the old one', async () => {
-      const pods = await podsNow();
-      return pods.length === 1 && !oldPods.includes(pods[0]!.metadata.name) && pods[0]!.status?.phase === 'Running';
-    }, 60_000);
+    await eventually(
+      'a new dispatcher pod running in place of the old one',
+      async () => {
+        const pods = await podsNow();
+        return pods.length === 1 && !oldPods.includes(pods[0]!.metadata.name) && pods[0]!.status?.phase === 'Running';
+      },
+      60_000,
+    );
     await waitForCondition('new-order', 'DispatcherReady', { status: 'True' });
   });
 
@@ -170,7 +168,7 @@ describe('EventTrigger', () => {
     expect(t.status?.dispatcher).toBe(ordersDispatcher);
   });
 
-  it('updates the ConfigMap when a trigger changes, without touching the dispatcher\'s pod template', async () => {
+  it("updates the ConfigMap when a trigger changes, without touching the dispatcher's pod template", async () => {
     const before = await getJson<V1Deployment>(cp, ['deployment', ordersDispatcher, '-n', NS]);
     await kubectlOk(cp, ['patch', 'eventtrigger', 'paid-order', '-n', NS, '--type=merge', '-p', '{"spec":{"filter":"new.total > 100"}}']);
     await eventually('the new filter in the config', async () => {
@@ -185,7 +183,11 @@ describe('EventTrigger', () => {
 
   it('gives another Secret key its own dispatcher', async () => {
     await kubectlOk(cp, ['patch', 'secret', 'orders-db', '-n', NS, '--type=merge', '-p', JSON.stringify({ stringData: { replica: 'postgres://eventide@127.0.0.1:1/postgres' } })]);
-    await kubectlOk(cp, ['apply', '-f', '-'], triggerYaml('audit', { source: { connectionSecretRef: { name: 'orders-db', key: 'replica' }, dropSlotOnDelete: true }, function: undefined, sink: { url: 'https://audit.example.com/events' } }));
+    await kubectlOk(
+      cp,
+      ['apply', '-f', '-'],
+      triggerYaml('audit', { source: { connectionSecretRef: { name: 'orders-db', key: 'replica' }, dropSlotOnDelete: true }, function: undefined, sink: { url: 'https://audit.example.com/events' } }),
+    );
     const replicaDispatcher = dispatcherName({ namespace: NS, secretName: 'orders-db', key: 'replica' });
     expect(replicaDispatcher).not.toBe(ordersDispatcher);
     await eventually('the second dispatcher', () => getJson<V1Deployment>(cp, ['deployment', replicaDispatcher, '-n', NS]));
@@ -195,7 +197,7 @@ describe('EventTrigger', () => {
     expect(t.status?.sinkUrl).toBe('https://audit.example.com/events');
   });
 
-  it('moves a trigger whose source changes to the new source\'s dispatcher, removing the old one it alone used', async () => {
+  it("moves a trigger whose source changes to the new source's dispatcher, removing the old one it alone used", async () => {
     await kubectlOk(cp, ['create', 'secret', 'generic', 'legacy-db', '-n', NS, '--from-literal=url=postgres://legacy@db/legacy', '--from-literal=v2=postgres://legacy@db2/legacy']);
     await kubectlOk(cp, ['apply', '-f', '-'], triggerYaml('legacy', { source: { connectionSecretRef: { name: 'legacy-db', key: 'url' } } }));
     const oldName = dispatcherName({ namespace: NS, secretName: 'legacy-db', key: 'url' });
@@ -203,8 +205,9 @@ describe('EventTrigger', () => {
     await eventually('the old dispatcher', () => getJson<V1Deployment>(cp, ['deployment', oldName, '-n', NS]));
     await kubectlOk(cp, ['patch', 'eventtrigger', 'legacy', '-n', NS, '--type=merge', '-p', '{"spec":{"source":{"connectionSecretRef":{"name":"legacy-db","key":"v2"}}}}']);
     await eventually('the new dispatcher', () => getJson<V1Deployment>(cp, ['deployment', newName, '-n', NS]));
-    await eventually('the old dispatcher to be gone', async () =>
-      (await getJson(cp, ['deployment', oldName, '-n', NS])) === undefined && (await getJson(cp, ['configmap', oldName, '-n', NS])) === undefined,
+    await eventually(
+      'the old dispatcher to be gone',
+      async () => (await getJson(cp, ['deployment', oldName, '-n', NS])) === undefined && (await getJson(cp, ['configmap', oldName, '-n', NS])) === undefined,
     );
     const t = await eventually('status naming the new dispatcher', async () => ((await getTrigger('legacy'))?.status?.dispatcher === newName ? true : undefined));
     expect(t).toBe(true);
@@ -254,7 +257,16 @@ describe('EventTrigger', () => {
       await client.query('CREATE TABLE IF NOT EXISTS orders (id serial primary key, total int)');
       await client.query('CREATE PUBLICATION orders_pub FOR TABLE orders');
       await client.query("SELECT pg_create_logical_replication_slot('orders_slot', 'pgoutput')");
-      await kubectlOk(cp, ['patch', 'eventtrigger', 'new-order', '-n', NS, '--type=merge', '-p', '{"spec":{"source":{"slotName":"orders_slot","publicationName":"orders_pub","dropSlotOnDelete":true}}}']);
+      await kubectlOk(cp, [
+        'patch',
+        'eventtrigger',
+        'new-order',
+        '-n',
+        NS,
+        '--type=merge',
+        '-p',
+        '{"spec":{"source":{"slotName":"orders_slot","publicationName":"orders_pub","dropSlotOnDelete":true}}}',
+      ]);
       await eventually('the slot in the config', async () => {
         const doc = (await configuredTriggers())?.docs[0];
         return (doc?.spec as { source?: { slotName?: string } } | undefined)?.source?.slotName === 'orders_slot';

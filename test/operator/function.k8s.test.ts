@@ -2,23 +2,13 @@
  * Function reconciliation against a real kube-apiserver + etcd + kube-controller-manager (Deployment
  * controller and garbage collector; no kubelet, so pods never run), with the operator in-process.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import type { V1Deployment, V1Service } from '@kubernetes/client-node';
-import type { ControlPlane } from '../harness/controlPlane.js';
-import { startOperator, type Operator } from '../../operator/manager.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Operator, startOperator } from '../../operator/manager.js';
 import { settingsWith } from '../../operator/settings.js';
-import {
-  CRDS_DIR,
-  conditionOf,
-  createNamespace,
-  eventually,
-  getJson,
-  kubeConfigFrom,
-  kubectlOk,
-  startClusterWithCrds,
-  testLogger,
-  type StoredCondition,
-} from './support.js';
+import type { ControlPlane } from '../harness/controlPlane.js';
+import { CRDS_DIR, conditionOf, createNamespace, eventually, getJson, kubeConfigFrom, kubectlOk, type StoredCondition, startClusterWithCrds, testLogger } from './support.js';
 
 const NS = 'food';
 
@@ -71,7 +61,7 @@ describe('CRDs', () => {
     expect(result.stderr).toMatch(/65535/);
   });
 
-  it('reject an EventTrigger with both a function and a sink, with the rule\'s message', async () => {
+  it("reject an EventTrigger with both a function and a sink, with the rule's message", async () => {
     const result = await cp.kubectl(
       ['apply', '-f', '-'],
       `apiVersion: eventide.dev/v1alpha1
@@ -116,7 +106,7 @@ describe('Function', () => {
     expect(service.spec?.ports).toEqual([expect.objectContaining({ name: 'http', port: 80, targetPort: 'http' })]);
 
     // The Deployment controller runs but there is no node yet: the pod stays Pending, the Deployment unavailable.
-    const status = await eventually('Ready=False with the Deployment\'s reason', async () => {
+    const status = await eventually("Ready=False with the Deployment's reason", async () => {
       const now = await getJson<FunctionJson>(cp, ['function', 'validate-order', '-n', NS]);
       return conditionOf(now, 'Ready')?.reason === 'MinimumReplicasUnavailable' ? now?.status : undefined;
     });
@@ -131,10 +121,14 @@ describe('Function', () => {
     const readyBefore = conditionOf(before, 'Ready');
     await new Promise((r) => setTimeout(r, 1100)); // condition times have second precision
     await cp.addFakeNodes(1);
-    const status = await eventually('Ready=True', async () => {
-      const now = await getJson<FunctionJson>(cp, ['function', 'validate-order', '-n', NS]);
-      return conditionOf(now, 'Ready')?.status === 'True' ? now?.status : undefined;
-    }, 60_000);
+    const status = await eventually(
+      'Ready=True',
+      async () => {
+        const now = await getJson<FunctionJson>(cp, ['function', 'validate-order', '-n', NS]);
+        return conditionOf(now, 'Ready')?.status === 'True' ? now?.status : undefined;
+      },
+      60_000,
+    );
     expect(status).toMatchObject({ readyReplicas: 1, observedGeneration: 1 });
     expect(conditionOf({ status }, 'DeploymentReady')).toMatchObject({ status: 'True' });
     expect(conditionOf({ status }, 'Ready')?.lastTransitionTime).not.toBe(readyBefore?.lastTransitionTime);
@@ -145,16 +139,24 @@ describe('Function', () => {
 
   it('scales with spec.replicas: 3 ready replicas, then 0 (still Ready: nothing is asked to run)', async () => {
     await kubectlOk(cp, ['patch', 'function', 'validate-order', '-n', NS, '--type=merge', '-p', '{"spec":{"replicas":3}}']);
-    await eventually('3 ready replicas', async () => {
-      const now = await getJson<FunctionJson>(cp, ['function', 'validate-order', '-n', NS]);
-      return now?.status?.readyReplicas === 3 && conditionOf(now, 'Ready')?.status === 'True' && now.status.observedGeneration === 2;
-    }, 60_000);
+    await eventually(
+      '3 ready replicas',
+      async () => {
+        const now = await getJson<FunctionJson>(cp, ['function', 'validate-order', '-n', NS]);
+        return now?.status?.readyReplicas === 3 && conditionOf(now, 'Ready')?.status === 'True' && now.status.observedGeneration === 2;
+      },
+      60_000,
+    );
     await kubectlOk(cp, ['patch', 'function', 'validate-order', '-n', NS, '--type=merge', '-p', '{"spec":{"replicas":0}}']);
     // The pods take a moment to go; the status follows the Deployment's down to 0 ready replicas.
-    await eventually('0 ready replicas, Ready', async () => {
-      const now = await getJson<FunctionJson>(cp, ['function', 'validate-order', '-n', NS]);
-      return now?.status?.observedGeneration === 3 && (now.status.readyReplicas ?? 0) === 0 && conditionOf(now, 'Ready')?.status === 'True';
-    }, 60_000);
+    await eventually(
+      '0 ready replicas, Ready',
+      async () => {
+        const now = await getJson<FunctionJson>(cp, ['function', 'validate-order', '-n', NS]);
+        return now?.status?.observedGeneration === 3 && (now.status.readyReplicas ?? 0) === 0 && conditionOf(now, 'Ready')?.status === 'True';
+      },
+      60_000,
+    );
     const deployment = await getJson<V1Deployment>(cp, ['deployment', 'validate-order', '-n', NS]);
     expect(deployment?.spec?.replicas).toBe(0);
   });
@@ -162,20 +164,28 @@ describe('Function', () => {
   it('has a /scale subresource: kubectl scale on the Function reaches the Deployment, and status reports replicas and the selector', async () => {
     await kubectlOk(cp, ['scale', 'function', 'validate-order', '-n', NS, '--replicas=2']);
     await eventually('2 replicas in the Deployment', async () => (await getJson<V1Deployment>(cp, ['deployment', 'validate-order', '-n', NS]))?.spec?.replicas === 2);
-    const scale = await eventually('the scale subresource reports 2 replicas', async () => {
-      const now = JSON.parse(await kubectlOk(cp, ['get', '--raw', `/apis/eventide.dev/v1alpha1/namespaces/${NS}/functions/validate-order/scale`])) as {
-        spec: { replicas: number };
-        status: { replicas: number; selector?: string };
-      };
-      return now.status.replicas === 2 ? now : undefined;
-    }, 60_000);
+    const scale = await eventually(
+      'the scale subresource reports 2 replicas',
+      async () => {
+        const now = JSON.parse(await kubectlOk(cp, ['get', '--raw', `/apis/eventide.dev/v1alpha1/namespaces/${NS}/functions/validate-order/scale`])) as {
+          spec: { replicas: number };
+          status: { replicas: number; selector?: string };
+        };
+        return now.status.replicas === 2 ? now : undefined;
+      },
+      60_000,
+    );
     expect(scale.spec.replicas).toBe(2);
     expect(scale.status.selector).toContain('app.kubernetes.io/name=validate-order');
-    const table = await eventually('kubectl get fn shows 2 replicas, 2 available', async () => {
-      const out = await kubectlOk(cp, ['get', 'fn', 'validate-order', '-n', NS]);
-      // Desired and Scaling are the autoscaler's (spec.scale): empty here.
-      return /True\s+Ready\s+2\s+2\s/.test(out) ? out : undefined;
-    }, 60_000);
+    const table = await eventually(
+      'kubectl get fn shows 2 replicas, 2 available',
+      async () => {
+        const out = await kubectlOk(cp, ['get', 'fn', 'validate-order', '-n', NS]);
+        // Desired and Scaling are the autoscaler's (spec.scale): empty here.
+        return /True\s+Ready\s+2\s+2\s/.test(out) ? out : undefined;
+      },
+      60_000,
+    );
     expect(table).toMatch(/DESIRED\s+REPLICAS\s+AVAILABLE\s+SCALING/);
   });
 
@@ -190,7 +200,7 @@ describe('Function', () => {
     await kubectlOk(cp, ['delete', 'function', 'self-scaled', '-n', NS]);
   });
 
-  it('rolls a new image into the Deployment when the Function\'s image changes', async () => {
+  it("rolls a new image into the Deployment when the Function's image changes", async () => {
     await kubectlOk(cp, ['patch', 'function', 'validate-order', '-n', NS, '--type=merge', '-p', '{"spec":{"image":"registry.example.com/food/validate-order:1.5.0"}}']);
     await eventually('the new image in the Deployment', async () => {
       const d = await getJson<V1Deployment>(cp, ['deployment', 'validate-order', '-n', NS]);
@@ -198,15 +208,15 @@ describe('Function', () => {
     });
   });
 
-  it('reverts someone else\'s edit of the Deployment\'s image', async () => {
+  it("reverts someone else's edit of the Deployment's image", async () => {
     await kubectlOk(cp, ['set', 'image', 'deployment/validate-order', '-n', NS, 'function=evil.example.com/miner:latest']);
-    await eventually('the Function\'s image back in the Deployment', async () => {
+    await eventually("the Function's image back in the Deployment", async () => {
       const d = await getJson<V1Deployment>(cp, ['deployment', 'validate-order', '-n', NS]);
       return d?.spec?.template.spec?.containers[0]?.image === 'registry.example.com/food/validate-order:1.5.0';
     });
   });
 
-  it('leaves fields it does not manage alone (another manager\'s annotation survives re-apply)', async () => {
+  it("leaves fields it does not manage alone (another manager's annotation survives re-apply)", async () => {
     await kubectlOk(cp, ['annotate', 'deployment/validate-order', '-n', NS, 'example.com/owner=payments-team']);
     await kubectlOk(cp, ['patch', 'function', 'validate-order', '-n', NS, '--type=merge', '-p', '{"spec":{"replicas":2}}']);
     const d = await eventually('replicas 2', async () => {
@@ -254,9 +264,7 @@ describe('Function', () => {
     await kubectlOk(cp, ['delete', 'function', 'validate-order', '-n', NS]);
     await eventually(
       'Deployment and Service to be gone',
-      async () =>
-        (await getJson(cp, ['deployment', 'validate-order', '-n', NS])) === undefined &&
-        (await getJson(cp, ['service', 'validate-order', '-n', NS])) === undefined,
+      async () => (await getJson(cp, ['deployment', 'validate-order', '-n', NS])) === undefined && (await getJson(cp, ['service', 'validate-order', '-n', NS])) === undefined,
       60_000,
     );
   });

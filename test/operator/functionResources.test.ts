@@ -1,6 +1,6 @@
-import { describe, expect, it } from 'vitest';
 import type { V1Container, V1Deployment, V1Service } from '@kubernetes/client-node';
-import { parseFunction, type FunctionResource } from '../../api/v1alpha1/index.js';
+import { describe, expect, it } from 'vitest';
+import { type FunctionResource, parseFunction } from '../../api/v1alpha1/index.js';
 import { desiredFunctionObjects, makeDeployment, makeService } from '../../operator/function/resources.js';
 
 function fn(spec: Record<string, unknown>, name = 'validate-order'): FunctionResource {
@@ -39,9 +39,7 @@ const deploymentCases: Case<V1Deployment>[] = [
     name: 'is controlled by the Function, blocking its deletion until the Deployment is gone',
     given: fn({ image: 'img:1' }),
     expect: (d) =>
-      expect(d.metadata?.ownerReferences).toEqual([
-        { apiVersion: 'eventide.dev/v1alpha1', kind: 'Function', name: 'validate-order', uid: 'uid-1', controller: true, blockOwnerDeletion: true },
-      ]),
+      expect(d.metadata?.ownerReferences).toEqual([{ apiVersion: 'eventide.dev/v1alpha1', kind: 'Function', name: 'validate-order', uid: 'uid-1', controller: true, blockOwnerDeletion: true }]),
   },
   {
     name: 'selects pods by name and component only, so the selector never has to change',
@@ -85,7 +83,11 @@ const deploymentCases: Case<V1Deployment>[] = [
   {
     name: 'sets PORT and then the user environment, the user winning on a clash',
     given: fn({ image: 'img:1', port: 8081, env: [{ name: 'A', value: '1' }] }),
-    expect: (d) => expect(container(d).env).toEqual([{ name: 'PORT', value: '8081' }, { name: 'A', value: '1' }]),
+    expect: (d) =>
+      expect(container(d).env).toEqual([
+        { name: 'PORT', value: '8081' },
+        { name: 'A', value: '1' },
+      ]),
   },
   {
     name: 'lets the user override PORT',
@@ -143,7 +145,7 @@ const serviceCases: Case<V1Service>[] = [
     expect: (s) => expect(s.spec?.ports).toEqual([{ name: 'http', port: 80, targetPort: 'http', protocol: 'TCP' }]),
   },
   {
-    name: 'selects the Deployment\'s pods',
+    name: "selects the Deployment's pods",
     given: fn({ image: 'img:1' }),
     expect: (s) => expect(s.spec?.selector).toEqual(makeDeployment(fn({ image: 'img:1' })).spec?.selector.matchLabels),
   },

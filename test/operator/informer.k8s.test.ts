@@ -1,10 +1,10 @@
-import { CoreV1Api, KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { CoreV1Api, KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listenOnLoopback } from '../../common/loopback.js';
 import { ResilientInformer } from '../../operator/informer.js';
 import { createOperatorMetrics } from '../../operator/metrics.js';
-import { startControlPlane, type ControlPlane } from '../harness/controlPlane.js';
+import { type ControlPlane, startControlPlane } from '../harness/controlPlane.js';
 import { createNamespace, eventually, kubeConfigFrom, kubectlOk, testLogger } from './support.js';
 
 const NS = 'relist';
@@ -40,7 +40,11 @@ async function partitionableProxy(target: URL): Promise<Partition> {
     heal() {
       cut = false;
     },
-    close: () => new Promise<void>((resolve) => (server.close(() => resolve()), [...sockets].forEach((s) => s.destroy()))),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      }),
   };
 }
 
@@ -100,7 +104,11 @@ describe('informer across a partition longer than etcd keeps history', () => {
     informer.start();
     await informer.waitForSync();
     expect(lists).toBe(1);
-    const names = () => informer.list().map((cm) => `${cm.metadata?.name}=${cm.data?.v}`).sort();
+    const names = () =>
+      informer
+        .list()
+        .map((cm) => `${cm.metadata?.name}=${cm.data?.v}`)
+        .sort();
     expect(names()).toContain('kept=1');
 
     proxy.cut();

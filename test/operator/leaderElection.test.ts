@@ -3,15 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../common/logger.js';
-import {
-  LeaderElector,
-  decideLease,
-  leaseCallTimeoutMs,
-  nextLeaseSpec,
-  type LeaderElectionConfig,
-  type LeaseDecision,
-  type LeaseRecord,
-} from '../../operator/leaderElection.js';
+import { decideLease, type LeaderElectionConfig, LeaderElector, type LeaseDecision, type LeaseRecord, leaseCallTimeoutMs, nextLeaseSpec } from '../../operator/leaderElection.js';
 
 const ME = 'op-a';
 const NOW = 1_000_000;
@@ -40,7 +32,7 @@ describe('decideLease', () => {
     expect(decideLease(given.record, given.observedAtMs, NOW, ME)).toEqual(want);
   });
 
-  it('judges expiry by when we saw the record change, not by the holder\'s renewTime (clock skew)', () => {
+  it("judges expiry by when we saw the record change, not by the holder's renewTime (clock skew)", () => {
     const record = { holderIdentity: 'op-b', leaseDurationSeconds: 15, renewTime: new Date(NOW - 3_600_000) };
     expect(decideLease(record, NOW, NOW, ME).action).toBe('wait');
   });
@@ -154,8 +146,7 @@ describe('LeaderElector against an API server that stops answering', () => {
   }
 
   /** `promise`, or "timed out" after `ms`: a test of something that used to hang must fail, not wait forever. */
-  const within = <T>(promise: Promise<T>, ms: number) =>
-    Promise.race([promise, new Promise<'timed out'>((resolve) => setTimeout(() => resolve('timed out'), ms).unref())]);
+  const within = <T>(promise: Promise<T>, ms: number) => Promise.race([promise, new Promise<'timed out'>((resolve) => setTimeout(() => resolve('timed out'), ms).unref())]);
 
   it('a leader whose renewals hang steps down by the renew deadline, and the hung requests are cancelled', async () => {
     const server = new FakeLeaseServer();

@@ -4,29 +4,20 @@
  * process. kube-apiserver + etcd only: without kube-controller-manager nothing rewrites a Deployment's
  * status, so the test can set it to simulate a Deployment becoming available.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+
+import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { pino } from 'pino';
-import { parseAllDocuments } from 'yaml';
 import type { V1Deployment, V1Lease } from '@kubernetes/client-node';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
 import { freePort } from '../../common/loopback.js';
-import { startOperator, type Operator } from '../../operator/manager.js';
-import { settingsWith } from '../../operator/settings.js';
 import { dispatcherName } from '../../operator/eventtrigger/source.js';
+import { type Operator, startOperator } from '../../operator/manager.js';
+import { settingsWith } from '../../operator/settings.js';
 import { CHART_DIR, helm } from '../chart/helmBinary.js';
 import type { ControlPlane } from '../harness/controlPlane.js';
-import {
-  REPO_ROOT,
-  conditionOf,
-  createNamespace,
-  eventually,
-  getJson,
-  kubeConfigFrom,
-  kubectlOk,
-  startClusterWithCrds,
-  type StoredCondition,
-} from './support.js';
+import { conditionOf, createNamespace, eventually, getJson, kubeConfigFrom, kubectlOk, REPO_ROOT, type StoredCondition, startClusterWithCrds } from './support.js';
 
 const SYSTEM_NS = 'eventide-system';
 const NS = 'kitchen';
@@ -101,7 +92,7 @@ afterAll(async () => {
   await cp?.stop();
 });
 
-describe('operator with the chart\'s RBAC', () => {
+describe("operator with the chart's RBAC", () => {
   const lines: string[] = [];
   let leader: Operator;
 
@@ -125,34 +116,46 @@ describe('operator with the chart\'s RBAC', () => {
         spec: { source: { connectionSecretRef: { name: 'kitchen-db' } }, table: { name: 'orders' }, function: { name: 'approve-order' }, filter: 'new.status == "paid"' },
       }),
     );
-    await eventually('the Function\'s Deployment and Service', async () =>
-      (await getJson(cp, ['deployment', 'approve-order', '-n', NS])) !== undefined && (await getJson(cp, ['service', 'approve-order', '-n', NS])) !== undefined,
+    await eventually(
+      "the Function's Deployment and Service",
+      async () => (await getJson(cp, ['deployment', 'approve-order', '-n', NS])) !== undefined && (await getJson(cp, ['service', 'approve-order', '-n', NS])) !== undefined,
     );
     const dispatcher = dispatcherName({ namespace: NS, secretName: 'kitchen-db', key: 'url' });
-    await eventually('the dispatcher', async () =>
-      (await getJson(cp, ['deployment', dispatcher, '-n', NS])) !== undefined && (await getJson(cp, ['configmap', dispatcher, '-n', NS])) !== undefined,
-    );
-    const trigger = await eventually('the trigger\'s status', async () => {
+    await eventually('the dispatcher', async () => (await getJson(cp, ['deployment', dispatcher, '-n', NS])) !== undefined && (await getJson(cp, ['configmap', dispatcher, '-n', NS])) !== undefined);
+    const trigger = await eventually("the trigger's status", async () => {
       const t = await getJson<{ status?: { conditions?: StoredCondition[] }; metadata: { finalizers?: string[] } }>(cp, ['eventtrigger', 'approval', '-n', NS]);
       return conditionOf(t, 'SourceReady')?.status === 'True' && conditionOf(t, 'FunctionResolved')?.status === 'True' ? t : undefined;
     });
     expect(trigger.metadata.finalizers).toContain('eventide.dev/dispatcher');
     // A Backfill: read (list/watch), carried into the dispatcher's ConfigMap, its status written (patch backfills/status).
-    await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify({
-      apiVersion: 'eventide.dev/v1alpha1', kind: 'Backfill', metadata: { name: 'approval-history', namespace: NS }, spec: { trigger: { name: 'approval' } },
-    }));
+    await kubectlOk(
+      cp,
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'eventide.dev/v1alpha1',
+        kind: 'Backfill',
+        metadata: { name: 'approval-history', namespace: NS },
+        spec: { trigger: { name: 'approval' } },
+      }),
+    );
     await eventually('the Backfill in the dispatcher config', async () =>
       ((await getJson<{ data?: Record<string, string> }>(cp, ['configmap', dispatcher, '-n', NS]))?.data?.['triggers.yaml'] ?? '').includes('kind: Backfill'),
     );
-    await eventually('the Backfill\'s status', async () => {
+    await eventually("the Backfill's status", async () => {
       const b = await getJson<{ status?: { phase?: string; conditions?: StoredCondition[] } }>(cp, ['backfill', 'approval-history', '-n', NS]);
       return b?.status?.phase === 'Pending' && conditionOf(b, 'Accepted')?.reason === 'DispatcherPending';
     });
     // Events reach `kubectl describe` (needs events create).
-    await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify({
-      apiVersion: 'eventide.dev/v1alpha1', kind: 'EventTrigger', metadata: { name: 'bad-filter', namespace: NS },
-      spec: { source: { connectionSecretRef: { name: 'kitchen-db' } }, table: { name: 'orders' }, function: { name: 'approve-order' }, filter: 'new.status ==' },
-    }));
+    await kubectlOk(
+      cp,
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'eventide.dev/v1alpha1',
+        kind: 'EventTrigger',
+        metadata: { name: 'bad-filter', namespace: NS },
+        spec: { source: { connectionSecretRef: { name: 'kitchen-db' } }, table: { name: 'orders' }, function: { name: 'approve-order' }, filter: 'new.status ==' },
+      }),
+    );
     await eventually('an InvalidSpec event', async () => (await kubectlOk(cp, ['get', 'events', '-n', NS, '--field-selector', 'reason=InvalidSpec', '-o', 'name'])).trim() !== '');
     // Deleting runs the finalizer (patch on eventtriggers) and deletes the dispatcher objects.
     await kubectlOk(cp, ['delete', 'eventtrigger', 'approval', 'bad-filter', '-n', NS, '--wait=false']);
@@ -163,14 +166,20 @@ describe('operator with the chart\'s RBAC', () => {
     expect(denied).toEqual([]);
   });
 
-  it('says so in the trigger\'s status when it may not read the Secrets of its namespace, and recovers once it may', async () => {
+  it("says so in the trigger's status when it may not read the Secrets of its namespace, and recovers once it may", async () => {
     const pantry = 'pantry';
     await createNamespace(cp, pantry);
     await kubectlOk(cp, ['create', 'secret', 'generic', 'pantry-db', '-n', pantry, '--from-literal=url=postgres://pantry@db:5432/pantry']);
-    await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify({
-      apiVersion: 'eventide.dev/v1alpha1', kind: 'EventTrigger', metadata: { name: 'stock', namespace: pantry },
-      spec: { source: { connectionSecretRef: { name: 'pantry-db' } }, table: { name: 'stock' }, sink: { url: 'http://stock.example/hook' } },
-    }));
+    await kubectlOk(
+      cp,
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'eventide.dev/v1alpha1',
+        kind: 'EventTrigger',
+        metadata: { name: 'stock', namespace: pantry },
+        spec: { source: { connectionSecretRef: { name: 'pantry-db' } }, table: { name: 'stock' }, sink: { url: 'http://stock.example/hook' } },
+      }),
+    );
     const forbidden = await eventually('SourceReady=False, SecretsForbidden', async () => {
       const t = await getJson<{ status?: { conditions?: StoredCondition[] } }>(cp, ['eventtrigger', 'stock', '-n', pantry]);
       const condition = conditionOf(t, 'SourceReady');
@@ -184,10 +193,14 @@ describe('operator with the chart\'s RBAC', () => {
     // What the chart grants for a listed namespace: the operator notices on its next list.
     await kubectlOk(cp, ['create', 'role', 'eventide-secrets', '-n', pantry, '--verb=get,list,watch', '--resource=secrets']);
     await kubectlOk(cp, ['create', 'rolebinding', 'eventide-secrets', '-n', pantry, '--role=eventide-secrets', `--serviceaccount=${SYSTEM_NS}:${serviceAccount}`]);
-    await eventually('SourceReady=True', async () => {
-      const t = await getJson<{ status?: { conditions?: StoredCondition[] } }>(cp, ['eventtrigger', 'stock', '-n', pantry]);
-      return conditionOf(t, 'SourceReady')?.status === 'True';
-    }, 60_000);
+    await eventually(
+      'SourceReady=True',
+      async () => {
+        const t = await getJson<{ status?: { conditions?: StoredCondition[] } }>(cp, ['eventtrigger', 'stock', '-n', pantry]);
+        return conditionOf(t, 'SourceReady')?.status === 'True';
+      },
+      60_000,
+    );
     await kubectlOk(cp, ['delete', 'eventtrigger', 'stock', '-n', pantry, '--wait=false']);
     await eventually('the trigger to be gone', async () => (await getJson(cp, ['eventtrigger', 'stock', '-n', pantry])) === undefined);
   }, 120_000);
@@ -246,9 +259,21 @@ describe('operator with the chart\'s RBAC', () => {
     child = spawn(
       process.execPath,
       [
-        '--import', 'tsx', join(REPO_ROOT, 'operator', 'main.ts'),
-        '--kubeconfig', saKubeconfig, '--leader-elect', `--namespace=${SYSTEM_NS}`, '--identity', 'replica-c',
-        '--metrics-port', String(port), '--metrics-host', '127.0.0.1', '--dispatcher-image', 'ghcr.io/eventide-dev/eventide:test',
+        '--import',
+        'tsx',
+        join(REPO_ROOT, 'operator', 'main.ts'),
+        '--kubeconfig',
+        saKubeconfig,
+        '--leader-elect',
+        `--namespace=${SYSTEM_NS}`,
+        '--identity',
+        'replica-c',
+        '--metrics-port',
+        String(port),
+        '--metrics-host',
+        '127.0.0.1',
+        '--dispatcher-image',
+        'ghcr.io/eventide-dev/eventide:test',
       ],
       { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: 'info' } },
     );

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SettingsError, parseSettings } from '../../operator/settings.js';
+import { parseSettings, SettingsError } from '../../operator/settings.js';
 
 describe('parseSettings', () => {
   const cases: { name: string; given: { argv: string[]; env?: Record<string, string> }; expect: Record<string, unknown> }[] = [

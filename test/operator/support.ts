@@ -2,11 +2,12 @@
  * Shared set-up for the operator's integration tests: a real control plane, eventide's CRDs, and
  * helpers to read and wait on the world through kubectl.
  */
-import { KubeConfig } from '@kubernetes/client-node';
+
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { KubeConfig } from '@kubernetes/client-node';
 import { createLogger } from '../../common/logger.js';
-import { startControlPlane, type ControlPlane, type ControlPlaneOptions } from '../harness/controlPlane.js';
+import { type ControlPlane, type ControlPlaneOptions, startControlPlane } from '../harness/controlPlane.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CRDS_DIR = join(REPO_ROOT, 'crds');

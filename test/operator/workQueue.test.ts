@@ -1,16 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { WorkQueue } from '../../operator/workQueue.js';
 import { ExponentialRateLimiter } from '../../operator/rateLimiter.js';
+import { WorkQueue } from '../../operator/workQueue.js';
 
-type Op =
-  | ['add', string]
-  | ['addAfter', string, number]
-  | ['addRateLimited', string]
-  | ['forget', string]
-  | ['get']
-  | ['done', string]
-  | ['tick', number]
-  | ['shutDown'];
+type Op = ['add', string] | ['addAfter', string, number] | ['addRateLimited', string] | ['forget', string] | ['get'] | ['done', string] | ['tick', number] | ['shutDown'];
 
 interface Case {
   name: string;
@@ -46,7 +38,10 @@ const cases: Case[] = [
   },
   {
     name: 'addAfter holds the key until the delay has passed',
-    given: [['addAfter', 'ns/a', 100], ['tick', 99]],
+    given: [
+      ['addAfter', 'ns/a', 100],
+      ['tick', 99],
+    ],
     expect: { got: [], len: 0 },
   },
   {
@@ -66,15 +61,27 @@ const cases: Case[] = [
   },
   {
     name: 'addRateLimited waits 5 ms on the first failure',
-    given: [['addRateLimited', 'ns/a'], ['tick', 4]],
+    given: [
+      ['addRateLimited', 'ns/a'],
+      ['tick', 4],
+    ],
     expect: { got: [], len: 0, requeues: { 'ns/a': 1 } },
   },
   {
     name: 'addRateLimited doubles the wait on each failure: 5, 10, 20 ms',
     given: [
-      ['addRateLimited', 'ns/a'], ['tick', 5], ['get'], ['done', 'ns/a'],
-      ['addRateLimited', 'ns/a'], ['tick', 9], ['addRateLimited', 'ns/b'], ['tick', 1], ['get'], ['done', 'ns/a'],
-      ['addRateLimited', 'ns/a'], ['tick', 19],
+      ['addRateLimited', 'ns/a'],
+      ['tick', 5],
+      ['get'],
+      ['done', 'ns/a'],
+      ['addRateLimited', 'ns/a'],
+      ['tick', 9],
+      ['addRateLimited', 'ns/b'],
+      ['tick', 1],
+      ['get'],
+      ['done', 'ns/a'],
+      ['addRateLimited', 'ns/a'],
+      ['tick', 19],
     ],
     // ns/b's own 5 ms pass during the last tick; ns/a's third wait (20 ms) does not.
     expect: { got: ['ns/a', 'ns/a'], len: 1, requeues: { 'ns/a': 3, 'ns/b': 1 } },

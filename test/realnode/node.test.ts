@@ -8,13 +8,13 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeNodeRootfs, realNodeUnsupportedReason, startRealNode, type RealNode } from '../harness/realNode.js';
 import { nodeCgroups } from '../harness/realNode/cgroups.js';
 import { currentMountPoints, HOST_PATHS, listTree, newMountsUnder } from '../harness/realNode/hostPaths.js';
-import { captureHost, linkNames, readRecord, type HostSnapshot } from '../harness/realNode/hostRecord.js';
+import { captureHost, type HostSnapshot, linkNames, readRecord } from '../harness/realNode/hostRecord.js';
 import { emptyNewTables, iptablesUndoScript, saveIptables } from '../harness/realNode/iptables.js';
 import { pidsWithCommandLine } from '../harness/realNode/processes.js';
 import { readSysctls, sysctlChanges } from '../harness/realNode/sysctls.js';
+import { makeNodeRootfs, type RealNode, realNodeUnsupportedReason, startRealNode } from '../harness/realNode.js';
 
 /** The node's watchdog (it has the run dir on its command line) lives until the release, by design. */
 const isWatchdog = (pid: number): boolean => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('realNode/teardown.ts');
@@ -123,18 +123,28 @@ describe.skipIf(skipReason !== undefined)('a real node', () => {
   /** The host as `before` had it: no process, pod cgroup, rule, link, mount, sysctl or file of the node. */
   const assertNothingLeft = async (): Promise<void> => {
     expect(pidsWithCommandLine(node.dataDir), 'processes of the node').toEqual([]);
-    expect(pidsWithCommandLine(node.runDir).filter((pid) => !isWatchdog(pid)), 'processes of the node').toEqual([]);
+    expect(
+      pidsWithCommandLine(node.runDir).filter((pid) => !isWatchdog(pid)),
+      'processes of the node',
+    ).toEqual([]);
     expect(pidsWithCommandLine(controlPlaneDir), 'processes of the control plane').toEqual([]);
     expect(nodeCgroups(), 'pod cgroups').toEqual(before.cgroups);
     for (const [command, saved] of Object.entries(before.iptables)) {
       const now = await saveIptables(command);
-      const chains = (text: string) => text.split('\n').filter((l) => /^:(KUBE|CNI)-/.test(l)).map((l) => l.split(' ')[0]);
+      const chains = (text: string) =>
+        text
+          .split('\n')
+          .filter((l) => /^:(KUBE|CNI)-/.test(l))
+          .map((l) => l.split(' ')[0]);
       expect(chains(now), `${command} KUBE-/CNI- chains`).toEqual(chains(saved));
       expect(iptablesUndoScript(saved, now), `${command} rules added`).toBe('');
       expect(emptyNewTables(saved, now), `${command} tables added`).toEqual([]);
     }
     const links = await linkNames();
-    expect(links.filter((l) => !before.links.includes(l)), 'new links (cni0, veths)').toEqual([]);
+    expect(
+      links.filter((l) => !before.links.includes(l)),
+      'new links (cni0, veths)',
+    ).toEqual([]);
     expect(newMountsUnder([node.dataDir, node.runDir, ...HOST_PATHS], before.mountPoints), 'mounts').toEqual([]);
     expect(currentMountPoints().filter((m) => m.includes('eventide-node'))).toEqual([]);
     expect(sysctlChanges(before.sysctls, readSysctls()), 'sysctls').toEqual([]);
@@ -155,50 +165,62 @@ describe.skipIf(skipReason !== undefined)('a real node', () => {
     await node?.stop();
   }, TIMEOUT);
 
-  it('registers a Ready node running CoreDNS, with the pinned kubelet and containerd', async () => {
-    const info = await node.kubectl(['get', 'node', node.nodeName, '-o', 'jsonpath={.status.nodeInfo.kubeletVersion} {.status.nodeInfo.containerRuntimeVersion}']);
-    expect(info.code, info.stderr).toBe(0);
-    expect(info.stdout).toMatch(/^v1\.\d+\.\d+ containerd:\/\/1\./);
-    const dns = await node.kubectl(['-n', 'kube-system', 'get', 'pods', '-l', 'k8s-app=kube-dns', '-o', 'jsonpath={.items[0].status.phase}']);
-    expect(dns.stdout).toBe('Running');
-  }, TIMEOUT);
+  it(
+    'registers a Ready node running CoreDNS, with the pinned kubelet and containerd',
+    async () => {
+      const info = await node.kubectl(['get', 'node', node.nodeName, '-o', 'jsonpath={.status.nodeInfo.kubeletVersion} {.status.nodeInfo.containerRuntimeVersion}']);
+      expect(info.code, info.stderr).toBe(0);
+      expect(info.stdout).toMatch(/^v1\.\d+\.\d+ containerd:\/\/1\./);
+      const dns = await node.kubectl(['-n', 'kube-system', 'get', 'pods', '-l', 'k8s-app=kube-dns', '-o', 'jsonpath={.items[0].status.phase}']);
+      expect(dns.stdout).toBe('Running');
+    },
+    TIMEOUT,
+  );
 
-  it('runs a local image behind a Service that another pod reaches by ClusterIP and DNS name; logs and exec work', async () => {
-    let t = Date.now();
-    const image = await node.makeImage(await makeNodeRootfs(rootfsDir), 'localhost/node20-slim:test', { cmd: ['node'] });
-    console.error(`[realnode test] node 20 image made and imported in ${((Date.now() - t) / 1000).toFixed(1)}s`);
+  it(
+    'runs a local image behind a Service that another pod reaches by ClusterIP and DNS name; logs and exec work',
+    async () => {
+      let t = Date.now();
+      const image = await node.makeImage(await makeNodeRootfs(rootfsDir), 'localhost/node20-slim:test', { cmd: ['node'] });
+      console.error(`[realnode test] node 20 image made and imported in ${((Date.now() - t) / 1000).toFixed(1)}s`);
 
-    t = Date.now();
-    const applied = await node.kubectl(['apply', '-f', '-'], workload(image));
-    expect(applied.code, applied.stderr).toBe(0);
-    const rollout = await node.kubectl(['rollout', 'status', 'deploy/echo', '--timeout=90s']);
-    expect(rollout.code, rollout.stderr + (await node.kubectl(['describe', 'pods'])).stdout).toBe(0);
-    console.error(`[realnode test] first pod Ready ${((Date.now() - t) / 1000).toFixed(1)}s after apply`);
-    const client = await node.kubectl(['wait', '--for=condition=Ready', 'pod/client', '--timeout=60s']);
-    expect(client.code, client.stderr).toBe(0);
+      t = Date.now();
+      const applied = await node.kubectl(['apply', '-f', '-'], workload(image));
+      expect(applied.code, applied.stderr).toBe(0);
+      const rollout = await node.kubectl(['rollout', 'status', 'deploy/echo', '--timeout=90s']);
+      expect(rollout.code, rollout.stderr + (await node.kubectl(['describe', 'pods'])).stdout).toBe(0);
+      console.error(`[realnode test] first pod Ready ${((Date.now() - t) / 1000).toFixed(1)}s after apply`);
+      const client = await node.kubectl(['wait', '--for=condition=Ready', 'pod/client', '--timeout=60s']);
+      expect(client.code, client.stderr).toBe(0);
 
-    const clusterIp = (await node.kubectl(['get', 'service', 'echo', '-o', 'jsonpath={.spec.clusterIP}'])).stdout;
-    expect(clusterIp).toMatch(/^10\.96\.0\.\d+$/);
-    const exec = await node.kubectl(['exec', 'client', '--', 'node', '-e', CLIENT_CHECKS, clusterIp]);
-    expect(exec.code, exec.stderr).toBe(0);
-    const seen = JSON.parse(exec.stdout) as Record<string, { status?: number; body?: string; error?: string }>;
-    for (const how of ['clusterIp', 'shortName', 'fqdn']) {
-      expect(seen[how], how).toMatchObject({ status: 200, body: expect.stringMatching(/^hello from echo-/) });
-    }
-    expect(seen.apiserver, 'pod -> kubernetes.default.svc with its token').toMatchObject({ status: 200, body: expect.stringContaining('"gitVersion"') });
+      const clusterIp = (await node.kubectl(['get', 'service', 'echo', '-o', 'jsonpath={.spec.clusterIP}'])).stdout;
+      expect(clusterIp).toMatch(/^10\.96\.0\.\d+$/);
+      const exec = await node.kubectl(['exec', 'client', '--', 'node', '-e', CLIENT_CHECKS, clusterIp]);
+      expect(exec.code, exec.stderr).toBe(0);
+      const seen = JSON.parse(exec.stdout) as Record<string, { status?: number; body?: string; error?: string }>;
+      for (const how of ['clusterIp', 'shortName', 'fqdn']) {
+        expect(seen[how], how).toMatchObject({ status: 200, body: expect.stringMatching(/^hello from echo-/) });
+      }
+      expect(seen.apiserver, 'pod -> kubernetes.default.svc with its token').toMatchObject({ status: 200, body: expect.stringContaining('"gitVersion"') });
 
-    const logs = await node.kubectl(['logs', 'deploy/echo']);
-    expect(logs.code, logs.stderr).toBe(0);
-    expect(logs.stdout).toContain('listening on 8080');
-    expect(logs.stdout).toMatch(/request \d+ GET \/ from /);
-  }, TIMEOUT);
+      const logs = await node.kubectl(['logs', 'deploy/echo']);
+      expect(logs.code, logs.stderr).toBe(0);
+      expect(logs.stdout).toContain('listening on 8080');
+      expect(logs.stdout).toMatch(/request \d+ GET \/ from /);
+    },
+    TIMEOUT,
+  );
 
-  it('stops and leaves nothing behind', async () => {
-    const t = Date.now();
-    // Checked before the machine is released: another test file may start its node right after.
-    await node.stop({ beforeRelease: assertNothingLeft });
-    console.error(`[realnode test] stopped and checked in ${((Date.now() - t) / 1000).toFixed(1)}s`);
-    // Released: the run dir (with the record) is gone, or is another node's already.
-    expect(readRecord(join(node.runDir, 'record.json'))?.owner.pid).not.toBe(process.pid);
-  }, TIMEOUT);
+  it(
+    'stops and leaves nothing behind',
+    async () => {
+      const t = Date.now();
+      // Checked before the machine is released: another test file may start its node right after.
+      await node.stop({ beforeRelease: assertNothingLeft });
+      console.error(`[realnode test] stopped and checked in ${((Date.now() - t) / 1000).toFixed(1)}s`);
+      // Released: the run dir (with the record) is gone, or is another node's already.
+      expect(readRecord(join(node.runDir, 'record.json'))?.owner.pid).not.toBe(process.pid);
+    },
+    TIMEOUT,
+  );
 });

@@ -7,13 +7,13 @@
  * is counted as a failed attempt while waiting" are what the dispatcher actually did.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import pg from 'pg';
 import type { V1Deployment } from '@kubernetes/client-node';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ATTEMPT_HEADER } from '../../api/v1alpha1/index.js';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../common/embeddedPostgres.js';
+import { type EmbeddedPostgres, startEmbeddedPostgres } from '../../common/embeddedPostgres.js';
 import { dispatcherName } from '../../operator/eventtrigger/source.js';
-import { startOperator, type Operator } from '../../operator/manager.js';
+import { type Operator, startOperator } from '../../operator/manager.js';
 import { settingsWith } from '../../operator/settings.js';
 import type { ControlPlane } from '../harness/controlPlane.js';
 import { ClusterDns, DispatcherKubelet } from '../harness/dispatcherKubelet.js';
@@ -62,7 +62,10 @@ async function dispatcherMetric(series: string): Promise<number> {
 }
 
 beforeAll(async () => {
-  [cp, postgres] = await Promise.all([startClusterWithCrds({ controllerManager: true, kwok: true, podReadyDelayMs: POD_READY_DELAY_MS, controllerManagerArgs: ['--horizontal-pod-autoscaler-sync-period=1s'] }), startEmbeddedPostgres()]);
+  [cp, postgres] = await Promise.all([
+    startClusterWithCrds({ controllerManager: true, kwok: true, podReadyDelayMs: POD_READY_DELAY_MS, controllerManagerArgs: ['--horizontal-pod-autoscaler-sync-period=1s'] }),
+    startEmbeddedPostgres(),
+  ]);
   await cp.addFakeNodes(1);
   await createNamespace(cp, NS);
   db = new pg.Client({ connectionString: postgres.url });
@@ -107,10 +110,14 @@ beforeAll(async () => {
     },
   ]);
   // The trigger is served before the burst: the dispatcher runs and reads the slot.
-  await eventually('the trigger Ready', async () => {
-    const t = await getJson<{ status?: { conditions?: { type: string; status: string }[] } }>(cp, ['eventtrigger', 'orders-to-burst', '-n', NS]);
-    return t?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
-  }, 120_000);
+  await eventually(
+    'the trigger Ready',
+    async () => {
+      const t = await getJson<{ status?: { conditions?: { type: string; status: string }[] } }>(cp, ['eventtrigger', 'orders-to-burst', '-n', NS]);
+      return t?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+    },
+    120_000,
+  );
 }, 300_000);
 
 afterAll(async () => {
@@ -125,10 +132,14 @@ afterAll(async () => {
 describe('a Function with spec.scale follows its demand', () => {
   it('starts at zero: the Deployment is created with 0 replicas and the Function is Ready', async () => {
     expect(await deploymentReplicas('burst')).toBe(0);
-    const fn = await eventually('the Function Ready at zero', async () => {
-      const f = await getJson<FunctionJson & { status?: { conditions?: { type: string; status: string }[] } }>(cp, ['function', 'burst', '-n', NS]);
-      return f?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? f : undefined;
-    }, 60_000);
+    const fn = await eventually(
+      'the Function Ready at zero',
+      async () => {
+        const f = await getJson<FunctionJson & { status?: { conditions?: { type: string; status: string }[] } }>(cp, ['function', 'burst', '-n', NS]);
+        return f?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? f : undefined;
+      },
+      60_000,
+    );
     expect(fn.status?.autoscaling).toMatchObject({ desiredReplicas: 0 });
     expect(gate.isOpen).toBe(false);
   });
@@ -154,7 +165,16 @@ describe('a Function with spec.scale follows its demand', () => {
     const fn = await getFunction('burst');
     expect(fn?.status?.autoscaling).toMatchObject({ desiredReplicas: 4, reason: 'ScaleUp' });
     expect(fn?.status?.autoscaling?.message).toContain('target 10 per pod');
-    const events = await kubectlOk(cp, ['get', 'events', '-n', NS, '--field-selector', 'involvedObject.kind=Function,involvedObject.name=burst', '-o', 'jsonpath={range .items[*]}{.reason}: {.message}{"\\n"}{end}']);
+    const events = await kubectlOk(cp, [
+      'get',
+      'events',
+      '-n',
+      NS,
+      '--field-selector',
+      'involvedObject.kind=Function,involvedObject.name=burst',
+      '-o',
+      'jsonpath={range .items[*]}{.reason}: {.message}{"\\n"}{end}',
+    ]);
     expect(events).toMatch(/ScaledUp: 0 → 4 replicas: 40 events pending/);
     const table = await kubectlOk(cp, ['get', 'fn', 'burst', '-n', NS]);
     expect(table).toMatch(/DESIRED\s+REPLICAS\s+AVAILABLE\s+SCALING/);
@@ -174,7 +194,16 @@ describe('a Function with spec.scale follows its demand', () => {
       return f?.status?.autoscaling?.reason === 'Idle' ? f : undefined;
     });
     expect(fn.status?.autoscaling?.desiredReplicas).toBe(0);
-    const events = await kubectlOk(cp, ['get', 'events', '-n', NS, '--field-selector', 'involvedObject.kind=Function,involvedObject.name=burst', '-o', 'jsonpath={range .items[*]}{.reason}{"\\n"}{end}']);
+    const events = await kubectlOk(cp, [
+      'get',
+      'events',
+      '-n',
+      NS,
+      '--field-selector',
+      'involvedObject.kind=Function,involvedObject.name=burst',
+      '-o',
+      'jsonpath={range .items[*]}{.reason}{"\\n"}{end}',
+    ]);
     expect(events).toContain('ScaledToZero');
     const metrics = await (await fetch(`${operator.opsUrl}/metrics`)).text();
     expect(metrics).toContain(`eventide_operator_function_desired_replicas{function="${NS}/burst"} 0`);
@@ -206,7 +235,7 @@ describe('a Function without spec.scale: whoever scales it owns the count', () =
     expect((await getFunction('fixed'))?.spec.replicas).toBe(2);
   });
 
-  it('an HPA pointed at the Function\'s scale subresource sets the count and the operator does not fight it', async () => {
+  it("an HPA pointed at the Function's scale subresource sets the count and the operator does not fight it", async () => {
     // No metrics server here: the HPA still enforces its minimum through /scale, which is what we need.
     await apply([
       {

@@ -8,18 +8,19 @@
  * A ConfigMap change reaches the dispatcher in a few seconds: the harness copies it into the volume
  * within 500 ms, and the dispatcher (--watch-config) looks at its files every 2 s.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseDispatcherState } from '../../common/dispatcherState.js';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../common/embeddedPostgres.js';
+import { type EmbeddedPostgres, startEmbeddedPostgres } from '../../common/embeddedPostgres.js';
 import { DISPATCHER_PORT } from '../../operator/eventtrigger/dispatcher.js';
 import { dispatcherName } from '../../operator/eventtrigger/source.js';
-import { startOperator, type Operator } from '../../operator/manager.js';
+import { type Operator, startOperator } from '../../operator/manager.js';
 import { settingsWith } from '../../operator/settings.js';
 import type { ControlPlane } from '../harness/controlPlane.js';
 import { ClusterDns, DispatcherKubelet } from '../harness/dispatcherKubelet.js';
-import { startRecordingSink, type RecordingSink } from '../harness/recordingSink.js';
-import { conditionOf, createNamespace, eventually, getJson, kubeConfigFrom, kubectlOk, startClusterWithCrds, testLogger, type StoredCondition } from '../operator/support.js';
+import { type RecordingSink, startRecordingSink } from '../harness/recordingSink.js';
+import { conditionOf, createNamespace, eventually, getJson, kubeConfigFrom, kubectlOk, type StoredCondition, startClusterWithCrds, testLogger } from '../operator/support.js';
 
 // A namespace and dispatcher addresses no other test uses: cluster DNS names are host-wide (/etc/hosts),
 // and operatorDispatcher.test.ts (from .10) or autoscaling.test.ts (from .110) may run at the same time.
@@ -93,16 +94,21 @@ async function waitForComplete(name: string, timeoutMs = 90_000): Promise<Backfi
     );
   } catch (error) {
     const state = await reported(name).catch((e: Error) => e.message);
-    const log = kubelet.pod(itemsDispatcher)?.output().split('\n').filter((l) => /warn|error|backfill/i.test(l)).slice(-20).join('\n');
+    const log = kubelet
+      .pod(itemsDispatcher)
+      ?.output()
+      .split('\n')
+      .filter((l) => /warn|error|backfill/i.test(l))
+      .slice(-20)
+      .join('\n');
     throw new Error(`${(error as Error).message}\nstatus: ${JSON.stringify(last?.status)}\n/state: ${JSON.stringify(state)}\ndispatcher log:\n${log}`, { cause: error });
   }
 }
 
 async function backfillRow(name: string): Promise<{ phase: string; message: string | null; rows_read: string } | undefined> {
-  const { rows } = await db.query<{ phase: string; message: string | null; rows_read: string }>(
-    'SELECT phase, message, rows_read::text AS rows_read FROM eventide.backfills WHERE name = $1',
-    [`${NS}/${name}`],
-  );
+  const { rows } = await db.query<{ phase: string; message: string | null; rows_read: string }>('SELECT phase, message, rows_read::text AS rows_read FROM eventide.backfills WHERE name = $1', [
+    `${NS}/${name}`,
+  ]);
   return rows[0];
 }
 
@@ -210,22 +216,34 @@ describe('Backfill through the operator and the dispatcher it deploys', () => {
     const from = sink.requests.length;
     // 50 rows a second: 2000 rows would take 40 s.
     await apply([backfill('slow', { rowsPerSecond: 50, batchSize: 100 })]);
-    await eventually('slow Running with reads arriving', async () => {
-      const b = await getBackfill('slow');
-      return b?.status?.phase === 'Running' && conditionOf(b, 'Accepted')?.status === 'True' && readsSince(from).length >= 60;
-    }, 60_000);
+    await eventually(
+      'slow Running with reads arriving',
+      async () => {
+        const b = await getBackfill('slow');
+        return b?.status?.phase === 'Running' && conditionOf(b, 'Accepted')?.status === 'True' && readsSince(from).length >= 60;
+      },
+      60_000,
+    );
 
     await kubectlOk(cp, ['delete', 'backfill', 'slow', '-n', NS]);
-    const cancelled = await eventually('slow Cancelled in eventide.backfills', async () => {
-      const row = await backfillRow('slow');
-      return row?.phase === 'Cancelled' ? row : undefined;
-    }, 30_000);
+    const cancelled = await eventually(
+      'slow Cancelled in eventide.backfills',
+      async () => {
+        const row = await backfillRow('slow');
+        return row?.phase === 'Cancelled' ? row : undefined;
+      },
+      30_000,
+    );
     expect(cancelled.message).toBe('cancelled: its Backfill resource was deleted');
     // The dispatcher still reports it (its trigger is its own), as Cancelled.
-    const entry = await eventually('slow Cancelled on /state', async () => {
-      const found = await reported('slow');
-      return found?.phase === 'Cancelled' ? found : undefined;
-    }, 10_000);
+    const entry = await eventually(
+      'slow Cancelled on /state',
+      async () => {
+        const found = await reported('slow');
+        return found?.phase === 'Cancelled' ? found : undefined;
+      },
+      10_000,
+    );
     expect(entry).toMatchObject({ trigger: `${NS}/items`, phase: 'Cancelled', message: 'cancelled: its Backfill resource was deleted' });
 
     // Reads handed on before the cancel are still delivered (the sink answers at once); then nothing more.

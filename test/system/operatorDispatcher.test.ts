@@ -7,17 +7,17 @@
  * dispatcher actually does.
  */
 import { createServer, type Server } from 'node:http';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import pg from 'pg';
 import type { V1ConfigMap } from '@kubernetes/client-node';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DispatcherStateReport, FunctionDemandReport } from '../../common/dispatcherState.js';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../common/embeddedPostgres.js';
+import { type EmbeddedPostgres, startEmbeddedPostgres } from '../../common/embeddedPostgres.js';
 import { dispatcherName } from '../../operator/eventtrigger/source.js';
-import { startOperator, type Operator } from '../../operator/manager.js';
+import { type Operator, startOperator } from '../../operator/manager.js';
 import { settingsWith } from '../../operator/settings.js';
 import type { ControlPlane } from '../harness/controlPlane.js';
 import { ClusterDns, DispatcherKubelet } from '../harness/dispatcherKubelet.js';
-import { conditionOf, createNamespace, eventually, getJson, kubeConfigFrom, kubectlOk, startClusterWithCrds, testLogger, type StoredCondition } from '../operator/support.js';
+import { conditionOf, createNamespace, eventually, getJson, kubeConfigFrom, kubectlOk, type StoredCondition, startClusterWithCrds, testLogger } from '../operator/support.js';
 
 // A namespace no other test uses: the cluster DNS names below are host-wide (/etc/hosts).
 const NS = 'system-shop';
@@ -159,11 +159,7 @@ afterAll(async () => {
 
 describe('operator and dispatcher as one system', () => {
   it('a trigger on a missing table is Ready=False TableNotFound (kubectl get et shows it) while its sibling is Ready and delivers; creating the table makes it Ready', async () => {
-    await apply([
-      trigger('new-order', { operations: ['insert'] }),
-      trigger('order-status', { operations: ['update'], columns: ['status'] }),
-      trigger('refund', { table: { name: 'refunds' } }),
-    ]);
+    await apply([trigger('new-order', { operations: ['insert'] }), trigger('order-status', { operations: ['update'], columns: ['status'] }), trigger('refund', { table: { name: 'refunds' } })]);
     const ready = await waitForCondition('new-order', 'Ready', { status: 'True' }, 90_000);
     expect(conditionOf(ready, 'Serving')).toMatchObject({ status: 'True', reason: 'Serving' });
     expect(conditionOf(ready, 'Ready')?.observedGeneration).toBe(ready.metadata.generation);
@@ -173,7 +169,7 @@ describe('operator and dispatcher as one system', () => {
     expect(table).toMatch(/refund\s+refunds\s+hook\s+False\s+TableNotFound/);
     expect(table).toMatch(/new-order\s+orders\s+hook\s+True\s+Ready/);
 
-    await db.query("INSERT INTO orders (id) VALUES (1)");
+    await db.query('INSERT INTO orders (id) VALUES (1)');
     await eventually('order 1 delivered', async () => delivered('public.orders/1'));
 
     await db.query('CREATE TABLE public.refunds (id int PRIMARY KEY)');
@@ -224,10 +220,14 @@ describe('operator and dispatcher as one system', () => {
     expect(oldSlots).toHaveLength(1);
     const before = kubelet.history.length;
     await kubectlOk(cp, ['patch', 'et', 'new-order', '-n', NS, '--type=merge', '-p', JSON.stringify({ spec: { source: { slotName: 'orders_v2' } } })]);
-    await eventually('only the new slot, active', async () => {
-      const now = await slots();
-      return now.length === 1 && now[0]!.slot_name === 'orders_v2' && now[0]!.active;
-    }, 90_000);
+    await eventually(
+      'only the new slot, active',
+      async () => {
+        const now = await slots();
+        return now.length === 1 && now[0]!.slot_name === 'orders_v2' && now[0]!.active;
+      },
+      90_000,
+    );
     // The config change did not need a new pod: the dispatcher restarted on the new slot in place.
     expect(kubelet.history.length).toBe(before);
     await waitForCondition('new-order', 'Ready', { status: 'True' }, 60_000);
@@ -248,7 +248,7 @@ describe('operator and dispatcher as one system', () => {
 
     await kubectlOk(cp, ['patch', 'et', 'audit', '-n', NS, '--type=merge', '-p', JSON.stringify({ spec: { source: { connectionSecretRef: { name: 'other-db', key: 'url' } } } })]);
     await eventually('the old dispatcher gone', async () => (await getJson(cp, ['deployment', auditDispatcher, '-n', NS])) === undefined, 60_000);
-    await eventually('the old source\'s slot dropped', async () => !(await slots()).some((s) => s.slot_name === auditSlot), 90_000);
+    await eventually("the old source's slot dropped", async () => !(await slots()).some((s) => s.slot_name === auditSlot), 90_000);
     expect(await getJson(cp, ['configmap', auditDispatcher, '-n', NS])).toBeUndefined();
     await waitForCondition('audit', 'Ready', { status: 'True' }, 90_000);
     const other = new pg.Client({ connectionString: postgres.urlFor('other') });

@@ -1,6 +1,6 @@
 import pg from 'pg';
-import { serve, PermanentError, type EventideEvent, type ServeHandle } from '../../runtime/index.js';
 import type { Logger } from '../../../common/logger.js';
+import { type EventideEvent, PermanentError, type ServeHandle, serve } from '../../runtime/index.js';
 
 /** One step of the order's journey: what it does inside the transaction that records the event. */
 export type StepWork = (client: pg.PoolClient, order: OrderRow, ctx: { eventId: string; logger: Logger }) => Promise<void>;
@@ -35,11 +35,7 @@ export async function runOncePerEvent(pool: pg.Pool, functionName: string, event
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
-    const recorded = await client.query('INSERT INTO processed_events (function_name, event_id, order_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [
-      functionName,
-      event.id,
-      row.id,
-    ]);
+    const recorded = await client.query('INSERT INTO processed_events (function_name, event_id, order_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [functionName, event.id, row.id]);
     if (recorded.rowCount === 0) {
       await client.query('ROLLBACK');
       logger.info({ orderId: row.id }, 'duplicate delivery; already handled');
@@ -66,9 +62,12 @@ export async function serveStep(functionName: string, work: StepWork, options: {
   if (!databaseUrl) throw new StepConfigError(`${functionName}: set DATABASE_URL to the orders database`);
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 8 });
   pool.on('error', () => undefined);
-  const handle = await serve(async (event, ctx) => {
-    await runOncePerEvent(pool, functionName, event, work, ctx.logger);
-  }, options.port !== undefined ? { port: options.port } : {});
+  const handle = await serve(
+    async (event, ctx) => {
+      await runOncePerEvent(pool, functionName, event, work, ctx.logger);
+    },
+    options.port !== undefined ? { port: options.port } : {},
+  );
   return {
     port: handle.port,
     pool,

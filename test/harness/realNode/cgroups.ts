@@ -42,7 +42,11 @@ export function nodeCgroups(): string[] {
 /** Every cgroup dir under (and including) `dir`, deepest first. */
 function cgroupTree(dir: string): string[] {
   const dirs: string[] = [];
-  walkTree(dir, (_path, entry) => entry.isDirectory(), (d) => dirs.push(d));
+  walkTree(
+    dir,
+    (_path, entry) => entry.isDirectory(),
+    (d) => dirs.push(d),
+  );
   return dirs;
 }
 

@@ -4,8 +4,8 @@
  */
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { containerdConfig, type ContainerdPaths } from './nodeConfig.js';
-import { refRunning, spawnLogged, type ProcessRef } from './processes.js';
+import { type ContainerdPaths, containerdConfig } from './nodeConfig.js';
+import { type ProcessRef, refRunning, spawnLogged } from './processes.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -20,18 +20,19 @@ export function ctr(socket: string, args: string[]): Promise<string> {
 }
 
 /** Writes the config, starts containerd and waits until it answers on its socket. */
-export async function startContainerd(
-  paths: ContainerdPaths,
-  sandboxImage: string,
-  files: { config: string; log: string },
-  onStarted: (ref: ProcessRef) => void,
-): Promise<ProcessRef> {
+export async function startContainerd(paths: ContainerdPaths, sandboxImage: string, files: { config: string; log: string }, onStarted: (ref: ProcessRef) => void): Promise<ProcessRef> {
   writeFileSync(files.config, containerdConfig(paths, sandboxImage));
   const { ref } = spawnLogged('containerd', 'containerd', ['--config', files.config], files.log);
   onStarted(ref);
   const deadline = Date.now() + 30_000;
   for (;;) {
-    if (await ctr(paths.socket, ['version']).then(() => true, () => false)) return ref;
+    if (
+      await ctr(paths.socket, ['version']).then(
+        () => true,
+        () => false,
+      )
+    )
+      return ref;
     if (!refRunning(ref) || Date.now() > deadline) throw new Error(`containerd did not come up on ${paths.socket} (log: ${files.log})`);
     await sleep(100);
   }

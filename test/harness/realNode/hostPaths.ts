@@ -8,7 +8,6 @@
  */
 import { execFile } from 'node:child_process';
 import { lstatSync, readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { walkTree } from './walkTree.js';
 
 /** Paths outside the node's own directories that kubelet, containerd or CNI write to. */
@@ -44,15 +43,12 @@ export function isUnder(path: string, root: string): boolean {
 /** Mount points under any of `roots` that `before` did not have, deepest first (the order to unmount them). */
 export function newMountsUnder(roots: readonly string[], before: readonly string[], now = currentMountPoints()): string[] {
   const old = new Set(before);
-  return [...new Set(now)]
-    .filter((m) => !old.has(m) && roots.some((r) => isUnder(m, r)))
-    .sort((a, b) => b.length - a.length);
+  return [...new Set(now)].filter((m) => !old.has(m) && roots.some((r) => isUnder(m, r))).sort((a, b) => b.length - a.length);
 }
 
 /** Unmounts `path`; lazily when it is busy (a process still holding it open dies with the node). */
 export async function unmount(path: string): Promise<void> {
-  const umount = (args: string[]) =>
-    new Promise<string | undefined>((resolve) => execFile('umount', args, (error, _out, stderr) => resolve(error ? stderr || error.message : undefined)));
+  const umount = (args: string[]) => new Promise<string | undefined>((resolve) => execFile('umount', args, (error, _out, stderr) => resolve(error ? stderr || error.message : undefined)));
   const failed = await umount([path]);
   if (failed === undefined) return;
   const lazyFailed = await umount(['-l', path]);

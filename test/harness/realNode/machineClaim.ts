@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from './binaries.js';
 import { readRecord } from './hostRecord.js';
-import { processRef, refRunning, type ProcessRef } from './processes.js';
+import { type ProcessRef, processRef, refRunning } from './processes.js';
 import { teardownNode } from './teardown.js';
 
 /**
@@ -68,9 +68,7 @@ export async function claimMachine(log: (line: string) => void, waitMs: number):
 
 /** A detached shell that runs the teardown once `owner` is gone (SIGKILL, a crash, exit without stop()). */
 export function startWatchdog(owner: number): ProcessRef {
-  const script =
-    `while kill -0 ${owner} 2>/dev/null; do sleep 1; done; ` +
-    `exec '${process.execPath}' --import tsx test/harness/realNode/teardown.ts '${RECORD}' >'${CRASH_LOG}' 2>&1`;
+  const script = `while kill -0 ${owner} 2>/dev/null; do sleep 1; done; ` + `exec '${process.execPath}' --import tsx test/harness/realNode/teardown.ts '${RECORD}' >'${CRASH_LOG}' 2>&1`;
   // Detached: a session of its own, so a Ctrl-C to our process group does not stop it too.
   const child = spawn('bash', ['-c', script], { stdio: 'ignore', detached: true, cwd: REPO_ROOT });
   child.unref();

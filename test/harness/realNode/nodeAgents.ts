@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ControlPlane } from '../controlPlane.js';
 import { kubeletConfig, kubeProxyConfig, type NodeNetwork } from './nodeConfig.js';
-import { spawnLogged, type ProcessRef } from './processes.js';
+import { type ProcessRef, spawnLogged } from './processes.js';
 
 export interface AgentDirs {
   /** kubelet and kube-proxy binaries */
@@ -25,10 +25,7 @@ export async function startKubelet(cp: ControlPlane, net: NodeNetwork, dirs: Age
   const resolvConf = join(dirs.dataDir, 'resolv.conf');
   writeFileSync(resolvConf, '# pods with dnsPolicy Default: no upstream nameserver (see kubeletConfig)\n');
   const configPath = join(dirs.runDir, 'kubelet-config.yaml');
-  writeFileSync(
-    configPath,
-    kubeletConfig(net, { clientCaFile: cp.caCertPath, containerdSocket, podLogsDir: join(dirs.dataDir, 'pod-logs'), resolvConf }),
-  );
+  writeFileSync(configPath, kubeletConfig(net, { clientCaFile: cp.caCertPath, containerdSocket, podLogsDir: join(dirs.dataDir, 'pod-logs'), resolvConf }));
   return spawnLogged(
     'kubelet',
     join(dirs.binDir, 'kubelet'),

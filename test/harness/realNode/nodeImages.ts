@@ -6,7 +6,7 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { importArchive } from './containerd.js';
-import { readOciArchiveRef, writeOciArchive, type OciImageConfig } from './ociImage.js';
+import { type OciImageConfig, readOciArchiveRef, writeOciArchive } from './ociImage.js';
 
 export interface NodeImages {
   /** Imports an OCI image archive under the name its index annotation gives; returns that name. */

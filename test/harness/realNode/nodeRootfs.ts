@@ -22,9 +22,7 @@ export async function makeNodeRootfs(dir: string, nodeBinary = process.execPath)
   chmodSync(join(dir, 'tmp'), 0o1777);
   copyFileSync(realpathSync(nodeBinary), join(dir, 'usr/bin/node'));
   chmodSync(join(dir, 'usr/bin/node'), 0o755);
-  const ldd = await new Promise<string>((resolve, reject) =>
-    execFile('ldd', [nodeBinary], { encoding: 'utf8' }, (error, stdout) => (error ? reject(error) : resolve(stdout))),
-  );
+  const ldd = await new Promise<string>((resolve, reject) => execFile('ldd', [nodeBinary], { encoding: 'utf8' }, (error, stdout) => (error ? reject(error) : resolve(stdout))));
   for (const lib of lddPaths(ldd)) {
     mkdirSync(join(dir, dirname(lib)), { recursive: true });
     // The library itself, not the symlink the path may be (libc.so.6 → libc-2.36.so on older systems).

@@ -46,11 +46,7 @@ describe('writeOciArchive', () => {
 
 describe('lddPaths', () => {
   it('takes the resolved path of each library and the loader, not the vdso', () => {
-    const output = [
-      '\tlinux-vdso.so.1 (0x00007ffd)',
-      '\tlibstdc++.so.6 => /lib/x86_64-linux-gnu/libstdc++.so.6 (0x00007f09)',
-      '\t/lib64/ld-linux-x86-64.so.2 (0x00007f0a)',
-    ].join('\n');
+    const output = ['\tlinux-vdso.so.1 (0x00007ffd)', '\tlibstdc++.so.6 => /lib/x86_64-linux-gnu/libstdc++.so.6 (0x00007f09)', '\t/lib64/ld-linux-x86-64.so.2 (0x00007f0a)'].join('\n');
     expect(lddPaths(output)).toEqual(['/lib/x86_64-linux-gnu/libstdc++.so.6', '/lib64/ld-linux-x86-64.so.2']);
   });
 });

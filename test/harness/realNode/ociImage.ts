@@ -126,7 +126,7 @@ export async function readOciArchiveRef(archivePath: string): Promise<string> {
   };
   const annotations = index.manifests?.[0]?.annotations ?? {};
   const ref = REF_ANNOTATIONS.map((a) => annotations[a]).find(Boolean);
-  if (!ref || !ref.includes('/')) {
+  if (!ref?.includes('/')) {
     throw new Error(
       `${archivePath} names no full image reference (annotation org.opencontainers.image.ref.name is ${JSON.stringify(ref)}); ` +
         'give the full name when writing it, e.g. `buildah push IMG oci-archive:FILE:localhost/name:tag`',

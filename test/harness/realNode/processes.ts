@@ -3,7 +3,7 @@
  * and the ones we do not spawn but must stop as well — containerd's shims (daemonized, so no longer our
  * children) and the containers' own processes (found through their cgroups).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
 
 /** A process we may stop later: its start time tells it from a later process that reused the PID. */

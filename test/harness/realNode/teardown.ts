@@ -11,7 +11,7 @@ import { rmSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { nodeCgroups, pidsInCgroups, removeCgroups } from './cgroups.js';
 import { currentMountPoints, HOST_PATHS, isUnder, newMountsUnder, removeCreated, unmount } from './hostPaths.js';
-import { linkNames, readRecord, type HostRecord } from './hostRecord.js';
+import { type HostRecord, linkNames, readRecord } from './hostRecord.js';
 import { undoIptablesChanges } from './iptables.js';
 import { killPids, pidsWithCommandLine, refRunning, stopProcess } from './processes.js';
 import { readSysctls, sysctlChanges, writeSysctl } from './sysctls.js';
