@@ -28,12 +28,13 @@
  *    Complete (and the highest sampled every 250 ms); baseline: the WAL written during the backfill.
  *    The same for the backfill of (2), which runs under live writes.
  */
+
 import { writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
 import pg from 'pg';
 import { stringify } from 'yaml';
 import type { BackfillStateReport, DispatcherStateReport } from '../common/dispatcherState.js';
-import { type EmbeddedPostgres, startEmbeddedPostgres } from '../common/embeddedPostgres.js';
+import type { EmbeddedPostgres } from '../common/embeddedPostgres.js';
+import { runBench } from './benchMain.js';
 import { benchFlags } from './flags.js';
 import {
   cpuSecondsOf,
@@ -42,7 +43,6 @@ import {
   dispatcherDefaults,
   dropSlot,
   memoryOf,
-  PG_SETTINGS,
   resetPeakRss,
   SCHEMA,
   sinkHas,
@@ -54,8 +54,8 @@ import {
   writeAtRate,
   writeRows,
 } from './harness.js';
-import { fmtMs, fmtRate, latencyRatio, notes, printTable, record } from './report.js';
-import { type LatencySummary, type Sink, startSink, summarize } from './sink.js';
+import { fmtMs, fmtRate, latencyRatio, notes, record } from './report.js';
+import { type LatencySummary, type Sink, summarize } from './sink.js';
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -537,40 +537,19 @@ function reportLatencyNotes(alone: LiveWindow, during: LiveWindow, backfill: Bac
 
 // ---------------------------------------------------------------------------------------------
 
-async function main(): Promise<void> {
-  const options = backfillOptions();
-  dispatcherDefaults.profileDir = options.profileDir;
-  console.log(`eventide backfill bench: ${cpus().length} CPUs (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}`);
-  const started = Date.now();
-  const pgServer = await startEmbeddedPostgres({ settings: PG_SETTINGS });
-  const sink = await startSink();
-  const db = new pg.Client({ connectionString: pgServer.url });
+const options = backfillOptions();
+dispatcherDefaults.profileDir = options.profileDir;
+runBench('eventide backfill bench', async ({ pgServer, db, sink }) => {
   const monitor = new pg.Client({ connectionString: pgServer.url });
   let bench: Bench | undefined;
   try {
-    await db.connect();
     await monitor.connect();
-    const version = await db.query<{ server_version: string }>('SHOW server_version');
-    console.log(`PostgreSQL ${version.rows[0]?.server_version}`);
     bench = await setUp(pgServer, db, monitor, sink, options);
     const liveRate = await benchThroughput(bench);
     await benchLatency(bench, liveRate);
   } finally {
     if (bench) await stopBenchDispatcher(bench.run);
     await dropSlot(db, SLOT).catch(() => undefined);
-    await db.end().catch(() => undefined);
     await monitor.end().catch(() => undefined);
-    sink.stop();
-    await pgServer.destroy();
   }
-  printTable();
-  console.log(`\ntotal ${((Date.now() - started) / 1000).toFixed(0)} s`);
-}
-
-main().then(
-  () => process.exit(0),
-  (error: unknown) => {
-    console.error(error);
-    process.exit(1);
-  },
-);
+});

@@ -20,18 +20,15 @@
  * 4. rss (bench/phases/memory.ts): peak RSS draining a large backlog vs the idle dispatcher.
  * 5. backlog (bench/phases/backlog.ts): park + drain vs direct delivery, and a healthy trigger beside a down sibling.
  */
-import { cpus } from 'node:os';
-import pg from 'pg';
-import { startEmbeddedPostgres } from '../common/embeddedPostgres.js';
+
+import { runBench } from './benchMain.js';
 import { benchFlags } from './flags.js';
-import { dispatcherDefaults, PG_SETTINGS, SCHEMA } from './harness.js';
+import { dispatcherDefaults, SCHEMA } from './harness.js';
 import { type BacklogBenchOptions, benchBacklog } from './phases/backlog.js';
 import { benchDecode, type DecodeBenchOptions } from './phases/decode.js';
 import { benchEndToEnd, type EndToEndBenchOptions, type UnbatchedRates } from './phases/e2e.js';
 import { benchLatency, type LatencyBenchOptions } from './phases/latency.js';
 import { benchMemory, type MemoryBenchOptions } from './phases/memory.js';
-import { printTable } from './report.js';
-import { startSink } from './sink.js';
 
 type BenchOptions = DecodeBenchOptions &
   EndToEndBenchOptions &
@@ -88,40 +85,16 @@ function benchOptions(): BenchOptions {
   };
 }
 
-async function main(): Promise<void> {
-  const options = benchOptions();
-  dispatcherDefaults.profileDir = options.profileDir;
-  dispatcherDefaults.extraArgs = options.dispatcherArgs;
-  console.log(`eventide dispatcher bench: ${cpus().length} CPUs (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}; ` + `phases ${[...options.phases].join(',')}`);
-  const started = Date.now();
-  const pgServer = await startEmbeddedPostgres({ settings: PG_SETTINGS });
-  const sink = await startSink();
-  const db = new pg.Client({ connectionString: pgServer.url });
-  try {
-    await db.connect();
-    const version = await db.query<{ server_version: string }>('SHOW server_version');
-    console.log(`PostgreSQL ${version.rows[0]?.server_version}`);
-    await db.query(SCHEMA);
-    let rawDecodeRate: number | undefined;
-    let unbatchedRates: UnbatchedRates | undefined;
-    if (options.phases.has('decode')) rawDecodeRate = await benchDecode(pgServer, db, options, sink.url);
-    if (options.phases.has('e2e')) unbatchedRates = await benchEndToEnd(pgServer, db, sink, options, rawDecodeRate);
-    if (options.phases.has('latency')) await benchLatency(pgServer, db, sink, options, unbatchedRates);
-    if (options.phases.has('rss')) await benchMemory(pgServer, db, sink, options);
-    if (options.phases.has('backlog')) await benchBacklog(pgServer, db, sink, options);
-  } finally {
-    await db.end().catch(() => undefined);
-    sink.stop();
-    await pgServer.destroy();
-  }
-  printTable();
-  console.log(`\ntotal ${((Date.now() - started) / 1000).toFixed(0)} s`);
-}
-
-main().then(
-  () => process.exit(0),
-  (error: unknown) => {
-    console.error(error);
-    process.exit(1);
-  },
-);
+const options = benchOptions();
+dispatcherDefaults.profileDir = options.profileDir;
+dispatcherDefaults.extraArgs = options.dispatcherArgs;
+runBench(`eventide dispatcher bench (phases ${[...options.phases].join(',')})`, async ({ pgServer, db, sink }) => {
+  await db.query(SCHEMA);
+  let rawDecodeRate: number | undefined;
+  let unbatchedRates: UnbatchedRates | undefined;
+  if (options.phases.has('decode')) rawDecodeRate = await benchDecode(pgServer, db, options, sink.url);
+  if (options.phases.has('e2e')) unbatchedRates = await benchEndToEnd(pgServer, db, sink, options, rawDecodeRate);
+  if (options.phases.has('latency')) await benchLatency(pgServer, db, sink, options, unbatchedRates);
+  if (options.phases.has('rss')) await benchMemory(pgServer, db, sink, options);
+  if (options.phases.has('backlog')) await benchBacklog(pgServer, db, sink, options);
+});

@@ -29,15 +29,15 @@
  * The sink (bench/sink.ts) answers every request 200 at once with an empty body, for both; each run
  * checks that the sink counted exactly the rows written, a second after the last one arrived.
  */
-import { cpus } from 'node:os';
-import pg from 'pg';
-import { startEmbeddedPostgres } from '../common/embeddedPostgres.js';
+
+import type pg from 'pg';
+import { runBench } from './benchMain.js';
 import { benchFlags } from './flags.js';
-import { cpuSecondsOf, createSlots, dropSlot, memoryOf, PG_SETTINGS, SCHEMA, sinkHas, sleep, slotActive, waitFor, writeAtRate, writeRows } from './harness.js';
+import { cpuSecondsOf, createSlots, dropSlot, memoryOf, SCHEMA, sinkHas, sleep, slotActive, waitFor, writeAtRate, writeRows } from './harness.js';
 import { DEBEZIUM_DIST_URL, DEBEZIUM_VERSION, debeziumProperties, ensureDebeziumServer, findJava, jvmDefaults } from './peer/debezium.js';
 import { DEBEZIUM_PUBLICATION, debeziumPeer, eventidePeer, type PeerProcess, type PeerSystem } from './peer/systems.js';
-import { fmtMs, fmtRate, latencyRatio, notes, printTable, record } from './report.js';
-import { type Sink, type SinkStats, startSink } from './sink.js';
+import { fmtMs, fmtRate, latencyRatio, notes, record } from './report.js';
+import type { Sink, SinkStats } from './sink.js';
 
 const PHASES = 'unbatched,batched,latency';
 
@@ -287,9 +287,8 @@ function report(scenarios: Scenario[], results: Map<string, Map<string, RunResul
 
 // ---------------------------------------------------------------------------------------------
 
-async function main(): Promise<void> {
+async function prepare(): Promise<{ opts: ReturnType<typeof options>; java: NonNullable<ReturnType<typeof findJava>>; jvm: string; serverDir: string }> {
   const opts = options();
-  const started = Date.now();
   const java = findJava(21, opts.javaHome);
   if (!java) {
     console.error(
@@ -297,92 +296,79 @@ async function main(): Promise<void> {
     );
     process.exit(2);
   }
-  console.log(`eventide vs Debezium Server ${DEBEZIUM_VERSION}: ${cpus().length} CPUs (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}`);
   const jvm = jvmDefaults(java);
   console.log(`Java for Debezium Server: ${java.home} (${java.version}); JVM defaults here: ${jvm}`);
   const serverDir = await ensureDebeziumServer();
   console.log(`Debezium Server: ${serverDir} (from ${DEBEZIUM_DIST_URL})`);
 
-  const pgServer = await startEmbeddedPostgres({ settings: PG_SETTINGS });
-  const sink = await startSink();
-  const db = new pg.Client({ connectionString: pgServer.url });
-  try {
-    await db.connect();
-    const version = await db.query<{ server_version: string }>('SHOW server_version');
-    console.log(`PostgreSQL ${version.rows[0]?.server_version}`);
-    await db.query(SCHEMA);
-    await db.query(`CREATE PUBLICATION ${DEBEZIUM_PUBLICATION} FOR TABLE public.orders`);
-    const user = new URL(pgServer.url).username;
-    const debeziumBase = {
-      java,
-      serverDir,
-      database: { host: '127.0.0.1', port: pgServer.port, user, dbname: 'postgres' },
-      table: 'public.orders',
-      extra: opts.debeziumProps,
-    };
-    const systems = [eventidePeer(pgServer.url, opts.eventideConcurrency), debeziumPeer(debeziumBase)];
-
-    const shown = debeziumProperties({ ...debeziumBase, slot: '<fresh slot per run>', publication: DEBEZIUM_PUBLICATION, sinkUrl: sink.url, batchSize: opts.batchSize }, '<fresh dir per run>', 0);
-    console.log(`\nDebezium Server config/application.properties (batch.* only in the batched runs; quarkus.http.port a free port):`);
-    for (const [k, v] of Object.entries(shown)) console.log(`  ${k}=${v}`);
-    console.log(
-      `eventide: \`eventide dispatch\`, one EventTrigger on inserts of public.orders, concurrency ${opts.eventideConcurrency}, ` +
-        `batch.maxSize 1 (unbatched) or ${opts.batchSize}, CloudEvents binary mode (the trigger's default format), no V8 flags (the dispatcher sizes its own heap: a worker)`,
-    );
-
-    const scenarios: Scenario[] = [];
-    const txn = `${opts.rows.toLocaleString('en-US')} inserts in ${opts.txnRows}-row txns`;
-    if (opts.phases.has('unbatched')) scenarios.push({ key: 'unbatched', label: `unbatched, ${txn}`, kind: 'throughput', batchSize: undefined });
-    if (opts.phases.has('batched')) scenarios.push({ key: 'batched', label: `batched (${opts.batchSize}), ${txn}`, kind: 'throughput', batchSize: opts.batchSize });
-    if (opts.phases.has('latency')) {
-      const at = `@${opts.latencyRate} rows/s, 1 row/txn, ${opts.latencySeconds} s`;
-      scenarios.push({ key: 'lat_unbatched', label: `latency unbatched ${at}`, kind: 'latency', batchSize: undefined });
-      scenarios.push({ key: 'lat_batched', label: `latency batched (${opts.batchSize}) ${at}`, kind: 'latency', batchSize: opts.batchSize });
-    }
-    const results = new Map<string, Map<string, RunResult[]>>();
-    const ctx: Context = { db, sink, options: opts };
-    for (let run = 0; run < opts.runs; run++) {
-      const order = run % 2 === 0 ? systems : [...systems].reverse();
-      console.log(`\nrun ${run + 1} of ${opts.runs}: ${order.map((s) => s.name).join(' then ')} in each scenario`);
-      for (const scenario of scenarios) {
-        for (const system of order) {
-          const t0 = Date.now();
-          const result = await measure(ctx, system, scenario, run);
-          const bySystem = results.get(scenario.key) ?? new Map<string, RunResult[]>();
-          results.set(scenario.key, bySystem);
-          bySystem.set(system.name, [...(bySystem.get(system.name) ?? []), result]);
-          const figure =
-            result.rate !== undefined
-              ? fmtRate(result.rate, 'ev/s')
-              : `p50 ${fmtMs(result.latency?.p50 ?? NaN)} p99 ${fmtMs(result.latency?.p99 ?? NaN)} (writer reached ${fmtRate(result.writtenRate ?? NaN, 'rows/s')})`;
-          console.log(
-            `  ${scenario.label} — ${system.name}: ${figure}, ${result.events.toLocaleString('en-US')}/${result.expected.toLocaleString('en-US')} events in ${result.requests.toLocaleString('en-US')} requests, ` +
-              `CPU ${fmtCpu(result.cpuMsPerK)}/1000 ev, VmHWM ${fmtMiB(result.peakRssMiB)} (${((Date.now() - t0) / 1000).toFixed(0)} s)`,
-          );
-        }
-      }
-    }
-    console.log('');
-    report(scenarios, results, systems, opts);
-    notes.push(
-      `Debezium Server's HTTP sink sends one request at a time (java.net.http.HttpClient.send, synchronous; it has no concurrency setting); eventide keeps up to ${opts.eventideConcurrency} requests in flight (the trigger's concurrency)`,
-      'Debezium Server runs with its defaults besides the properties printed above: poll.interval.ms 500 and max.batch.size 2048 (a poll returns when 2048 events are queued or 500 ms have passed), ' +
-        'offset.flush.interval.ms 60000, decimal.handling.mode precise (numeric as base64 bytes); its HTTP client offers h2c on the first request and the sink stays on HTTP/1.1',
-      `JVM: ${java.version}, no JAVA_OPTS (${jvm}); eventide: node ${process.version}, no NODE_OPTIONS`,
-    );
-  } finally {
-    await db.end().catch(() => undefined);
-    sink.stop();
-    await pgServer.destroy();
-  }
-  printTable({ value: 'eventide', baseline: 'Debezium Server', target: '', verdict: '' });
-  console.log(`\ntotal ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  return { opts, java, jvm, serverDir };
 }
 
-main().then(
-  () => process.exit(0),
-  (error: unknown) => {
-    console.error(error);
-    process.exit(1);
-  },
+void prepare().then(({ opts, java, jvm, serverDir }) =>
+  runBench(
+    `eventide vs Debezium Server ${DEBEZIUM_VERSION}`,
+    async ({ pgServer, db, sink }) => {
+      await db.query(SCHEMA);
+      await db.query(`CREATE PUBLICATION ${DEBEZIUM_PUBLICATION} FOR TABLE public.orders`);
+      const user = new URL(pgServer.url).username;
+      const debeziumBase = {
+        java,
+        serverDir,
+        database: { host: '127.0.0.1', port: pgServer.port, user, dbname: 'postgres' },
+        table: 'public.orders',
+        extra: opts.debeziumProps,
+      };
+      const systems = [eventidePeer(pgServer.url, opts.eventideConcurrency), debeziumPeer(debeziumBase)];
+
+      const shown = debeziumProperties({ ...debeziumBase, slot: '<fresh slot per run>', publication: DEBEZIUM_PUBLICATION, sinkUrl: sink.url, batchSize: opts.batchSize }, '<fresh dir per run>', 0);
+      console.log(`\nDebezium Server config/application.properties (batch.* only in the batched runs; quarkus.http.port a free port):`);
+      for (const [k, v] of Object.entries(shown)) console.log(`  ${k}=${v}`);
+      console.log(
+        `eventide: \`eventide dispatch\`, one EventTrigger on inserts of public.orders, concurrency ${opts.eventideConcurrency}, ` +
+          `batch.maxSize 1 (unbatched) or ${opts.batchSize}, CloudEvents binary mode (the trigger's default format), no V8 flags (the dispatcher sizes its own heap: a worker)`,
+      );
+
+      const scenarios: Scenario[] = [];
+      const txn = `${opts.rows.toLocaleString('en-US')} inserts in ${opts.txnRows}-row txns`;
+      if (opts.phases.has('unbatched')) scenarios.push({ key: 'unbatched', label: `unbatched, ${txn}`, kind: 'throughput', batchSize: undefined });
+      if (opts.phases.has('batched')) scenarios.push({ key: 'batched', label: `batched (${opts.batchSize}), ${txn}`, kind: 'throughput', batchSize: opts.batchSize });
+      if (opts.phases.has('latency')) {
+        const at = `@${opts.latencyRate} rows/s, 1 row/txn, ${opts.latencySeconds} s`;
+        scenarios.push({ key: 'lat_unbatched', label: `latency unbatched ${at}`, kind: 'latency', batchSize: undefined });
+        scenarios.push({ key: 'lat_batched', label: `latency batched (${opts.batchSize}) ${at}`, kind: 'latency', batchSize: opts.batchSize });
+      }
+      const results = new Map<string, Map<string, RunResult[]>>();
+      const ctx: Context = { db, sink, options: opts };
+      for (let run = 0; run < opts.runs; run++) {
+        const order = run % 2 === 0 ? systems : [...systems].reverse();
+        console.log(`\nrun ${run + 1} of ${opts.runs}: ${order.map((s) => s.name).join(' then ')} in each scenario`);
+        for (const scenario of scenarios) {
+          for (const system of order) {
+            const t0 = Date.now();
+            const result = await measure(ctx, system, scenario, run);
+            const bySystem = results.get(scenario.key) ?? new Map<string, RunResult[]>();
+            results.set(scenario.key, bySystem);
+            bySystem.set(system.name, [...(bySystem.get(system.name) ?? []), result]);
+            const figure =
+              result.rate !== undefined
+                ? fmtRate(result.rate, 'ev/s')
+                : `p50 ${fmtMs(result.latency?.p50 ?? NaN)} p99 ${fmtMs(result.latency?.p99 ?? NaN)} (writer reached ${fmtRate(result.writtenRate ?? NaN, 'rows/s')})`;
+            console.log(
+              `  ${scenario.label} — ${system.name}: ${figure}, ${result.events.toLocaleString('en-US')}/${result.expected.toLocaleString('en-US')} events in ${result.requests.toLocaleString('en-US')} requests, ` +
+                `CPU ${fmtCpu(result.cpuMsPerK)}/1000 ev, VmHWM ${fmtMiB(result.peakRssMiB)} (${((Date.now() - t0) / 1000).toFixed(0)} s)`,
+            );
+          }
+        }
+      }
+      console.log('');
+      report(scenarios, results, systems, opts);
+      notes.push(
+        `Debezium Server's HTTP sink sends one request at a time (java.net.http.HttpClient.send, synchronous; it has no concurrency setting); eventide keeps up to ${opts.eventideConcurrency} requests in flight (the trigger's concurrency)`,
+        'Debezium Server runs with its defaults besides the properties printed above: poll.interval.ms 500 and max.batch.size 2048 (a poll returns when 2048 events are queued or 500 ms have passed), ' +
+          'offset.flush.interval.ms 60000, decimal.handling.mode precise (numeric as base64 bytes); its HTTP client offers h2c on the first request and the sink stays on HTTP/1.1',
+        `JVM: ${java.version}, no JAVA_OPTS (${jvm}); eventide: node ${process.version}, no NODE_OPTIONS`,
+      );
+    },
+    { value: 'eventide', baseline: 'Debezium Server', target: '', verdict: '' },
+  ),
 );
