@@ -7,6 +7,7 @@ import type { RawTuple } from '../decode/textPgoutputPlugin.js';
 import { TypeCatalog } from '../decode/typeCatalog.js';
 import type { Lsn } from '../lsn.js';
 import type { ReadTicket } from '../pipeline/pendingEvent.js';
+import { WakeableSleep } from '../pipeline/wakeableSleep.js';
 import { type CompiledFilter, compileFilter, FilterEvaluationError } from '../routing/filter.js';
 import type { Route } from '../routing/triggerMatcher.js';
 import { describeError } from '../source/replicationStream.js';
@@ -97,7 +98,7 @@ export class BackfillRunner {
   private stopped = false;
   private readonly chunks: Chunk[] = [];
   private inFlight = 0;
-  private wake: (() => void) | undefined;
+  private readonly pause = new WakeableSleep();
   private readonly runId = randomUUID().slice(0, 8);
   private sequence = 0;
   private limiter: TokenBucket | undefined;
@@ -421,23 +422,12 @@ export class BackfillRunner {
   }
 
   private kick(): void {
-    const wake = this.wake;
-    this.wake = undefined;
-    wake?.();
+    this.pause.wake();
   }
 
   private sleep(ms: number): Promise<void> {
     if (this.stopped) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.wake = undefined;
-        resolve();
-      }, ms);
-      this.wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
+    return this.pause.sleep(ms);
   }
 }
 

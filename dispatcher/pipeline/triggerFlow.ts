@@ -5,6 +5,7 @@ import type { Lsn } from '../lsn.js';
 import { describeError } from '../source/replicationStream.js';
 import type { PendingEvent } from './pendingEvent.js';
 import { type AttemptOutcome, type LaneEntry, type LaneOptions, type RetryChoice, type SharedGate, TriggerLane } from './triggerLane.js';
+import { WakeableSleep } from './wakeableSleep.js';
 import type { WindowShares } from './windowShares.js';
 
 /** An event to park, with its progress; its own reason, if any, wins over the one of the call. */
@@ -107,7 +108,7 @@ export class TriggerFlow {
   /** The failure that made an event leave the lane, written with it. */
   private readonly lastFailure = new Map<string, Extract<AttemptOutcome, { kind: 'retry' }>>();
   private rescan = false;
-  private wake: (() => void) | undefined;
+  private readonly pause = new WakeableSleep();
   /** Resolved when a live event of this trigger settles: room in its share. */
   private roomWaiter: (() => void) | undefined;
   private closed = false;
@@ -415,22 +416,11 @@ export class TriggerFlow {
   }
 
   private kick(): void {
-    const wake = this.wake;
-    this.wake = undefined;
-    wake?.();
+    this.pause.wake();
   }
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.wake = undefined;
-        resolve();
-      }, ms);
-      this.wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
+    return this.pause.sleep(ms);
   }
 
   private mayDrain(): boolean {
