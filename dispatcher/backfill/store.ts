@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { BackfillPhaseT } from '../../api/v1alpha1/index.js';
 import { ensureEventideTables } from '../source/eventideSchema.js';
 import { privilegeAdvice } from '../source/sourceSetup.js';
+import { inTransaction } from '../source/transaction.js';
 
 /** The channel on which the CLI announces a backfill it started or cancelled, so a dispatcher acts at once. */
 export const BACKFILL_CHANNEL = 'eventide_backfill';
@@ -153,9 +154,7 @@ export class BackfillStore {
    * same request are left alone (a finished one stays finished).
    */
   async upsertResource(request: BackfillRequest): Promise<void> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
+    await inTransaction(this.pool, async (client) => {
       const { rows } = await client.query<{ uid: string | null; origin: BackfillOrigin; trigger: string; filter: string | null }>(
         'SELECT uid, origin, trigger, filter FROM eventide.backfills WHERE name = $1 FOR UPDATE',
         [request.name],
@@ -171,13 +170,7 @@ export class BackfillStore {
            WHERE (eventide.backfills.batch_size, eventide.backfills.rows_per_second) IS DISTINCT FROM (EXCLUDED.batch_size, EXCLUDED.rows_per_second)`,
         [request.name, request.uid ?? null, request.trigger, request.filter ?? null, request.batchSize, request.rowsPerSecond ?? null],
       );
-      await client.query('COMMIT');
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   /** Cancels a backfill that has not finished; returns the record as it is now (undefined when there is none). */

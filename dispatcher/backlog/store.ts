@@ -4,6 +4,7 @@ import type { PendingEvent } from '../pipeline/pendingEvent.js';
 import { eventFromStored } from '../pipeline/storedEvent.js';
 import { ensureEventideTables } from '../source/eventideSchema.js';
 import { privilegeAdvice, withPrivilegeAdvice } from '../source/sourceSetup.js';
+import { inTransaction } from '../source/transaction.js';
 
 /** Why an event went to the backlog instead of straight to its function. */
 export type ParkReason = 'share-full' | 'retrying' | 'suspended' | 'backlog-ahead' | 'in-memory' | 'manual' | 'redeliver';
@@ -300,9 +301,7 @@ export class BacklogStore {
    * Returns how many were requeued.
    */
   async redeliver(trigger: string, ids: readonly number[] | 'all'): Promise<number> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
+    return inTransaction(this.pool, async (client) => {
       const { rowCount } = await client.query(
         `WITH moved AS (
            DELETE FROM eventide.backlog WHERE trigger = $1 ${ids === 'all' ? '' : 'AND id = ANY($2::bigint[])'}
@@ -311,13 +310,7 @@ export class BacklogStore {
          SELECT trigger, event_id, commit_lsn, change_lsn, ordinal, ordering_key, previous_ordering_key, barrier, attributes, data, filter_error, 'redeliver' FROM moved`,
         ids === 'all' ? [trigger] : [trigger, ids],
       );
-      await client.query('COMMIT');
       return rowCount ?? 0;
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      client.release();
-    }
+    });
   }
 }

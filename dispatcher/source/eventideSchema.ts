@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { withPrivilegeAdvice } from './sourceSetup.js';
+import { inTransaction } from './transaction.js';
 
 /**
  * Creates eventide's own tables (schema `eventide`) when absent: the statements run under an
@@ -7,9 +8,7 @@ import { withPrivilegeAdvice } from './sourceSetup.js';
  * privilege is reported with `advice` (the statement that grants it) instead of "permission denied".
  */
 export async function ensureEventideTables(pool: pg.Pool, tableSql: string, advice: (role: string, reason: string) => string): Promise<void> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+  await inTransaction(pool, async (client) => {
     await client.query("SELECT pg_advisory_xact_lock(hashtext('eventide schema'))");
     // CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists: a role
     // given its own schema by an administrator (least privilege) must not be asked for more.
@@ -22,11 +21,5 @@ export async function ensureEventideTables(pool: pg.Pool, tableSql: string, advi
       },
       advice,
     );
-    await client.query('COMMIT');
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
-  }
+  });
 }
