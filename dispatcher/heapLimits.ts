@@ -1,15 +1,16 @@
 import type { ResourceLimits } from 'node:worker_threads';
 
 /**
- * The heap a dispatcher gets when nobody sized one, near what the operator's pods get
- * (--max-semi-space-size=4 --max-old-space-size=256). V8's defaults (16 MiB semi-spaces, an old space
- * sized from the machine's memory) cost about 100 MiB more RSS under a backlog for no throughput
- * (npm run bench -- --only rss, 1M-event backlog: 266 MiB with V8's defaults in one thread; in a worker
- * with these limits 140 MiB, against 135 MiB with the operator's flags). The old space is twice the
- * operator's default: a dispatcher's memory is bounded by its window, this is headroom, not a budget.
+ * The heap a dispatcher gets when nobody sized one: what the operator's pods get
+ * (--max-semi-space-size=4 --max-old-space-size=256, a little smaller young generation). V8's defaults
+ * (16 MiB semi-spaces, an old space sized from the machine's memory) cost about 120 MiB more RSS under a
+ * backlog for no throughput (npm run bench -- --only rss, 1M-event backlog: 266 MiB with V8's defaults in
+ * one thread; 142–149 MiB in a worker with these limits, 137 MiB with the operator's flags: the main
+ * thread's own isolate is the difference). A dispatcher's memory is bounded by its window; a much larger
+ * window (--max-inflight-bytes) wants NODE_OPTIONS with a larger old space.
  */
-const YOUNG_GENERATION_MIB = 6;
-const OLD_GENERATION_MIB = 512;
+const YOUNG_GENERATION_MIB = 4;
+const OLD_GENERATION_MIB = 256;
 
 /** V8 flags that size the heap: when any is given, the user (or the operator) chose, and it is left alone. */
 const HEAP_FLAGS = /^--(max-semi-space-size|max-old-space-size|max-young-generation-size|semi-space-growth-factor)(=|$)/;
