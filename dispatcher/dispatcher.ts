@@ -2,14 +2,14 @@ import type { Server } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { getHeapStatistics } from 'node:v8';
 import pg from 'pg';
-import { loadManifests, type ManifestSet, parseDuration } from '../api/v1alpha1/index.js';
+import { loadManifests, type ManifestSet, parseDuration, resourceKey } from '../api/v1alpha1/index.js';
 import type { BackfillStateReport, DispatcherStateReport, FunctionDemandReport, TriggerServingState, TriggerStateReport } from '../common/dispatcherState.js';
 import { createOpsApp, listen } from '../common/httpServer.js';
 import { type Logger, redactUrl } from '../common/logger.js';
 import { problemsHealByThemselves, recheckDelayMs } from './admission/recheck.js';
 import type { TriggerProblem } from './admission/triggerProblem.js';
 import type { ServedTrigger } from './backfill/backfillRunner.js';
-import { Backfills, requestOf } from './backfill/backfills.js';
+import { Backfills, pendingReport } from './backfill/backfills.js';
 import { BackfillWindows } from './backfill/backfillWindows.js';
 import { BACKFILL_CHANNEL, BackfillStore } from './backfill/store.js';
 import { BacklogNotifications } from './backlog/backlogNotifications.js';
@@ -370,7 +370,7 @@ export class Dispatcher {
       void this.updateBacklogGauges();
     }
     this.finishRetiring();
-    if (this.streaming && Date.now() - this.backfillsSyncedAt >= BACKFILL_SYNC_MS) {
+    if (this.streaming?.backfills.running && Date.now() - this.backfillsSyncedAt >= BACKFILL_SYNC_MS) {
       this.backfillsSyncedAt = Date.now();
       void this.streaming.backfills.sync();
     }
@@ -726,19 +726,8 @@ export class Dispatcher {
 
   /** The manifests' backfills while the database has not been reached. */
   private pendingBackfills(config: ServedConfig): Record<string, BackfillStateReport> {
-    const out: Record<string, BackfillStateReport> = {};
-    for (const backfill of config.backfills) {
-      const request = requestOf(backfill);
-      out[request.name] = {
-        trigger: request.trigger,
-        ...(request.uid !== undefined ? { uid: request.uid } : {}),
-        phase: 'Pending',
-        rowsRead: 0,
-        rowsSent: 0,
-        message: `waiting: ${this.sourceProblem ?? 'connecting to the database'}`,
-      };
-    }
-    return out;
+    const message = `waiting: ${this.sourceProblem ?? 'connecting to the database'}`;
+    return Object.fromEntries(config.backfills.map((backfill) => [resourceKey(backfill.metadata), pendingReport(backfill, message)]));
   }
 
   /**

@@ -19,6 +19,12 @@ export function requestOf(backfill: BackfillResource): BackfillRequest {
   };
 }
 
+/** A Backfill of the manifests that no run reports yet (the database not reached, the table not written yet), with why. */
+export function pendingReport(backfill: BackfillResource, message: string): BackfillStateReport {
+  const request = requestOf(backfill);
+  return { trigger: request.trigger, ...(request.uid !== undefined ? { uid: request.uid } : {}), phase: 'Pending', rowsRead: 0, rowsSent: 0, message };
+}
+
 /**
  * What to do with the backfills of the table, given the config. Pure. This dispatcher owns a backfill
  * whose trigger is one of its own (served or set aside); a Backfill resource that left the manifests
@@ -52,6 +58,8 @@ export class Backfills {
   private syncing: Promise<void> = Promise.resolve();
   private stopped = false;
   private lastConfig: ServedConfig | undefined;
+  /** The config whose Backfill resources are in the table. */
+  private written: ServedConfig | undefined;
 
   constructor(private readonly host: BackfillHost) {}
 
@@ -70,8 +78,12 @@ export class Backfills {
     try {
       // The table is made when a Backfill first needs it (the CLI makes it too): a dispatcher without
       // backfills needs no more privileges than before.
-      if (config.backfills.length > 0) await store.ensureSchema();
-      for (const backfill of config.backfills) await store.upsertResource(requestOf(backfill));
+      // Written once per config: the periodic sync only reads (a CLI cancel whose notification was missed).
+      if (config !== this.written) {
+        if (config.backfills.length > 0) await store.ensureSchema();
+        for (const backfill of config.backfills) await store.upsertResource(requestOf(backfill));
+        this.written = config;
+      }
       const plan = planBackfills(await this.list(), config, new Set(this.runners.keys()));
       for (const record of plan.cancel) {
         logger.info({ backfill: record.name }, 'Backfill resource removed: cancelling it');
@@ -116,21 +128,18 @@ export class Backfills {
     this.runners.set(record.name, { runner, done });
   }
 
+  /** Whether a backfill runs here: only then is the table looked at without a notification. */
+  get running(): boolean {
+    return this.runners.size > 0;
+  }
+
   /** Every backfill this dispatcher owns, by `namespace/name`, as it is now. */
   state(): Record<string, BackfillStateReport> {
     const out: Record<string, BackfillStateReport> = {};
     for (const record of this.owned) out[record.name] = this.runners.get(record.name)?.runner.report() ?? backfillReport(record, undefined);
     for (const backfill of this.lastConfig?.backfills ?? []) {
-      const request = requestOf(backfill);
       // Not in the table (yet): it could not be written, or the first sync is still running.
-      out[request.name] ??= {
-        trigger: request.trigger,
-        ...(request.uid !== undefined ? { uid: request.uid } : {}),
-        phase: 'Pending',
-        rowsRead: 0,
-        rowsSent: 0,
-        message: this.problem ? `cannot use eventide.backfills: ${this.problem}` : 'starting',
-      };
+      out[resourceKey(backfill.metadata)] ??= pendingReport(backfill, this.problem ? `cannot use eventide.backfills: ${this.problem}` : 'starting');
     }
     for (const invalid of this.invalid) {
       if (!invalid.key) continue;

@@ -107,21 +107,13 @@ const AS_TEXT = { getTypeParser: () => (value: string) => value };
 /**
  * Writes a watermark into the WAL as a non-transactional message (decoded where it is written, not at a
  * commit) and returns its LSN. The walsender sends only flushed WAL, and PostgreSQL 15 does not flush such
- * a message: the small transaction around it takes an xid so its commit flushes the WAL up to it, and the
- * watermark reaches the stream now rather than at someone else's next commit. Its transaction changes no
- * table, so pgoutput sends nothing for it.
+ * a message: the statement also takes an xid, so its own (implicit) commit flushes the WAL up to the
+ * message, and the watermark reaches the stream now rather than at someone else's next commit. It changes
+ * no table, so pgoutput sends nothing for the transaction. One round trip.
  */
 async function emitWatermark(client: pg.ClientBase, mark: Watermark): Promise<string> {
-  await client.query('BEGIN');
-  try {
-    await client.query('SELECT pg_current_xact_id()');
-    const { rows } = await client.query<{ lsn: string }>('SELECT pg_logical_emit_message(false, $1, $2)::text AS lsn', [WATERMARK_PREFIX, JSON.stringify(mark)]);
-    await client.query('COMMIT');
-    return rows[0]!.lsn;
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  }
+  const { rows } = await client.query<{ lsn: string }>('SELECT pg_current_xact_id(), pg_logical_emit_message(false, $1, $2)::text AS lsn', [WATERMARK_PREFIX, JSON.stringify(mark)]);
+  return rows[0]!.lsn;
 }
 
 /**

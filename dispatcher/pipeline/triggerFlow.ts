@@ -161,16 +161,11 @@ export class TriggerFlow {
    * has room, else into the backlog. Resolves at once unless the backlog writer's buffer is full.
    */
   accept(event: PendingEvent): void | Promise<void> {
-    const { key, shares } = this.options;
     // While the function fails, more live events would only burn their retries in memory (and the
     // CPU siblings need): past what the concurrency keeps busy, they wait in the backlog.
     const failingAndBusy = this.failing && this.live >= this.workingSet();
     if (this.modeValue === 'direct' && !this.suspendedValue && !failingAndBusy) {
-      if (shares.tryAdmit(key, event.bytes)) {
-        this.live += 1;
-        this.lane.enqueue(event);
-        return;
-      }
+      if (this.admitLive(event)) return;
       // A lane whose events fail frees no room soon: no point in holding the reader for it.
       if (this.lane.retrying === 0) return this.admitOrParkAfterWait(event);
     }
@@ -186,10 +181,15 @@ export class TriggerFlow {
   offerRead(event: PendingEvent): 'taken' | 'busy' | 'blocked' {
     if (this.modeValue !== 'direct' || this.suspendedValue || this.failing || this.closed) return 'blocked';
     if (this.lane.waitingToSend >= this.options.lane.batchMaxSize) return 'busy';
-    if (!this.options.shares.tryAdmit(this.options.key, event.bytes)) return 'busy';
+    return this.admitLive(event) ? 'taken' : 'busy';
+  }
+
+  /** Puts an event of the stream (or a read) in the lane if the trigger's share has room for it. */
+  private admitLive(event: PendingEvent): boolean {
+    if (!this.options.shares.tryAdmit(this.options.key, event.bytes)) return false;
     this.live += 1;
     this.lane.enqueue(event);
-    return 'taken';
+    return true;
   }
 
   private parkFromStream(event: PendingEvent): void | Promise<void> {
@@ -202,7 +202,6 @@ export class TriggerFlow {
 
   private async admitOrParkAfterWait(event: PendingEvent): Promise<void> {
     const deadline = this.now() + SHARE_FULL_WAIT_MS;
-    const { key, shares } = this.options;
     while (this.modeValue === 'direct' && !this.suspendedValue && !this.closed) {
       const left = deadline - this.now();
       if (left <= 0) break;
@@ -214,11 +213,7 @@ export class TriggerFlow {
         };
       });
       this.roomWaiter = undefined;
-      if (this.modeValue === 'direct' && !this.suspendedValue && shares.tryAdmit(key, event.bytes)) {
-        this.live += 1;
-        this.lane.enqueue(event);
-        return;
-      }
+      if (this.modeValue === 'direct' && !this.suspendedValue && this.admitLive(event)) return;
     }
     await this.parkFromStream(event);
   }
