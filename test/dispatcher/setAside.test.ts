@@ -149,7 +149,7 @@ describe('a trigger that cannot be served is set aside; its siblings are served'
     writeFileSync(file, [...manifests(), triggerManifest('notes', { table: { name: 'notes' }, sink: { url: other.url } })].map((m) => stringify(m)).join('---\n'));
     await eventually(async () => (await stateOf(dispatcher)).triggers['test/notes']?.state === 'serving', 20_000, 'notes served');
     await db.sql('DROP TABLE public.notes');
-    await eventually(async () => (await stateOf(dispatcher)).triggers['test/notes']?.reason === 'TableNotFound', 30_000, 'notes set aside');
+    await eventually(async () => (await stateOf(dispatcher)).triggers['test/notes']?.reason === 'TableNotFound', 60_000, 'notes set aside');
     expect((await stateOf(dispatcher)).triggers['test/orders-good']!.state).toBe('serving');
   });
 });
