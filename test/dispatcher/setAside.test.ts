@@ -151,7 +151,7 @@ describe('a trigger that cannot be served is set aside; its siblings are served'
     await db.sql('DROP TABLE public.notes');
     await eventually(async () => (await stateOf(dispatcher)).triggers['test/notes']?.reason === 'TableNotFound', 60_000, 'notes set aside');
     expect((await stateOf(dispatcher)).triggers['test/orders-good']!.state).toBe('serving');
-  });
+  }, 90_000);
 });
 
 describe('a database that refuses connections at start is waited for', () => {
