@@ -282,6 +282,7 @@ describe('eventide backfill', () => {
     expect(await run(['start', '-f', manifests, '--trigger', 'test/items', '--name', 'failing'])).toBe(0);
     const terminal = fakeTerminal(100);
     const failing = run(['status', 'test/failing', '--watch', '--interval', '20ms'], terminal);
+    await eventually(() => terminal.text.includes('Phase:      Pending'), 5000, 'the first drawing'); // so three frames differ: Pending, 30%, Failed
     await store.start('test/failing', 1000);
     await store.recordChunk('test/failing', ['300'], 300, 300);
     await eventually(() => terminal.text.includes('30%'), 5000, 'progress drawn');
