@@ -4,7 +4,7 @@
  * [--e2e-rows 100000] [--concurrency 64,256] [--batch-size 100] [--latency-load 0.5] [--latency-rate N]
  * [--latency-seconds 10] [--rss-rows 1000000] [--rss-batch-size 100] [--backlog-rows 100000]
  * [--sibling-seconds 20] [--sibling-load 0.25] [--profile-dir DIR]
- * [--dispatcher-args="--max-inflight-events 2000"]`. Every flag can also be given
+ * [--dispatcher-args="--max-inflight-events 2000"] [--dispatcher-node-flags="--max-semi-space-size=16"]`. Every flag can also be given
  * as an environment variable: BENCH_QUICK=1, BENCH_E2E_ROWS=50000, ...
  *
  * One throwaway Postgres (wal_level=logical) and one table `orders` (bigserial key, int, numeric,
@@ -40,6 +40,8 @@ type BenchOptions = DecodeBenchOptions &
     profileDir: string | undefined;
     /** Extra `eventide dispatch` arguments for every dispatcher child, e.g. "--max-inflight-events 2000". */
     dispatcherArgs: string[];
+    /** Extra node flags for every dispatcher child (e.g. heap sizes). */
+    dispatcherNodeFlags: string[];
   };
 
 const PHASES = 'decode,e2e,latency,rss,backlog';
@@ -59,6 +61,7 @@ function benchOptions(): BenchOptions {
     'rss-batch-size',
     'profile-dir',
     'dispatcher-args',
+    'dispatcher-node-flags',
     'backlog-rows',
     'sibling-seconds',
     'sibling-load',
@@ -79,6 +82,7 @@ function benchOptions(): BenchOptions {
     rssBatchSize: number('rss-batch-size', 100, 100),
     profileDir: given('profile-dir'),
     dispatcherArgs: (given('dispatcher-args') ?? '').split(' ').filter(Boolean),
+    dispatcherNodeFlags: (given('dispatcher-node-flags') ?? '').split(' ').filter(Boolean),
     backlogRows: number('backlog-rows', 100_000, 20_000),
     siblingSeconds: number('sibling-seconds', 20, 10),
     siblingLoad: number('sibling-load', 0.25, 0.25),
@@ -88,6 +92,7 @@ function benchOptions(): BenchOptions {
 const options = benchOptions();
 dispatcherDefaults.profileDir = options.profileDir;
 dispatcherDefaults.extraArgs = options.dispatcherArgs;
+dispatcherDefaults.nodeFlags = options.dispatcherNodeFlags;
 runBench(`eventide dispatcher bench (phases ${[...options.phases].join(',')})`, async ({ pgServer, db, sink }) => {
   await db.query(SCHEMA);
   let rawDecodeRate: number | undefined;

@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
+import { binHeapFlags, EVENTIDE_BIN } from '../common/binHeapFlags.js';
 import { freePort } from '../common/loopback.js';
 import { metricSum, parsePrometheusText } from '../test/harness/controlledSink.js';
 import { removeDir, writeManifests } from '../test/harness/dispatcherFixture.js';
@@ -169,16 +170,15 @@ export function triggerManifest(
 // `eventide dispatch` as a child process
 // ---------------------------------------------------------------------------------------------
 
-/** Set once from the command line: a CPU profile directory, and extra `eventide dispatch` arguments for every run. */
-export const dispatcherDefaults: { profileDir: string | undefined; extraArgs: string[] } = { profileDir: undefined, extraArgs: [] };
+/** Set once from the command line: a CPU profile directory, extra `eventide dispatch` arguments and extra node flags for every run. */
+export const dispatcherDefaults: { profileDir: string | undefined; extraArgs: string[]; nodeFlags: string[] } = { profileDir: undefined, extraArgs: [], nodeFlags: [] };
 
-const BIN = fileURLToPath(new URL('../bin/eventide.mjs', import.meta.url));
 const children = new Set<ChildProcess>();
 process.once('exit', () => {
   for (const child of children) child.kill('SIGKILL');
 });
 
-/** `eventide dispatch` (bin/eventide.mjs) as a child process, ready when /readyz answers 200. */
+/** `eventide dispatch` (bin/eventide.mjs run as a command) as a child process, ready when /readyz answers 200. */
 export interface DispatcherRun {
   child: ChildProcess;
   pid: number;
@@ -196,20 +196,26 @@ export async function startBenchDispatcher(
   url: string,
   slot: string,
   manifests: Record<string, unknown>[],
-  options: { v8Flags?: readonly string[]; args?: readonly string[] } = {},
+  options: { v8Flags?: readonly string[]; args?: readonly string[]; bin?: string } = {},
 ): Promise<DispatcherRun> {
+  const bin = options.bin ?? EVENTIDE_BIN;
   const manifestFile = writeManifests(manifests);
   const manifestDir = manifestFile.replace(/\/[^/]+$/, '');
   const port = await freePort();
   const { profileDir, extraArgs } = dispatcherDefaults;
-  const nodeArgs = [...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), ...(options.v8Flags ?? [])];
+  const nodeFlags = [...dispatcherDefaults.nodeFlags, ...(options.v8Flags ?? [])];
   const args = [
     'dispatch',
     ...['--database-url', url, '-f', manifestFile, '--slot', slot, '--publication', PUBLICATION, '--port', String(port), '--host', '127.0.0.1'],
     ...(options.args ?? []),
     ...extraArgs,
   ];
-  const child = spawn(process.execPath, [...nodeArgs, BIN, ...args], { env: { ...process.env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Run as a user runs it (npx eventide: the bin as a command, which sizes the heap unless NODE_OPTIONS
+  // does), with node flags in NODE_OPTIONS as the operator gives them. --cpu-prof is not allowed there:
+  // a profiled run starts node itself, with the heap flags the command would have given it.
+  const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: 'warn', NODE_OPTIONS: nodeFlags.join(' ') };
+  const [command, commandArgs] = profileDir ? [process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, ...binHeapFlags(), ...nodeFlags, bin, ...args]] : [bin, args];
+  const child = spawn(command, commandArgs, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   child.once('exit', () => children.delete(child));
   let log = '';

@@ -325,7 +325,7 @@ void prepare().then(({ opts, java, jvm, serverDir }) =>
       for (const [k, v] of Object.entries(shown)) console.log(`  ${k}=${v}`);
       console.log(
         `eventide: \`eventide dispatch\`, one EventTrigger on inserts of public.orders, concurrency ${opts.eventideConcurrency}, ` +
-          `batch.maxSize 1 (unbatched) or ${opts.batchSize}, CloudEvents binary mode (the trigger's default format), no V8 flags (the dispatcher sizes its own heap: a worker)`,
+          `batch.maxSize 1 (unbatched) or ${opts.batchSize}, CloudEvents binary mode (the trigger's default format), started as \`npx eventide dispatch\` is (the command sizes its heap)`,
       );
 
       const scenarios: Scenario[] = [];

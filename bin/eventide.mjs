@@ -1,4 +1,10 @@
-#!/usr/bin/env node
+#!/bin/sh
+///usr/bin/env true; case " $NODE_OPTIONS " in *-space-size*|*_space_size*|*young?generation*) exec node "$0" "$@";; esac; exec node --max-semi-space-size=4 --max-old-space-size=256 "$0" "$@"
+// Run as a command (npx eventide, ./bin/eventide.mjs), the two lines above are a shell script: they start
+// node with the heap the operator gives dispatcher pods (operator/eventtrigger/nodeHeap.ts; a test keeps
+// the two equal), unless NODE_OPTIONS sizes the heap; to node the second line is a comment. V8's defaults
+// cost a dispatcher about 120 MiB more under a backlog, for no throughput. Run as `node bin/eventide.mjs`,
+// a dispatcher sizes its heap with a worker thread instead (dispatcher/launcher.ts).
 // The eventide command. The sources are TypeScript, and the repository needs no build step: at start
 // the command bundles them with esbuild (tens of milliseconds) into node_modules/.cache and runs the
 // bundle. Running a bundle rather than registering tsx's loader saves the loader's worker thread and

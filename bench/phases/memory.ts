@@ -33,7 +33,7 @@ async function benchMemoryWith(pgServer: EmbeddedPostgres, db: pg.Client, sink: 
   const batchSize = options.rssBatchSize;
   const flagsLabel = v8Flags.length
     ? `operator's NODE_OPTIONS for ${DEFAULT_DISPATCHER_RESOURCES.limits?.memory ?? 'no'} limit (${v8Flags.join(' ')})`
-    : 'no V8 flags (as `npx eventide dispatch` runs: a worker with a small heap)';
+    : '`npx eventide dispatch` as a user starts it (no NODE_OPTIONS: the command sizes the heap)';
   console.log(`\n[4] memory (${flagsLabel}): backlog of ${n.toLocaleString('en-US')} inserts (${Math.ceil(n / TXN_ROWS)} transactions), batch ${batchSize}, c=64`);
   const slot = 'rss';
   await createSlots(db, [slot]);

@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { binHeapFlags } from '../../common/binHeapFlags.js';
+import { DEFAULT_DISPATCHER_RESOURCES } from './dispatcher.js';
 import { dispatcherNodeOptions, quantityBytes } from './nodeHeap.js';
 
 describe('quantityBytes', () => {
@@ -28,5 +30,11 @@ describe('dispatcherNodeOptions', () => {
   it('leaves the heap limit to V8 without a memory limit (or with one it cannot read)', () => {
     expect(dispatcherNodeOptions({ requests: { memory: '64Mi' } })).toBe('--max-semi-space-size=4');
     expect(dispatcherNodeOptions({ limits: { memory: 'unlimited' } })).toBe('--max-semi-space-size=4');
+  });
+});
+
+describe('the eventide command run by hand', () => {
+  it('starts node with the heap the operator gives a pod with the default resources', () => {
+    expect(binHeapFlags().join(' ')).toBe(dispatcherNodeOptions(DEFAULT_DISPATCHER_RESOURCES));
   });
 });

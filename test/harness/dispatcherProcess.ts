@@ -24,10 +24,14 @@ process.once('exit', () => {
   for (const child of running) child.kill('SIGKILL');
 });
 
-/** Starts `eventide dispatch` with the given arguments plus a free --port. */
-export async function startDispatcherProcess(args: string[], env: NodeJS.ProcessEnv = {}): Promise<DispatcherProcess> {
+/**
+ * Starts `eventide dispatch` with the given arguments plus a free --port: `node bin/eventide.mjs`, or with
+ * `asCommand` the bin run as a command, as npx runs it (its shell lines start node).
+ */
+export async function startDispatcherProcess(args: string[], env: NodeJS.ProcessEnv = {}, options: { asCommand?: boolean } = {}): Promise<DispatcherProcess> {
   const port = await freePort();
-  const child = spawn(process.execPath, [BIN, 'dispatch', '--port', String(port), '--host', '127.0.0.1', ...args], {
+  const commandArgs = ['dispatch', '--port', String(port), '--host', '127.0.0.1', ...args];
+  const child = spawn(options.asCommand ? BIN : process.execPath, options.asCommand ? commandArgs : [BIN, ...commandArgs], {
     env: { ...process.env, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
