@@ -5,6 +5,7 @@ import type { Logger } from '../../common/logger.js';
 import { RowDecoder } from '../decode/rowDecoder.js';
 import type { RawTuple } from '../decode/textPgoutputPlugin.js';
 import { TypeCatalog } from '../decode/typeCatalog.js';
+import { eventSource } from '../delivery/eventAttributes.js';
 import type { Lsn } from '../lsn.js';
 import type { ReadTicket } from '../pipeline/pendingEvent.js';
 import { WakeableSleep } from '../pipeline/wakeableSleep.js';
@@ -282,10 +283,9 @@ export class BackfillRunner {
         if (!(error instanceof FilterEvaluationError)) throw error;
         filterError = error.message;
       }
-      const namespace = trigger.route.trigger.metadata.namespace ?? 'default';
       const event = readEvent({
         triggerKey: trigger.route.key,
-        source: `/eventide/${namespace}/${trigger.route.trigger.metadata.name}`,
+        source: eventSource(trigger.route.trigger),
         backfill: { name: this.name, ...(this.record.uid !== undefined ? { uid: this.record.uid } : {}) },
         table: facts,
         rowKey: change.rowKey,

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { BacklogPosition } from '../backlog/store.js';
+import { eventType } from '../delivery/eventAttributes.js';
 import { type PendingEvent, type ReadTicket, rowChangeJson } from '../pipeline/pendingEvent.js';
 
 /** One row a chunk read, as its trigger would send it. */
@@ -52,7 +53,7 @@ export function readEvent(input: ReadEventInput): PendingEvent {
     id,
     orderingKey: subject,
     triggerKey: input.triggerKey,
-    attributes: { specversion: '1.0', id, source: input.source, type: 'dev.eventide.row.read', subject, time, datacontenttype: 'application/json' },
+    attributes: { specversion: '1.0', id, source: input.source, type: eventType('read'), subject, time, datacontenttype: 'application/json' },
     dataJson,
     oldJson: null,
     newJson: input.rowJson,

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { EventTriggerResource } from '../../api/v1alpha1/index.js';
 import { resourceKey } from '../../api/v1alpha1/index.js';
+import { eventSource, eventType } from '../delivery/eventAttributes.js';
 import { parseLsn } from '../lsn.js';
 import type { PendingEvent } from '../pipeline/pendingEvent.js';
 import { rowChangeJson } from '../pipeline/pendingEvent.js';
@@ -75,8 +76,8 @@ export function manualEvent(trigger: EventTriggerResource, row: InvokedRow, now:
     attributes: {
       specversion: '1.0',
       id,
-      source: `/eventide/${trigger.metadata.namespace ?? 'default'}/${trigger.metadata.name}`,
-      type: 'dev.eventide.row.manual',
+      source: eventSource(trigger),
+      type: eventType('manual'),
       subject,
       time,
       datacontenttype: 'application/json',

@@ -32,7 +32,9 @@ export function hasuraEventJson(event: PendingEvent, triggerName: string, maxRet
 /** Builds the request for one event or a batch, in the trigger's format, with the attempt number. Pure. */
 export function buildRequest(spec: Pick<EventTriggerSpecT, 'format' | 'batch' | 'delivery'>, triggerName: string, events: { event: PendingEvent; attempts: number }[]): OutgoingRequest {
   const request = buildBody(spec, triggerName, events);
-  request.headers[ATTEMPT_HEADER] = String(Math.max(...events.map((e) => e.attempts)) + 1);
+  let attempts = 0;
+  for (const e of events) if (e.attempts > attempts) attempts = e.attempts;
+  request.headers[ATTEMPT_HEADER] = String(attempts + 1);
   return request;
 }
 

@@ -1,5 +1,6 @@
 import type { RowOperation } from '../../api/v1alpha1/index.js';
 import type { Logger } from '../../common/logger.js';
+import { eventSource, eventType } from '../delivery/eventAttributes.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { matchRoutes, type Route } from '../routing/triggerMatcher.js';
 import type { StreamConsumer, StreamItem } from '../source/replicationStream.js';
@@ -233,7 +234,6 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
     const subject = `${change.schema}.${change.table}/${change.rowKey}`;
     const previousSubject = change.previousRowKey === undefined ? undefined : `${change.schema}.${change.table}/${change.previousRowKey}`;
     for (const { route, filterError } of matches) {
-      const namespace = route.trigger.metadata.namespace ?? 'default';
       const id = this.options.eventId({ triggerKey: route.key, commitLsn: txn.tracked.commitLsn, changeLsn, ordinal: txn.ordinal });
       const event: PendingEvent = {
         id,
@@ -244,8 +244,8 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
         attributes: {
           specversion: '1.0',
           id,
-          source: `/eventide/${namespace}/${route.trigger.metadata.name}`,
-          type: `dev.eventide.row.${change.op}`,
+          source: eventSource(route.trigger),
+          type: eventType(change.op),
           subject,
           time: commitTime,
           datacontenttype: 'application/json',

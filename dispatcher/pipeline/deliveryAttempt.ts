@@ -55,23 +55,20 @@ export async function attemptDelivery(target: TriggerDelivery, entries: LaneEntr
   let log: Logger | undefined;
 
   // Events whose filter could not be evaluated are never sent: they go to the dead letters with the reason.
-  const unfiltered = entries.filter((e) => e.event.filterError);
-  if (unfiltered.length) {
+  let sendable = entries;
+  if (entries.some((e) => e.event.filterError)) {
+    const unfiltered = entries.filter((e) => e.event.filterError);
     await deadLetter(
       target,
       unfiltered.map((entry) => ({ entry, result: { error: entry.event.filterError!, durationMs: 0 }, reason: 'filter-error' })),
       deps,
     );
     for (const e of unfiltered) outcomes.set(e.event.id, DEAD_LETTERED);
+    sendable = entries.filter((e) => !e.event.filterError);
+    if (sendable.length === 0) return outcomes;
   }
-  const sendable = entries.filter((e) => !e.event.filterError);
-  if (sendable.length === 0) return outcomes;
 
-  const outgoing = buildRequest(
-    target.trigger.spec,
-    target.trigger.metadata.name,
-    sendable.map((e) => ({ event: e.event, attempts: e.attempts })),
-  );
+  const outgoing = buildRequest(target.trigger.spec, target.trigger.metadata.name, sendable);
   if (target.signingSecret) Object.assign(outgoing.headers, signPayload(target.signingSecret, webhookMessageId(sendable.map((e) => e.event.id)), outgoing.body, now()));
   const result = await deps.sender.send(target.url, outgoing, target.retry.timeoutMs, signal);
   const ok = result.status !== undefined && result.status >= 200 && result.status < 300;

@@ -55,6 +55,8 @@ const LOAD_BATCH = 500;
  * backlog path; a stuck one does not free any, and the reader, shared with every sibling, moves on.
  */
 const SHARE_FULL_WAIT_MS = 100;
+/** The most room a waiting reader waits for before it takes more events (see roomWorthWaking). */
+const WAKE_BURST_MAX = 64;
 const IDLE_RECHECK_MS = 1000;
 const LOAD_ERROR_RETRY_MS = 1000;
 
@@ -339,7 +341,7 @@ export class TriggerFlow {
         this.options.settleLive(event);
         this.copies.set(event.id, 'settled');
       } else this.removeCopy(event);
-      this.roomWaiter?.();
+      if (this.roomWaiter && this.roomWorthWaking()) this.roomWaiter();
     } else {
       this.loaded.delete(id);
       this.removing.add(id);
@@ -349,7 +351,9 @@ export class TriggerFlow {
       });
       observer.drained(key);
     }
-    this.kick();
+    // Only a parking trigger's drainer has anything to do with the room freed (on the fast path it sleeps
+    // until the trigger parks, which wakes it): a wake per settled event cost a promise and a timer each.
+    if (this.modeValue === 'parking') this.kick();
   }
 
   private onRetry(entry: LaneEntry<PendingEvent>, outcome: Extract<AttemptOutcome, { kind: 'retry' }>): RetryChoice {
@@ -488,6 +492,19 @@ export class TriggerFlow {
   private roomWhileFailing(): number {
     if (!this.failing && this.lane.retrying === 0) return Number.POSITIVE_INFINITY;
     return Math.max(0, this.workingSet() - this.loaded.size);
+  }
+
+  /**
+   * Whether the reader waiting for room in this trigger's share should try again now. While the lane
+   * holds enough to keep every slot busy, only once a burst's worth of room is free, so the reader
+   * admits a run of events per wake-up instead of waiting (a promise and a timer) once per event settled
+   * — in a backlog's drain that was a wait per event. With the lane running low, one event's room is worth it.
+   */
+  private roomWorthWaking(): boolean {
+    const { concurrency, batchMaxSize } = this.options.lane;
+    const busy = concurrency * batchMaxSize;
+    if (this.live < busy) return true;
+    return this.options.shares.roomFor(this.options.key) >= Math.min(busy, WAKE_BURST_MAX);
   }
 
   /** The events the trigger's concurrency keeps busy, twice over. */
