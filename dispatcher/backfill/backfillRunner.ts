@@ -270,8 +270,7 @@ export class BackfillRunner {
     const rows: ReadRow[] = [];
     for (const [i, values] of read.rows.entries()) {
       if (i > 0 && i % DECODE_SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
-      const tuple: RawTuple = Object.create(null) as RawTuple;
-      for (const [c, column] of facts.relation.columns.entries()) tuple[column.name] = values.values[c] ?? null;
+      const tuple: RawTuple = facts.relation.columns.map((_, c) => values.values[c] ?? null);
       const [change] = await this.decoder.decode({ tag: 'insert', relation: facts.relation, new: tuple });
       if (!change) continue;
       let filterError: string | undefined;

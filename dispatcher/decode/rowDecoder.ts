@@ -124,11 +124,14 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
     const values: Record<string, unknown> = {};
     const columns = new Map<string, string>();
     const unchangedToast: string[] = [];
-    for (const column of relation.columns) {
-      if (keyOnly && !relation.keyColumns.includes(column.name)) continue;
-      let raw = tuple[column.name];
+    const count = relation.columns.length;
+    for (let i = 0; i < count; i++) {
+      const column = relation.columns[i]!;
+      let raw = tuple[i];
+      // A key tuple's other columns are NULL placeholders (and a key column is never NULL).
+      if (keyOnly && (raw === null || !relation.keyColumns.includes(column.name))) continue;
       if (raw === UNCHANGED_TOAST) {
-        const fallback = fullOld?.[column.name];
+        const fallback = fullOld?.[i];
         if (fallback === undefined || fallback === UNCHANGED_TOAST) {
           unchangedToast.push(column.name);
           continue;

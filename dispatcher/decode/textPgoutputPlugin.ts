@@ -8,7 +8,12 @@ export const UNCHANGED_TOAST: unique symbol = Symbol('unchanged-toast');
 /** A column value exactly as pgoutput sent it in text mode. */
 export type RawValue = string | null | typeof UNCHANGED_TOAST;
 
-export type RawTuple = Record<string, RawValue>;
+/**
+ * A row's values in the relation's column order (undefined past the columns sent). An array, not an
+ * object keyed by column name: one per change, and a dictionary-mode object per row cost more
+ * allocation than the rest of decoding it.
+ */
+export type RawTuple = RawValue[];
 
 export interface RelationColumn {
   name: string;
@@ -42,6 +47,7 @@ export type PgoutputMessage =
 
 interface ParserInternals {
   readTuple(reader: TupleReader, relation: { columns: RelationColumn[] }, fallback?: RawTuple): RawTuple;
+  readKeyTuple(reader: TupleReader, relation: { columns: RelationColumn[] }): RawTuple;
   readRelationColumn(reader: TupleReader): RelationColumn;
 }
 
@@ -69,19 +75,20 @@ class TextPgoutputParser extends PgoutputParser {
       typeOid: reader.readInt32(),
       typeMod: reader.readInt32(),
     });
-    self.readTuple = (reader, { columns }) => {
+    self.readTuple = (reader) => {
       const count = reader.readInt16();
-      const tuple: RawTuple = Object.create(null) as RawTuple;
+      const tuple: RawTuple = [];
       for (let i = 0; i < count; i++) {
-        const name = columns[i]!.name;
         const kind = reader.readUint8();
-        if (kind === 0x74 /* t */) tuple[name] = reader.decodeText(reader.read(reader.readInt32()));
-        else if (kind === 0x6e /* n */) tuple[name] = null;
-        else if (kind === 0x75 /* u */) tuple[name] = UNCHANGED_TOAST;
+        if (kind === 0x74 /* t */) tuple.push(reader.decodeText(reader.read(reader.readInt32())));
+        else if (kind === 0x6e /* n */) tuple.push(null);
+        else if (kind === 0x75 /* u */) tuple.push(UNCHANGED_TOAST);
         else throw new Error(`unexpected pgoutput column kind ${String.fromCharCode(kind)} (binary mode is not requested)`);
       }
       return tuple;
     };
+    // A key tuple is a whole tuple with NULL placeholders for the columns outside the key: the decoder reads only the key's.
+    self.readKeyTuple = (reader, relation) => self.readTuple(reader, relation);
   }
 }
 
