@@ -53,33 +53,60 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
     return message.tag === 'message' ? message : undefined;
   }
 
-  async decode(message: PgoutputMessage): Promise<DecodedRowChange[]> {
+  /**
+   * Decodes a row message. Synchronous once its relation is prepared (every change but a table's
+   * first): a promise per change, and the microtask hop awaiting it, cost more than decoding a small row.
+   */
+  decode(message: PgoutputMessage): DecodedRowChange[] | Promise<DecodedRowChange[]> {
+    const relation = rowRelation(message);
+    if (relation && this.prepared.get(relation.relationOid) !== relation) return this.decodeSlowly(message);
     try {
-      return await this.decodeOnce(message);
+      return this.decodePrepared(message);
     } catch (error) {
       if (!(error instanceof TypeShapeError)) throw error;
-      // A composite type was altered after it was cached: read the catalog afresh and decode again.
-      // Fewer fields than attributes then means the value predates an added attribute (null, as Postgres reads it);
-      // more fields means it predates a dropped one, whose name is gone: that fails rather than shift values onto wrong names.
-      this.reset();
-      this.padComposites = true;
-      try {
-        return await this.decodeOnce(message);
-      } finally {
-        this.padComposites = false;
-      }
+      return this.decodeAfterShapeChange(message);
     }
   }
 
-  private async decodeOnce(message: PgoutputMessage): Promise<DecodedRowChange[]> {
+  private async decodeSlowly(message: PgoutputMessage): Promise<DecodedRowChange[]> {
+    try {
+      await this.prepareFor(message);
+      return this.decodePrepared(message);
+    } catch (error) {
+      if (!(error instanceof TypeShapeError)) throw error;
+      return this.decodeAfterShapeChange(message);
+    }
+  }
+
+  /**
+   * A composite type was altered after it was cached: read the catalog afresh and decode again.
+   * Fewer fields than attributes then means the value predates an added attribute (null, as Postgres reads it);
+   * more fields means it predates a dropped one, whose name is gone: that fails rather than shift values onto wrong names.
+   */
+  private async decodeAfterShapeChange(message: PgoutputMessage): Promise<DecodedRowChange[]> {
+    this.reset();
+    this.padComposites = true;
+    try {
+      await this.prepareFor(message);
+      return this.decodePrepared(message);
+    } finally {
+      this.padComposites = false;
+    }
+  }
+
+  private async prepareFor(message: PgoutputMessage): Promise<void> {
+    const relation = rowRelation(message);
+    if (relation) await this.prepare(relation);
+  }
+
+  /** Decodes a message whose relation is prepared (its types resolved, its primary key known). */
+  private decodePrepared(message: PgoutputMessage): DecodedRowChange[] {
     switch (message.tag) {
       case 'insert': {
-        await this.prepare(message.relation);
         const row = this.row(message.relation, message.new);
         return [this.change('insert', message.relation, null, row)];
       }
       case 'update': {
-        await this.prepare(message.relation);
         // Postgres sends no old key when the key did not change: then the old key is the new one.
         const keyed = message.relation.keyColumns.length > 0;
         const oldTuple = message.old ?? message.key ?? (keyed ? message.new : null);
@@ -89,7 +116,6 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
         return [this.change('update', message.relation, old, row, full)];
       }
       case 'delete': {
-        await this.prepare(message.relation);
         const oldTuple = message.old ?? message.key;
         const old = oldTuple ? this.row(message.relation, oldTuple, message.old === null) : null;
         return [this.change('delete', message.relation, old, null)];
@@ -180,6 +206,11 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
       },
     };
   }
+}
+
+/** The relation of a row change (insert, update, delete), which must be prepared before its rows are decoded. */
+function rowRelation(message: PgoutputMessage): Relation | undefined {
+  return message.tag === 'insert' || message.tag === 'update' || message.tag === 'delete' ? message.relation : undefined;
 }
 
 /** A key column's JSON text as it appears in subjects: strings as their text (no quotes, no JSON escapes). */

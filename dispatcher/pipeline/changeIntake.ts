@@ -151,7 +151,7 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
     return confirmed > this.lastReceivedEnd ? confirmed : this.lastReceivedEnd;
   }
 
-  async handle(item: StreamItem<M>): Promise<void> {
+  handle(item: StreamItem<M>): void | Promise<void> {
     if (item.kind === 'keepalive') {
       if (!this.current) this.watermark.idle(item.walEnd);
       return;
@@ -165,8 +165,16 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
     if (message.tag === 'relation') this.options.onRelation?.(message);
     const logical = decoder.logicalMessage(message);
     if (logical) return this.options.interceptor?.logicalMessage(logical.prefix, logical.content);
-    const changes = await decoder.decode(message);
-    for (const change of changes) await this.onChange(item.lsn, change);
+    const changes = decoder.decode(message);
+    return changes instanceof Promise ? changes.then((decoded) => this.onChanges(item.lsn, decoded)) : this.onChanges(item.lsn, changes);
+  }
+
+  /** Takes a message's changes in order; synchronous unless one has to wait (a full window, a backfill's read). */
+  private onChanges(lsn: Lsn, changes: DecodedRowChange[], from = 0): void | Promise<void> {
+    for (let i = from; i < changes.length; i++) {
+      const pending = this.onChange(lsn, changes[i]!);
+      if (pending) return pending.then(() => this.onChanges(lsn, changes, i + 1));
+    }
   }
 
   private onBegin(begin: { commitLsn: Lsn; xid: number; commitTime: Date }): void {
@@ -199,7 +207,8 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
     this.options.interceptor?.committed(txn.xid);
   }
 
-  private async onChange(changeLsn: Lsn, change: DecodedRowChange): Promise<void> {
+  /** Takes one change: the backfill reads it must follow, then its events; a promise only when one of them has to wait. */
+  private onChange(changeLsn: Lsn, change: DecodedRowChange): void | Promise<void> {
     const txn = this.current;
     if (!txn) throw new Error(`row change at ${formatLsn(changeLsn)} outside a transaction`);
     // Several changes can share one WAL record (multi-row inserts, truncates of several tables).
@@ -210,11 +219,15 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
     this.options.onChange?.(change);
     const interceptor = this.options.interceptor;
     if (interceptor?.watching) {
-      for (const read of interceptor.readsBefore(change, txn.xid, { commitLsn: txn.tracked.commitLsn, changeLsn, ordinal: txn.ordinal })) {
-        const handedOn = this.options.dispatch(read);
-        if (handedOn) await handedOn;
-      }
+      const reads = interceptor.readsBefore(change, txn.xid, { commitLsn: txn.tracked.commitLsn, changeLsn, ordinal: txn.ordinal });
+      const readsHandedOn = this.handOn(reads);
+      if (readsHandedOn) return readsHandedOn.then(() => this.route(changeLsn, change, txn));
     }
+    return this.route(changeLsn, change, txn);
+  }
+
+  /** The change's events, one per matching trigger, handed on in order. */
+  private route(changeLsn: Lsn, change: DecodedRowChange, txn: OpenTransaction): void | Promise<void> {
     const matches = matchRoutes(this.options.routes(), change);
     if (matches.length === 0) return;
     const lsn = txn.lsnText;
@@ -233,6 +246,7 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
     });
     const subject = `${change.schema}.${change.table}/${change.rowKey}`;
     const previousSubject = change.previousRowKey === undefined ? undefined : `${change.schema}.${change.table}/${change.previousRowKey}`;
+    const events: PendingEvent[] = [];
     for (const { route, filterError } of matches) {
       const id = this.options.eventId({ triggerKey: route.key, commitLsn: txn.tracked.commitLsn, changeLsn, ordinal: txn.ordinal });
       const event: PendingEvent = {
@@ -262,10 +276,25 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
         ordinal: txn.ordinal,
         bytes: dataJson.length,
       };
-      this.watermark.add(txn.tracked);
-      this.options.onMatch?.(event);
+      events.push(event);
+    }
+    return this.handOn(events, txn.tracked);
+  }
+
+  /**
+   * Hands events on in order, each once the one before was taken; a promise only when one has to wait
+   * (its trigger's share full, the backlog writer's buffer full). With `tracked` (the change's own
+   * events, not reads) each is counted in its transaction's watermark first.
+   */
+  private handOn(events: readonly PendingEvent[], tracked?: TrackedTransaction, from = 0): void | Promise<void> {
+    for (let i = from; i < events.length; i++) {
+      const event = events[i]!;
+      if (tracked) {
+        this.watermark.add(tracked);
+        this.options.onMatch?.(event);
+      }
       const handedOn = this.options.dispatch(event);
-      if (handedOn) await handedOn;
+      if (handedOn) return handedOn.then(() => this.handOn(events, tracked, i + 1));
     }
   }
 }

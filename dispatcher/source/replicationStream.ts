@@ -170,7 +170,9 @@ export class ReplicationStream<M> {
     try {
       while (this.queue.length > 0 && this.lifecycle === 'reading') {
         const item = this.queue.shift()!;
-        await this.consumer.handle(item);
+        // Awaited only when the consumer has to wait: awaiting nothing still costs a microtask hop per message.
+        const handling = this.consumer.handle(item);
+        if (handling) await handling;
         if (this.socketPaused && this.lifecycle === 'reading' && this.queue.length < (this.options.highWater ?? 256) / 4) this.setPaused(false);
       }
     } catch (error) {
