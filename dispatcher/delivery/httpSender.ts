@@ -32,7 +32,7 @@ export class HttpSender {
   /** URL → its origin and path (and Basic authorization from credentials in it), parsed once. */
   private readonly targets = new Map<string, { origin: string; path: string; authorization?: string }>();
   /** Attempts in flight per shutdown signal, so one listener per signal aborts them all. */
-  private readonly inFlight = new WeakMap<AbortSignal, Set<(reason: Error) => void>>();
+  private readonly inFlight = new WeakMap<AbortSignal, Set<Attempt>>();
 
   /**
    * No cap on connections per origin by default: each trigger's lane already bounds its attempts by
@@ -60,69 +60,25 @@ export class HttpSender {
     const headers = target.authorization && outgoing.headers.authorization === undefined ? { ...outgoing.headers, authorization: target.authorization } : outgoing.headers;
     const aborts = signal ? this.abortsFor(signal) : undefined;
     return new Promise<SendResult>((resolve) => {
-      let controller: Dispatcher.DispatchController | undefined;
-      let abortReason: string | undefined;
-      let status: number | undefined;
-      let retryAfter: string | undefined;
-      let body = '';
-      let done = false;
-      const abort = (reason: Error) => {
-        abortReason ??= reason.message;
-        controller?.abort(reason);
-      };
-      const timer = setTimeout(() => abort(new Error(`timeout after ${timeoutMs}ms`)), timeoutMs);
-      aborts?.add(abort);
-      const finish = (result: SendResult) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        aborts?.delete(abort);
-        resolve(result);
-      };
-      const handler: Dispatcher.DispatchHandler = {
-        onRequestStart(c) {
-          controller = c;
-          if (abortReason !== undefined) c.abort(new Error(abortReason));
-        },
-        onResponseStart(_c, statusCode, headers) {
-          status = statusCode;
-          const value = headers['retry-after'];
-          if (typeof value === 'string') retryAfter = value;
-        },
-        onResponseData(_c, chunk) {
-          if (body.length < MAX_BODY) body += chunk.toString('utf8');
-        },
-        onResponseEnd() {
-          const code = status ?? 0;
-          const result: SendResult = { status: code, body: body.slice(0, MAX_BODY), durationMs: performance.now() - started };
-          if (retryAfter !== undefined) result.retryAfter = retryAfter;
-          if (code < 200 || code >= 300) result.error = `HTTP ${code}${body ? `: ${body.slice(0, 200)}` : ''}`;
-          finish(result);
-        },
-        onResponseError(_c, error) {
-          const durationMs = performance.now() - started;
-          if (abortReason !== undefined) return finish({ error: abortReason, durationMs });
-          const { code, cause } = error as { code?: string; cause?: { code?: string; message?: string } };
-          const refused = code === 'ECONNREFUSED' || cause?.code === 'ECONNREFUSED';
-          finish({ error: cause?.message ?? error.message, durationMs, ...(refused ? { refused } : {}) });
-        },
-      };
+      const attempt = new Attempt(resolve, started, aborts);
+      attempt.timer = setTimeout(timeOut, timeoutMs, attempt, timeoutMs);
+      aborts?.add(attempt);
       try {
-        this.agent.dispatch({ origin: target.origin, path: target.path, method: 'POST', headers, body: outgoing.body }, handler);
+        this.agent.dispatch({ origin: target.origin, path: target.path, method: 'POST', headers, body: outgoing.body }, attempt);
       } catch (error) {
-        finish({ error: (error as Error).message, durationMs: performance.now() - started });
+        attempt.finish({ error: (error as Error).message, durationMs: performance.now() - started });
       }
     });
   }
 
-  private abortsFor(signal: AbortSignal): Set<(reason: Error) => void> {
+  private abortsFor(signal: AbortSignal): Set<Attempt> {
     let set = this.inFlight.get(signal);
     if (!set) {
-      const created = new Set<(reason: Error) => void>();
+      const created = new Set<Attempt>();
       signal.addEventListener(
         'abort',
         () => {
-          for (const abort of [...created]) abort(new Error(abortedMessage(signal)));
+          for (const attempt of [...created]) attempt.abort(new Error(abortedMessage(signal)));
         },
         { once: true },
       );
@@ -139,4 +95,77 @@ export class HttpSender {
 
 function abortedMessage(signal: AbortSignal): string {
   return `aborted: ${String((signal.reason as Error | undefined)?.message ?? 'shutdown')}`;
+}
+
+function timeOut(attempt: Attempt, timeoutMs: number): void {
+  attempt.abort(new Error(`timeout after ${timeoutMs}ms`));
+}
+
+/**
+ * One HTTP attempt: undici's handler for it, and its outcome. A class rather than closures: one object
+ * per attempt where the handler's callbacks, the abort and the finish were six (the unbatched hot path
+ * makes one per event).
+ */
+class Attempt implements Dispatcher.DispatchHandler {
+  timer: NodeJS.Timeout | undefined;
+  private controller: Dispatcher.DispatchController | undefined;
+  private abortReason: string | undefined;
+  private status: number | undefined;
+  private retryAfter: string | undefined;
+  private body = '';
+  private done = false;
+
+  constructor(
+    private readonly resolve: (result: SendResult) => void,
+    private readonly started: number,
+    private readonly aborts: Set<Attempt> | undefined,
+  ) {}
+
+  abort(reason: Error): void {
+    this.abortReason ??= reason.message;
+    this.controller?.abort(reason);
+  }
+
+  finish(result: SendResult): void {
+    if (this.done) return;
+    this.done = true;
+    clearTimeout(this.timer);
+    this.aborts?.delete(this);
+    this.resolve(result);
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.abortReason !== undefined) controller.abort(new Error(this.abortReason));
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    this.status = statusCode;
+    const value = headers['retry-after'];
+    if (typeof value === 'string') this.retryAfter = value;
+  }
+
+  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.body.length < MAX_BODY) this.body += chunk.toString('utf8');
+  }
+
+  onResponseEnd(): void {
+    const code = this.status ?? 0;
+    const body = this.body;
+    const result: SendResult = { status: code, body: body.slice(0, MAX_BODY), durationMs: performance.now() - this.started };
+    if (this.retryAfter !== undefined) result.retryAfter = this.retryAfter;
+    if (code < 200 || code >= 300) result.error = `HTTP ${code}${body ? `: ${body.slice(0, 200)}` : ''}`;
+    this.finish(result);
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    const durationMs = performance.now() - this.started;
+    if (this.abortReason !== undefined) {
+      this.finish({ error: this.abortReason, durationMs });
+      return;
+    }
+    const { code, cause } = error as { code?: string; cause?: { code?: string; message?: string } };
+    const refused = code === 'ECONNREFUSED' || cause?.code === 'ECONNREFUSED';
+    this.finish({ error: cause?.message ?? error.message, durationMs, ...(refused ? { refused } : {}) });
+  }
 }
