@@ -4,7 +4,6 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { binHeapFlags, EVENTIDE_BIN } from '../common/binHeapFlags.js';
 import { freePort } from '../common/loopback.js';
