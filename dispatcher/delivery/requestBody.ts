@@ -72,7 +72,7 @@ export function binaryModeHeaders(a: EventAttributes): Record<string, string> {
     'ce-specversion': a.specversion,
     'ce-id': ceHeader(a.id),
     'ce-source': ceHeader(a.source),
-    'ce-type': ceHeader(a.type),
+    'ce-type': a.type, // dev.eventide.row.<op>: nothing to encode
     'ce-subject': ceHeader(a.subject),
     'ce-time': a.time,
   };

@@ -369,9 +369,10 @@ export class TriggerLane<E extends LaneEvent> {
     }
     for (const { entry } of batch) entry.inFlight = false;
     gate?.release();
-    const evicted = new Set<LaneEntry<E>>();
+    // Made only when an eviction happens: most attempts settle every entry.
+    let evicted: Set<LaneEntry<E>> | undefined;
     for (const { key, entry } of batch) {
-      if (evicted.has(entry)) continue;
+      if (evicted?.has(entry)) continue;
       const outcome: AttemptOutcome = outcomes.get(entry.event.id) ?? { kind: 'retry', delayMs: RETRY_AFTER_ATTEMPT_ERROR_MS };
       if (!(outcome.kind === 'retry' && outcome.held)) entry.attempts += 1;
       if (outcome.kind === 'settled') {
@@ -394,6 +395,7 @@ export class TriggerLane<E extends LaneEvent> {
         }
       } else if (!this.stopped && this.options.onRetry?.(entry, outcome) === 'evict') {
         const out = this.evictKey(key);
+        evicted ??= new Set();
         for (const e of out) evicted.add(e);
         this.options.onEvicted?.(out);
       } else {
