@@ -14,7 +14,8 @@ import { dirname, join } from 'node:path';
 import { EVENTIDE_BIN } from '../common/binHeapFlags.js';
 import { runBench } from './benchMain.js';
 import { benchFlags } from './flags.js';
-import { cpuSecondsOf, createSlots, dropSlot, SCHEMA, sinkHas, startBenchDispatcher, stopBenchDispatcher, triggerManifest, writeRows } from './harness.js';
+import { createSlots, dropSlot, SCHEMA, writeRows } from './harness.js';
+import { drainBacklog } from './phases/e2e.js';
 import { fmtRate, record } from './report.js';
 
 const { number, text } = benchFlags(['base', 'rows', 'rounds', 'batch-size', 'concurrency']);
@@ -52,19 +53,10 @@ runBench(`eventide A/B (${rows.toLocaleString('en-US')} events, batch ${batchSiz
       await createSlots(db, ['ab']);
       try {
         await writeRows(db, rows);
-        await sink.reset();
-        const run = await startBenchDispatcher(pgServer.url, 'ab', [triggerManifest(sink.url, { concurrency, batchSize })], { bin: version.bin });
-        try {
-          const before = cpuSecondsOf(run.pid);
-          const stats = await sinkHas(sink, rows, run);
-          const cpuPerK = ((cpuSecondsOf(run.pid) - before) * 1000) / (rows / 1000);
-          const rate = rows / ((stats.lastAt - stats.firstAt) / 1000);
-          figures.get(version.name)!.cpuPerK.push(cpuPerK);
-          figures.get(version.name)!.rate.push(rate);
-          console.log(`  round ${round + 1}, ${version.name}: ${cpuPerK.toFixed(0)} ms CPU per 1000 events, ${fmtRate(rate, 'ev/s')}`);
-        } finally {
-          await stopBenchDispatcher(run);
-        }
+        const { cpuPerK, rate } = await drainBacklog(pgServer.url, sink, 'ab', rows, { concurrency, batchSize }, version.bin);
+        figures.get(version.name)!.cpuPerK.push(cpuPerK);
+        figures.get(version.name)!.rate.push(rate);
+        console.log(`  round ${round + 1}, ${version.name}: ${cpuPerK.toFixed(0)} ms CPU per 1000 events, ${fmtRate(rate, 'ev/s')}`);
       } finally {
         await dropSlot(db, 'ab');
       }

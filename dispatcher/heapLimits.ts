@@ -1,8 +1,10 @@
 import type { ResourceLimits } from 'node:worker_threads';
 
 /**
- * The heap a dispatcher gets when nobody sized one: what the operator's pods get
- * (--max-semi-space-size=4 --max-old-space-size=256, a little smaller young generation). V8's defaults
+ * The heap of a dispatcher run as `node bin/eventide.mjs dispatch` with no heap flag (run as a command,
+ * the bin's shell lines give node the operator's flags instead): near what the operator's pods get
+ * (--max-semi-space-size=4 --max-old-space-size=256), with a smaller young generation to pay for the
+ * worker's second isolate. V8's defaults
  * (16 MiB semi-spaces, an old space sized from the machine's memory) cost about 120 MiB more RSS under a
  * backlog for no throughput (npm run bench -- --only rss, 1M-event backlog: 266 MiB with V8's defaults in
  * one thread; 142–149 MiB in a worker with these limits, 137 MiB with the operator's flags: the main

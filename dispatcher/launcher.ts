@@ -8,8 +8,9 @@ export interface DispatchWorkerData {
 
 /**
  * Starts `eventide dispatch` in a worker thread with its own, smaller heap (see heapLimits.ts) when
- * nobody sized the heap, so a dispatcher started by hand uses as little memory as one the operator
- * starts with its V8 flags. This module is bundled apart from the command (bin/eventide.mjs), so the
+ * nobody sized the heap, so a dispatcher started as `node bin/eventide.mjs` uses about as little memory
+ * as one the operator starts with its V8 flags (run as a command, the bin's shell lines pass those flags
+ * to node, and no worker is needed). This module is bundled apart from the command (bin/eventide.mjs), so the
  * main thread loads none of the dispatcher's code: it passes signals on and returns the worker's exit
  * code. Undefined: run the command in this thread (another command, a sized heap, or sources run
  * through tsx's loader, which a worker cannot load).

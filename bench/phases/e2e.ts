@@ -22,10 +22,20 @@ export interface EndToEndBenchOptions {
 /** Unbatched events/s at the sink, by concurrency. */
 export type UnbatchedRates = Map<number, number>;
 
-/** Delivers the slot's backlog of `n` events; the rate is taken at the sink, first to last receipt. */
-async function drainBacklog(url: string, sink: Sink, slot: string, n: number, spec: { concurrency: number; batchSize: number }): Promise<{ rate: number; cpuPerK: number; stats: SinkStats }> {
+/**
+ * Delivers the slot's backlog of `n` events with `bin` (default: this checkout's); the rate is taken at
+ * the sink, first to last receipt, the CPU is the dispatcher's.
+ */
+export async function drainBacklog(
+  url: string,
+  sink: Sink,
+  slot: string,
+  n: number,
+  spec: { concurrency: number; batchSize: number },
+  bin?: string,
+): Promise<{ rate: number; cpuPerK: number; stats: SinkStats }> {
   await sink.reset();
-  const run = await startBenchDispatcher(url, slot, [triggerManifest(sink.url, spec)]);
+  const run = await startBenchDispatcher(url, slot, [triggerManifest(sink.url, spec)], bin ? { bin } : {});
   const pid = run.pid;
   const cpuBefore = cpuSecondsOf(pid);
   try {

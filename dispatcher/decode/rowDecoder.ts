@@ -68,14 +68,10 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
     }
   }
 
+  /** A table's first change: prepare its relation, then decode as every later change is. */
   private async decodeSlowly(message: PgoutputMessage): Promise<DecodedRowChange[]> {
-    try {
-      await this.prepareFor(message);
-      return this.decodePrepared(message);
-    } catch (error) {
-      if (!(error instanceof TypeShapeError)) throw error;
-      return this.decodeAfterShapeChange(message);
-    }
+    await this.prepareFor(message);
+    return this.decode(message);
   }
 
   /**

@@ -60,9 +60,7 @@ export class HttpSender {
     const headers = target.authorization && outgoing.headers.authorization === undefined ? { ...outgoing.headers, authorization: target.authorization } : outgoing.headers;
     const aborts = signal ? this.abortsFor(signal) : undefined;
     return new Promise<SendResult>((resolve) => {
-      const attempt = new Attempt(resolve, started, aborts);
-      attempt.timer = setTimeout(timeOut, timeoutMs, attempt, timeoutMs);
-      aborts?.add(attempt);
+      const attempt = new Attempt(resolve, started, timeoutMs, aborts);
       try {
         this.agent.dispatch({ origin: target.origin, path: target.path, method: 'POST', headers, body: outgoing.body }, attempt);
       } catch (error) {
@@ -107,7 +105,7 @@ function timeOut(attempt: Attempt, timeoutMs: number): void {
  * makes one per event).
  */
 class Attempt implements Dispatcher.DispatchHandler {
-  timer: NodeJS.Timeout | undefined;
+  private readonly timer: NodeJS.Timeout;
   private controller: Dispatcher.DispatchController | undefined;
   private abortReason: string | undefined;
   private status: number | undefined;
@@ -118,8 +116,12 @@ class Attempt implements Dispatcher.DispatchHandler {
   constructor(
     private readonly resolve: (result: SendResult) => void,
     private readonly started: number,
+    timeoutMs: number,
     private readonly aborts: Set<Attempt> | undefined,
-  ) {}
+  ) {
+    this.timer = setTimeout(timeOut, timeoutMs, this, timeoutMs);
+    aborts?.add(this);
+  }
 
   abort(reason: Error): void {
     this.abortReason ??= reason.message;

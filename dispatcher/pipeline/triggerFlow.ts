@@ -441,8 +441,7 @@ export class TriggerFlow {
       const room = Math.min(shares.roomFor(key), LOAD_BATCH, this.roomWhileFailing());
       // While the lane still has a concurrency's worth to send, wait for room for a whole batch of
       // rows: one query per settled event would cost more than the delivery.
-      const { concurrency, batchMaxSize } = this.options.lane;
-      const worthALoad = Math.min(LOAD_BATCH, concurrency * batchMaxSize);
+      const worthALoad = Math.min(LOAD_BATCH, this.inFlightCapacity());
       if (room <= 0 || (room < worthALoad && this.loaded.size >= worthALoad)) {
         await this.sleep(IDLE_RECHECK_MS);
         continue;
@@ -501,16 +500,20 @@ export class TriggerFlow {
    * — in a backlog's drain that was a wait per event. With the lane running low, one event's room is worth it.
    */
   private roomWorthWaking(): boolean {
-    const { concurrency, batchMaxSize } = this.options.lane;
-    const busy = concurrency * batchMaxSize;
+    const busy = this.inFlightCapacity();
     if (this.live < busy) return true;
     return this.options.shares.roomFor(this.options.key) >= Math.min(busy, WAKE_BURST_MAX);
   }
 
+  /** The events the trigger's requests carry at once: its concurrency times its batch size. */
+  private inFlightCapacity(): number {
+    const { concurrency, batchMaxSize } = this.options.lane;
+    return concurrency * batchMaxSize;
+  }
+
   /** The events the trigger's concurrency keeps busy, twice over. */
   private workingSet(): number {
-    const { concurrency, batchMaxSize } = this.options.lane;
-    return 2 * concurrency * batchMaxSize;
+    return 2 * this.inFlightCapacity();
   }
 
   /**
