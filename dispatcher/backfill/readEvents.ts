@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { BacklogPosition } from '../backlog/store.js';
 import { eventType } from '../delivery/eventAttributes.js';
+import { flat } from '../flatText.js';
 import { type PendingEvent, type ReadTicket, rowChangeJson } from '../pipeline/pendingEvent.js';
 
 /** One row a chunk read, as its trigger would send it. */
@@ -44,11 +45,11 @@ export function readEventId(input: Pick<ReadEventInput, 'triggerKey' | 'backfill
 /** The event of one row of a backfill: op `read`, the row as it is now as `new`. Pure. */
 export function readEvent(input: ReadEventInput): PendingEvent {
   const { schema, name } = input.table;
-  const subject = `${schema}.${name}/${input.rowKey}`;
+  const subject = flat(`${schema}.${name}/${input.rowKey}`);
   const id = readEventId(input);
   const time = input.readAt.toISOString();
   const xid = Number(BigInt(input.xmin) % (1n << 32n));
-  const dataJson = rowChangeJson({ op: 'read', schema, table: name, oldJson: null, newJson: input.rowJson, lsn: input.lsn, xid, commitTime: time });
+  const dataJson = flat(rowChangeJson({ op: 'read', schema, table: name, oldJson: null, newJson: input.rowJson, lsn: input.lsn, xid, commitTime: time }));
   return {
     id,
     orderingKey: subject,

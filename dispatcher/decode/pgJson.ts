@@ -1,5 +1,5 @@
 import { type NestedText, parseArrayText, parseHstoreText, parseRecordText } from './pgText.js';
-import type { TypeCatalog } from './typeCatalog.js';
+import type { TypeInfo } from './typeCatalog.js';
 
 /** One column value in both forms eventide needs. */
 export interface ConvertedValue {
@@ -21,26 +21,57 @@ function str(text: string): ConvertedValue {
   return { json: JSON.stringify(text), value: text };
 }
 
-function numeric(text: string, oid: number): ConvertedValue {
-  // NaN and ±Infinity are not JSON numbers; to_jsonb turns them into strings.
-  if (!JSON_NUMBER.test(text)) return str(text);
-  // A JS number would be a CEL double, for which integer arithmetic (`+ 1`, `% 2`) has no overload.
-  if (oid === 20 || oid === 21 || oid === 23) return { json: text, value: BigInt(text) };
-  return { json: text, value: Number(text) };
-}
-
 /** "2024-01-02 03:04:05.5+00" (DateStyle ISO) → "2024-01-02T03:04:05.5+00:00" (to_jsonb's XSD form); BC keeps its " BC". */
-function timestamp(text: string, withZone: boolean): ConvertedValue {
-  if (text === 'infinity' || text === '-infinity') return str(text);
-  let iso = text.replace(' ', 'T');
+function isoTimestamp(text: string, withZone: boolean): string {
+  if (text === 'infinity' || text === '-infinity') return text;
+  const iso = text.replace(' ', 'T');
   // The zone offset ends the text, or comes just before the era of a BC value ("...+00 BC").
-  if (withZone) iso = iso.replace(/([+-]\d\d)( BC)?$/, '$1:00$2');
-  return str(iso);
+  return withZone ? iso.replace(/([+-]\d\d)( BC)?$/, '$1:00$2') : iso;
 }
 
-/** Parses JSON without losing big numbers' digits in the `json` form (the text is kept as it is). */
-function json(text: string): ConvertedValue {
-  return { json: text, value: JSON.parse(text) as unknown };
+/** A base (built-in or extension scalar) type's value as to_jsonb's JSON. */
+function baseJson(text: string, oid: number): string {
+  // NaN and ±Infinity are not JSON numbers; to_jsonb turns them into strings.
+  if (NUMERIC.has(oid)) return JSON_NUMBER.test(text) ? text : JSON.stringify(text);
+  switch (oid) {
+    case 16:
+      return text === 't' ? 'true' : 'false';
+    case 114:
+    case 3802:
+      return text;
+    case 1114:
+    case 1184:
+      // Digits, dashes, colons, a dot, a T, a sign and " BC": nothing JSON would escape.
+      return `"${isoTimestamp(text, oid === 1184)}"`;
+    default:
+      return JSON.stringify(text);
+  }
+}
+
+/** A base type's value as filters see it. */
+function baseValue(text: string, oid: number): unknown {
+  if (NUMERIC.has(oid)) {
+    if (!JSON_NUMBER.test(text)) return text;
+    // A JS number would be a CEL double, for which integer arithmetic (`+ 1`, `% 2`) has no overload.
+    return oid === 20 || oid === 21 || oid === 23 ? BigInt(text) : Number(text);
+  }
+  switch (oid) {
+    case 16:
+      return text === 't';
+    case 114:
+    case 3802:
+      return JSON.parse(text) as unknown;
+    case 1114:
+    case 1184:
+      return isoTimestamp(text, oid === 1184);
+    default:
+      return text;
+  }
+}
+
+/** What converting needs of the catalog: the types it has resolved. */
+export interface ResolvedTypes {
+  known(oid: number): TypeInfo | undefined;
 }
 
 /**
@@ -63,7 +94,7 @@ export class TypeShapeError extends Error {
  * `padComposites`: a composite value with fewer fields than the (freshly read) catalog has attributes
  * predates an ADD ATTRIBUTE; the missing ones are null, as Postgres reads such stored values.
  */
-export function convertText(text: string | null, oid: number, catalog: TypeCatalog, padComposites = false): ConvertedValue {
+export function convertText(text: string | null, oid: number, catalog: ResolvedTypes, padComposites = false): ConvertedValue {
   if (text === null) return nullValue;
   const info = catalog.known(oid);
   if (!info) throw new Error(`type ${oid} was not resolved before decoding`);
@@ -103,18 +134,16 @@ export function convertText(text: string | null, oid: number, catalog: TypeCatal
     case 'base':
       break;
   }
-  if (NUMERIC.has(oid)) return numeric(text, oid);
-  switch (oid) {
-    case 16:
-      return text === 't' ? { json: 'true', value: true } : { json: 'false', value: false };
-    case 114:
-    case 3802:
-      return json(text);
-    case 1114:
-      return timestamp(text, false);
-    case 1184:
-      return timestamp(text, true);
-    default:
-      return str(text);
-  }
+  return { json: baseJson(text, oid), value: baseValue(text, oid) };
+}
+
+/**
+ * The JSON alone (what delivery needs): a base type's without building the filter value (JSON.parse of
+ * a jsonb column, a BigInt per integer), which only a trigger with a filter reads.
+ */
+export function convertJson(text: string | null, oid: number, catalog: ResolvedTypes, padComposites = false): string {
+  if (text === null) return 'null';
+  const info = catalog.known(oid);
+  if (info?.kind === 'base') return baseJson(text, oid);
+  return convertText(text, oid, catalog, padComposites).json;
 }

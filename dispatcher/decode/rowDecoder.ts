@@ -1,31 +1,45 @@
+import { flat } from '../flatText.js';
 import { type Lsn, parseLsn } from '../lsn.js';
 import type { ChangeDecoder, DecodedRowChange } from '../pipeline/changeIntake.js';
-import { convertText, TypeShapeError } from './pgJson.js';
-import { type PgoutputMessage, type RawTuple, type Relation, UNCHANGED_TOAST } from './textPgoutputPlugin.js';
+import { convertJson, convertText, type ResolvedTypes, TypeShapeError } from './pgJson.js';
+import { type PgoutputMessage, type RawTuple, type Relation, type RelationColumn, UNCHANGED_TOAST } from './textPgoutputPlugin.js';
 import type { TypeCatalog } from './typeCatalog.js';
 
-/** A row in both forms: JSON text per to_jsonb and JS values for filters. */
+/** A decoded row: its JSON per to_jsonb, and what its filter values are made from when a filter asks. */
 interface DecodedRow {
   json: string;
-  values: Record<string, unknown>;
-  /** Column → its JSON text, to compare old and new exactly. */
-  columns: Map<string, string>;
-  unchangedToast: string[];
+  /** Each column's JSON text by position; undefined for a column the row does not carry. */
+  columns: (string | undefined)[];
+  unchangedToast: readonly string[];
+  /** The raw values, and the full old row standing in for unchanged TOASTed ones. */
+  tuple: RawTuple;
+  fallback: RawTuple | undefined;
 }
+
+/** A prepared relation: what decoding its rows needs, worked out once. */
+interface PreparedRelation {
+  relation: Relation;
+  /** Primary-key columns' positions (the row identity for ordering and subjects). */
+  keyPositions: number[];
+  /** Column name → position, for columnChanged. */
+  positions: Map<string, number>;
+  /** Each column's JSON-quoted name followed by a colon. */
+  jsonKeys: string[];
+  /** Positions of the replica identity's key columns (those a key tuple carries). */
+  replicaKey: Set<number>;
+}
+
+const NO_COLUMNS: readonly string[] = [];
 
 /**
  * Turns pgoutput messages into row changes. Column types are resolved (from the catalog, once per
  * relation) before the first row of a relation is decoded; after that decoding is synchronous.
  */
 export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
-  /** Relation OID → primary-key columns (the row identity for ordering and subjects). */
-  private readonly primaryKeys = new Map<number, string[]>();
-  /** Relation OID → the relation message its column types were resolved for (a new message can bring new types). */
-  private readonly prepared = new Map<number, Relation>();
+  /** Relation OID → the relation message its column types were resolved for (a new message can bring new types), prepared. */
+  private readonly prepared = new Map<number, PreparedRelation>();
   /** Set while a change is decoded again after a catalog refresh (see decode). */
   private padComposites = false;
-  /** Column name → its JSON-quoted form followed by a colon, built once rather than per row. */
-  private readonly jsonKeys = new Map<string, string>();
 
   constructor(
     private readonly catalog: TypeCatalog,
@@ -34,7 +48,6 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
 
   /** Relations are re-announced after a reconnect; the catalog may have changed meanwhile. */
   reset(): void {
-    this.primaryKeys.clear();
     this.prepared.clear();
     this.catalog.clear();
   }
@@ -59,7 +72,7 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
    */
   decode(message: PgoutputMessage): DecodedRowChange[] | Promise<DecodedRowChange[]> {
     const relation = rowRelation(message);
-    if (relation && this.prepared.get(relation.relationOid) !== relation) return this.decodeSlowly(message);
+    if (relation && this.prepared.get(relation.relationOid)?.relation !== relation) return this.decodeSlowly(message);
     try {
       return this.decodePrepared(message);
     } catch (error) {
@@ -99,32 +112,39 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
   private decodePrepared(message: PgoutputMessage): DecodedRowChange[] {
     switch (message.tag) {
       case 'insert': {
-        const row = this.row(message.relation, message.new);
-        return [this.change('insert', message.relation, null, row)];
+        const prepared = this.preparedOf(message.relation);
+        return [this.change('insert', prepared, null, this.row(prepared, message.new))];
       }
       case 'update': {
+        const prepared = this.preparedOf(message.relation);
         // Postgres sends no old key when the key did not change: then the old key is the new one.
         const keyed = message.relation.keyColumns.length > 0;
         const oldTuple = message.old ?? message.key ?? (keyed ? message.new : null);
-        const old = oldTuple ? this.row(message.relation, oldTuple, message.old === null) : null;
+        const old = oldTuple ? this.row(prepared, oldTuple, message.old === null) : null;
         const full = message.old !== null;
-        const row = this.row(message.relation, message.new, false, full ? message.old! : undefined);
-        return [this.change('update', message.relation, old, row, full)];
+        const row = this.row(prepared, message.new, false, full ? message.old! : undefined);
+        return [this.change('update', prepared, old, row, full)];
       }
       case 'delete': {
+        const prepared = this.preparedOf(message.relation);
         const oldTuple = message.old ?? message.key;
-        const old = oldTuple ? this.row(message.relation, oldTuple, message.old === null) : null;
-        return [this.change('delete', message.relation, old, null)];
+        const old = oldTuple ? this.row(prepared, oldTuple, message.old === null) : null;
+        return [this.change('delete', prepared, old, null)];
       }
       case 'truncate':
-        return message.relations.map((relation) => this.change('truncate', relation, null, null));
+        // A truncated table may have had no row change yet: its relation is described, not prepared.
+        return message.relations.map((relation) => new RowChange('truncate', relation.schema, relation.name, null, null, '', undefined, false, relation.columns, this.catalog.resolved(), false));
       default:
         return [];
     }
   }
 
+  private preparedOf(relation: Relation): PreparedRelation {
+    return this.prepared.get(relation.relationOid)!;
+  }
+
   private async prepare(relation: Relation): Promise<void> {
-    if (this.prepared.get(relation.relationOid) === relation) return;
+    if (this.prepared.get(relation.relationOid)?.relation === relation) return;
     for (const column of relation.columns) await this.catalog.resolve(column.typeOid);
     // With REPLICA IDENTITY FULL every column is flagged as key, so the primary key comes from the catalog.
     const { rows } = await this.query(
@@ -133,75 +153,128 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
       [relation.relationOid],
     );
     const primaryKey = (rows as { name: string }[]).map((r) => r.name);
-    this.primaryKeys.set(relation.relationOid, primaryKey.length ? primaryKey : relation.replicaIdentity === 'full' ? [] : relation.keyColumns);
-    this.prepared.set(relation.relationOid, relation);
+    const keyColumns = primaryKey.length ? primaryKey : relation.replicaIdentity === 'full' ? [] : relation.keyColumns;
+    const positions = new Map(relation.columns.map((column, i) => [column.name, i]));
+    this.prepared.set(relation.relationOid, {
+      relation,
+      keyPositions: keyColumns.map((name) => positions.get(name)!),
+      positions,
+      jsonKeys: relation.columns.map((column) => `${JSON.stringify(column.name)}:`),
+      replicaKey: new Set(relation.keyColumns.map((name) => positions.get(name)!)),
+    });
   }
 
   /**
-   * Decodes a tuple. `keyOnly`: a key tuple carries NULL placeholders for non-key columns, which are
-   * left out. `fullOld`: the old row, whose values stand in for unchanged TOASTed ones.
+   * Decodes a tuple to JSON. `keyOnly`: a key tuple carries NULL placeholders for non-key columns, which
+   * are left out. `fullOld`: the old row, whose values stand in for unchanged TOASTed ones.
    */
-  private row(relation: Relation, tuple: RawTuple, keyOnly = false, fullOld?: RawTuple): DecodedRow {
-    const parts: string[] = [];
-    const values: Record<string, unknown> = {};
-    const columns = new Map<string, string>();
-    const unchangedToast: string[] = [];
+  private row(prepared: PreparedRelation, tuple: RawTuple, keyOnly = false, fullOld?: RawTuple): DecodedRow {
+    const { relation, jsonKeys, replicaKey } = prepared;
+    const types = this.catalog.resolved();
     const count = relation.columns.length;
+    const columns: (string | undefined)[] = new Array(count);
+    let unchangedToast: string[] | undefined;
+    let json = '{';
     for (let i = 0; i < count; i++) {
-      const column = relation.columns[i]!;
       let raw = tuple[i];
       // A key tuple's other columns are NULL placeholders (and a key column is never NULL).
-      if (keyOnly && (raw === null || !relation.keyColumns.includes(column.name))) continue;
+      if (keyOnly && (raw === null || !replicaKey.has(i))) continue;
       if (raw === UNCHANGED_TOAST) {
         const fallback = fullOld?.[i];
         if (fallback === undefined || fallback === UNCHANGED_TOAST) {
-          unchangedToast.push(column.name);
+          (unchangedToast ??= []).push(relation.columns[i]!.name);
           continue;
         }
         raw = fallback;
       }
       if (raw === undefined) continue;
-      const converted = convertText(raw, column.typeOid, this.catalog, this.padComposites);
-      let key = this.jsonKeys.get(column.name);
-      if (key === undefined) {
-        key = `${JSON.stringify(column.name)}:`;
-        if (this.jsonKeys.size < 10_000) this.jsonKeys.set(column.name, key);
-      }
-      parts.push(key + converted.json);
-      values[column.name] = converted.value;
-      columns.set(column.name, converted.json);
+      const converted = convertJson(raw, relation.columns[i]!.typeOid, types, this.padComposites);
+      json += json.length === 1 ? jsonKeys[i] + converted : `,${jsonKeys[i]}${converted}`;
+      columns[i] = converted;
     }
-    return { json: `{${parts.join(',')}}`, values, columns, unchangedToast };
+    return { json: flat(`${json}}`), columns, unchangedToast: unchangedToast ?? NO_COLUMNS, tuple, fallback: fullOld };
   }
 
-  private change(op: DecodedRowChange['op'], relation: Relation, old: DecodedRow | null, row: DecodedRow | null, oldIsFull = false): DecodedRowChange {
+  private change(op: 'insert' | 'update' | 'delete', prepared: PreparedRelation, old: DecodedRow | null, row: DecodedRow | null, oldIsFull = false): DecodedRowChange {
+    const { relation, keyPositions } = prepared;
     const keySource = row ?? old;
-    const keyColumns = this.primaryKeys.get(relation.relationOid) ?? relation.keyColumns;
-    const rowKey = keySource ? keyColumns.map((k) => unquote(keySource.columns.get(k))).join(',') : '';
+    const rowKey = keySource ? keyOf(keySource, keyPositions) : '';
     // An update that moved the row to another key: the old key, when the old tuple carries it.
     let previousRowKey: string | undefined;
-    if (old && row && keyColumns.every((k) => old.columns.has(k) && old.columns.get(k) !== 'null')) {
-      const oldKey = keyColumns.map((k) => unquote(old.columns.get(k))).join(',');
+    if (old && row && keyPositions.every((i) => old.columns[i] !== undefined && old.columns[i] !== 'null')) {
+      const oldKey = keyOf(old, keyPositions);
       if (oldKey !== rowKey) previousRowKey = oldKey;
     }
-    return {
-      op,
-      schema: relation.schema,
-      table: relation.name,
-      oldJson: old?.json ?? null,
-      newJson: row?.json ?? null,
-      old: old?.values ?? null,
-      new: row?.values ?? null,
-      rowKey,
-      previousRowKey,
-      unchangedToastColumns: row?.unchangedToast ?? [],
-      columnChanged(column) {
-        if (!oldIsFull || !old || !row) return undefined;
-        if (row.unchangedToast.includes(column)) return false;
-        return old.columns.get(column) !== row.columns.get(column);
-      },
-    };
+    return new RowChange(op, relation.schema, relation.name, old, row, rowKey, previousRowKey, oldIsFull, relation.columns, this.catalog.resolved(), this.padComposites, prepared.positions);
   }
+}
+
+/**
+ * A decoded change. Its rows as filter values (`old`, `new`) are converted on first read: most
+ * triggers have no filter, and converting (JSON.parse of a jsonb column, a BigInt per integer) cost
+ * more than the JSON they are sent as.
+ */
+class RowChange implements DecodedRowChange {
+  readonly oldJson: string | null;
+  readonly newJson: string | null;
+  readonly unchangedToastColumns: readonly string[];
+  private oldValues: Record<string, unknown> | null | undefined;
+  private newValues: Record<string, unknown> | null | undefined;
+
+  constructor(
+    readonly op: DecodedRowChange['op'],
+    readonly schema: string,
+    readonly table: string,
+    private readonly oldRow: DecodedRow | null,
+    private readonly newRow: DecodedRow | null,
+    readonly rowKey: string,
+    readonly previousRowKey: string | undefined,
+    private readonly oldIsFull: boolean,
+    private readonly columnsOf: readonly RelationColumn[],
+    private readonly types: ResolvedTypes,
+    private readonly padComposites: boolean,
+    private readonly positions?: ReadonlyMap<string, number>,
+  ) {
+    this.oldJson = oldRow?.json ?? null;
+    this.newJson = newRow?.json ?? null;
+    this.unchangedToastColumns = newRow?.unchangedToast ?? NO_COLUMNS;
+  }
+
+  get old(): Record<string, unknown> | null {
+    if (this.oldValues === undefined) this.oldValues = this.oldRow ? this.valuesOf(this.oldRow) : null;
+    return this.oldValues;
+  }
+
+  get new(): Record<string, unknown> | null {
+    if (this.newValues === undefined) this.newValues = this.newRow ? this.valuesOf(this.newRow) : null;
+    return this.newValues;
+  }
+
+  columnChanged(column: string): boolean | undefined {
+    const { oldRow, newRow } = this;
+    if (!this.oldIsFull || !oldRow || !newRow) return undefined;
+    if (newRow.unchangedToast.includes(column)) return false;
+    const i = this.positions?.get(column);
+    return i === undefined ? false : oldRow.columns[i] !== newRow.columns[i];
+  }
+
+  /** The columns the row carries, as filter values (the same columns, and fallbacks, as its JSON). */
+  private valuesOf(row: DecodedRow): Record<string, unknown> {
+    const values: Record<string, unknown> = {};
+    for (let i = 0; i < this.columnsOf.length; i++) {
+      if (row.columns[i] === undefined) continue;
+      const raw = row.tuple[i] === UNCHANGED_TOAST ? row.fallback![i]! : row.tuple[i]!;
+      const column = this.columnsOf[i]!;
+      values[column.name] = convertText(raw as string | null, column.typeOid, this.types, this.padComposites).value;
+    }
+    return values;
+  }
+}
+
+/** The row's key: its key columns' text, as subjects carry it. */
+function keyOf(row: DecodedRow, keyPositions: readonly number[]): string {
+  if (keyPositions.length === 1) return unquote(row.columns[keyPositions[0]!]);
+  return keyPositions.map((i) => unquote(row.columns[i])).join(',');
 }
 
 /** The relation of a row change (insert, update, delete), which must be prepared before its rows are decoded. */

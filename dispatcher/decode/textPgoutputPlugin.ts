@@ -51,6 +51,13 @@ interface ParserInternals {
   readRelationColumn(reader: TupleReader): RelationColumn;
 }
 
+/** The library's BinaryReader state: its buffer and read position. */
+interface ReaderState {
+  /** Node's Buffer, with its (undocumented, long-standing) utf8Slice: toString('utf8', ...) checks its arguments first. */
+  _b: Buffer & { utf8Slice(start: number, end: number): string };
+  _p: number;
+}
+
 interface TupleReader {
   readInt16(): number;
   readInt32(): number;
@@ -76,15 +83,30 @@ class TextPgoutputParser extends PgoutputParser {
       typeMod: reader.readInt32(),
     });
     self.readTuple = (reader) => {
-      const count = reader.readInt16();
-      const tuple: RawTuple = [];
+      // Straight from the reader's buffer: a subarray and a TextDecoder call per value cost more than
+      // the rest of reading the tuple (the reader's fields are the library's own; its tests pin them).
+      const state = reader as unknown as ReaderState;
+      const buffer = state._b;
+      let at = state._p;
+      if (at + 2 > buffer.length) throw new Error('unexpected end of message');
+      const count = (buffer[at]! << 8) | buffer[at + 1]!;
+      at += 2;
+      const tuple: RawTuple = new Array(count);
       for (let i = 0; i < count; i++) {
-        const kind = reader.readUint8();
-        if (kind === 0x74 /* t */) tuple.push(reader.decodeText(reader.read(reader.readInt32())));
-        else if (kind === 0x6e /* n */) tuple.push(null);
-        else if (kind === 0x75 /* u */) tuple.push(UNCHANGED_TOAST);
+        if (at >= buffer.length) throw new Error('unexpected end of message');
+        const kind = buffer[at++]!;
+        if (kind === 0x74 /* t */) {
+          if (at + 4 > buffer.length) throw new Error('unexpected end of message');
+          const length = buffer.readInt32BE(at);
+          at += 4;
+          if (at + length > buffer.length) throw new Error('unexpected end of message');
+          tuple[i] = buffer.utf8Slice(at, at + length);
+          at += length;
+        } else if (kind === 0x6e /* n */) tuple[i] = null;
+        else if (kind === 0x75 /* u */) tuple[i] = UNCHANGED_TOAST;
         else throw new Error(`unexpected pgoutput column kind ${String.fromCharCode(kind)} (binary mode is not requested)`);
       }
+      state._p = at;
       return tuple;
     };
     // A key tuple is a whole tuple with NULL placeholders for the columns outside the key: the decoder reads only the key's.

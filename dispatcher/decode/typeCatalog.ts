@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import type { ResolvedTypes } from './pgJson.js';
 
 /** What decoding needs to know about a type. */
 export type TypeInfo =
@@ -65,13 +66,22 @@ const BUILTIN_TYPES = new Map<number, TypeInfo>([
  * attribute), so the cache is dropped when the stream reconnects.
  */
 export class TypeCatalog {
-  private readonly cache = new Map<number, TypeInfo>();
+  private cache = new Map<number, TypeInfo>();
+  private view = typesOf(this.cache);
 
   constructor(private readonly query: (sql: string, params: unknown[]) => Promise<pg.QueryResult>) {}
 
   /** Answers from the built-in table or the cache, without I/O (this runs for every column of every row). */
   known(oid: number): TypeInfo | undefined {
     return this.cache.get(oid) ?? BUILTIN_TYPES.get(oid);
+  }
+
+  /**
+   * The types resolved so far, as they stay after a clear(): a decoded row converts its values for a
+   * filter only when one reads them, which may be after the catalog moved on.
+   */
+  resolved(): ResolvedTypes {
+    return this.view;
   }
 
   /** Resolves a type, and every type it is built from, so that decoding can then run synchronously. */
@@ -87,7 +97,8 @@ export class TypeCatalog {
 
   /** Forgets looked-up types (after a reconnect: the schema may have changed meanwhile). */
   clear(): void {
-    this.cache.clear();
+    this.cache = new Map();
+    this.view = typesOf(this.cache);
   }
 
   private async lookup(oid: number): Promise<TypeInfo> {
@@ -113,4 +124,8 @@ export class TypeCatalog {
     }
     return { kind: 'base', oid };
   }
+}
+
+function typesOf(cache: ReadonlyMap<number, TypeInfo>): ResolvedTypes {
+  return { known: (oid) => cache.get(oid) ?? BUILTIN_TYPES.get(oid) };
 }

@@ -1,6 +1,7 @@
 import type { RowOperation } from '../../api/v1alpha1/index.js';
 import type { Logger } from '../../common/logger.js';
 import { eventSource, eventType } from '../delivery/eventAttributes.js';
+import { flat } from '../flatText.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { matchRoutes, type Route } from '../routing/triggerMatcher.js';
 import type { StreamConsumer, StreamItem } from '../source/replicationStream.js';
@@ -21,7 +22,7 @@ export interface DecodedRowChange {
   rowKey: string;
   /** Set when an update changed the row's primary key: the key it had before. */
   previousRowKey?: string;
-  unchangedToastColumns: string[];
+  unchangedToastColumns: readonly string[];
   columnChanged(column: string): boolean | undefined;
 }
 
@@ -233,22 +234,24 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
     const lsn = txn.lsnText;
     const commitTime = txn.commitTimeIso;
     // Fields named one by one: spreading the change (and, below, an optional field) into a literal is a slow path in V8.
-    const dataJson = rowChangeJson({
-      op: change.op,
-      schema: change.schema,
-      table: change.table,
-      oldJson: change.oldJson,
-      newJson: change.newJson,
-      unchangedToastColumns: change.unchangedToastColumns,
-      lsn,
-      xid: txn.xid,
-      commitTime,
-    });
-    const subject = `${change.schema}.${change.table}/${change.rowKey}`;
-    const previousSubject = change.previousRowKey === undefined ? undefined : `${change.schema}.${change.table}/${change.previousRowKey}`;
+    const dataJson = flat(
+      rowChangeJson({
+        op: change.op,
+        schema: change.schema,
+        table: change.table,
+        oldJson: change.oldJson,
+        newJson: change.newJson,
+        unchangedToastColumns: change.unchangedToastColumns,
+        lsn,
+        xid: txn.xid,
+        commitTime,
+      }),
+    );
+    const subject = flat(`${change.schema}.${change.table}/${change.rowKey}`);
+    const previousSubject = change.previousRowKey === undefined ? undefined : flat(`${change.schema}.${change.table}/${change.previousRowKey}`);
     const events: PendingEvent[] = [];
     for (const { route, filterError } of matches) {
-      const id = this.options.eventId({ triggerKey: route.key, commitLsn: txn.tracked.commitLsn, changeLsn, ordinal: txn.ordinal });
+      const id = flat(this.options.eventId({ triggerKey: route.key, commitLsn: txn.tracked.commitLsn, changeLsn, ordinal: txn.ordinal }));
       const event: PendingEvent = {
         id,
         orderingKey: subject,
