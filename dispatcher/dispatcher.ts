@@ -23,7 +23,7 @@ import { eventId } from './delivery/eventIds.js';
 import { FailureSummary, type SummaryLine } from './delivery/failureSummary.js';
 import { HttpSender } from './delivery/httpSender.js';
 import { type Lsn, parseLsn } from './lsn.js';
-import { createDispatcherMetrics, type DispatcherMetrics } from './metrics.js';
+import { createDispatcherMetrics, type DispatcherMetrics, tableChangeKey } from './metrics.js';
 import { ChangeIntake } from './pipeline/changeIntake.js';
 import { FunctionGates } from './pipeline/concurrencyGate.js';
 import { attemptDelivery, type TriggerDelivery } from './pipeline/deliveryAttempt.js';
@@ -274,8 +274,8 @@ export class Dispatcher {
       logger,
       dispatch: (event) => this.handOn(event),
       interceptor: windows,
-      onChange: (change) => this.metrics.eventsReceived.inc({ table: `${change.schema}.${change.table}`, op: change.op }),
-      onMatch: (event) => this.metrics.eventsMatched.inc({ trigger: event.triggerKey }),
+      onChange: (change) => this.metrics.eventsReceived.inc(tableChangeKey(change.schema, change.table, change.op)),
+      onMatch: (event) => this.metrics.eventsMatched.inc(event.triggerKey),
       onRelation: (message) => this.checkRelation(message),
     });
     const stream = new ReplicationStream<PgoutputMessage>(

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { BacklogPosition } from '../backlog/store.js';
 import { eventType } from '../delivery/eventAttributes.js';
 import { flat } from '../flatText.js';
-import { type PendingEvent, type ReadTicket, rowChangeJson } from '../pipeline/pendingEvent.js';
+import { type PendingEvent, type ReadTicket, rowChangeBody } from '../pipeline/pendingEvent.js';
 
 /** One row a chunk read, as its trigger would send it. */
 export interface ReadRow {
@@ -49,7 +49,7 @@ export function readEvent(input: ReadEventInput): PendingEvent {
   const id = readEventId(input);
   const time = input.readAt.toISOString();
   const xid = Number(BigInt(input.xmin) % (1n << 32n));
-  const dataJson = flat(rowChangeJson({ op: 'read', schema, table: name, oldJson: null, newJson: input.rowJson, lsn: input.lsn, xid, commitTime: time }));
+  const { dataJson, newJson } = rowChangeBody({ op: 'read', schema, table: name, oldJson: null, newJson: input.rowJson, lsn: input.lsn, xid, commitTime: time });
   return {
     id,
     orderingKey: subject,
@@ -57,7 +57,7 @@ export function readEvent(input: ReadEventInput): PendingEvent {
     attributes: { specversion: '1.0', id, source: input.source, type: eventType('read'), subject, time, datacontenttype: 'application/json' },
     dataJson,
     oldJson: null,
-    newJson: input.rowJson,
+    newJson,
     op: 'read',
     table: { schema, name },
     commitTimeMs: input.readAt.getTime(),

@@ -5,7 +5,7 @@ import { resourceKey } from '../../api/v1alpha1/index.js';
 import { eventSource, eventType } from '../delivery/eventAttributes.js';
 import { parseLsn } from '../lsn.js';
 import type { PendingEvent } from '../pipeline/pendingEvent.js';
-import { rowChangeJson } from '../pipeline/pendingEvent.js';
+import { rowChangeBody } from '../pipeline/pendingEvent.js';
 import { SettingsError } from '../settings.js';
 import { quoteIdent } from '../source/sourceSetup.js';
 
@@ -68,7 +68,7 @@ export function manualEvent(trigger: EventTriggerResource, row: InvokedRow, now:
   const id = `manual-${randomUUID()}`;
   const lsn = parseLsn(row.walLsn);
   const time = now.toISOString();
-  const dataJson = rowChangeJson({ op: 'manual', schema, table: name, oldJson: null, newJson: row.rowJson, lsn: row.walLsn, xid: row.xid, commitTime: time });
+  const { dataJson, newJson } = rowChangeBody({ op: 'manual', schema, table: name, oldJson: null, newJson: row.rowJson, lsn: row.walLsn, xid: row.xid, commitTime: time });
   return {
     id,
     orderingKey: subject,
@@ -84,7 +84,7 @@ export function manualEvent(trigger: EventTriggerResource, row: InvokedRow, now:
     },
     dataJson,
     oldJson: null,
-    newJson: row.rowJson,
+    newJson,
     op: 'manual',
     table: { schema, name },
     commitTimeMs: now.getTime(),

@@ -21,12 +21,25 @@ function str(text: string): ConvertedValue {
   return { json: JSON.stringify(text), value: text };
 }
 
-/** "2024-01-02 03:04:05.5+00" (DateStyle ISO) → "2024-01-02T03:04:05.5+00:00" (to_jsonb's XSD form); BC keeps its " BC". */
-function isoTimestamp(text: string, withZone: boolean): string {
+/**
+ * "2024-01-02 03:04:05.5+00" (DateStyle ISO) → "2024-01-02T03:04:05.5+00:00" (to_jsonb's XSD form); BC
+ * keeps its " BC". By hand, not by regular expressions: this runs for every timestamp of every row.
+ */
+export function isoTimestamp(text: string, withZone: boolean): string {
   if (text === 'infinity' || text === '-infinity') return text;
-  const iso = text.replace(' ', 'T');
-  // The zone offset ends the text, or comes just before the era of a BC value ("...+00 BC").
-  return withZone ? iso.replace(/([+-]\d\d)( BC)?$/, '$1:00$2') : iso;
+  const space = text.indexOf(' ');
+  const iso = space === -1 ? text : `${text.slice(0, space)}T${text.slice(space + 1)}`;
+  if (!withZone) return iso;
+  // The zone offset ends the text, or comes just before the era of a BC value ("...+00 BC"); only a
+  // whole-hour offset (±HH) lacks its minutes.
+  const end = iso.endsWith(' BC') ? iso.length - 3 : iso.length;
+  const sign = iso.charCodeAt(end - 3);
+  if ((sign !== 0x2b && sign !== 0x2d) || !isDigit(iso.charCodeAt(end - 2)) || !isDigit(iso.charCodeAt(end - 1))) return iso;
+  return `${iso.slice(0, end)}:00${iso.slice(end)}`;
+}
+
+function isDigit(code: number): boolean {
+  return code >= 0x30 && code <= 0x39;
 }
 
 /** A base (built-in or extension scalar) type's value as to_jsonb's JSON. */

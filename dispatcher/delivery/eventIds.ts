@@ -16,7 +16,19 @@ export function eventId(input: { triggerKey: string; commitLsn: Lsn; changeLsn: 
     trigger = createHash('sha256').update(input.triggerKey).digest('hex').slice(0, 8);
     triggerHashes.set(input.triggerKey, trigger);
   }
-  return `${input.commitLsn.toString(16).padStart(16, '0')}-${input.changeLsn.toString(16).padStart(16, '0')}-${input.ordinal}-${trigger}`;
+  if (input.commitLsn !== lastCommit) {
+    lastCommit = input.commitLsn;
+    lastCommitHex = lsnHex(lastCommit);
+  }
+  return `${lastCommitHex}-${lsnHex(input.changeLsn)}-${input.ordinal}-${trigger}`;
+}
+
+/** The commit LSN of the last id made, in hex: a transaction's events come one after another. */
+let lastCommit = -1n;
+let lastCommitHex = '';
+
+function lsnHex(lsn: Lsn): string {
+  return lsn.toString(16).padStart(16, '0');
 }
 
 /**

@@ -6,7 +6,7 @@ import { formatLsn, type Lsn } from '../lsn.js';
 import { matchRoutes, type Route } from '../routing/triggerMatcher.js';
 import type { StreamConsumer, StreamItem } from '../source/replicationStream.js';
 import { AckWatermark, type TrackedTransaction } from './ackWatermark.js';
-import { type PendingEvent, rowChangeJson } from './pendingEvent.js';
+import { type PendingEvent, rowChangeBody, tableOf } from './pendingEvent.js';
 
 /** A decoded row change as intake needs it. */
 export interface DecodedRowChange {
@@ -234,19 +234,17 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
     const lsn = txn.lsnText;
     const commitTime = txn.commitTimeIso;
     // Fields named one by one: spreading the change (and, below, an optional field) into a literal is a slow path in V8.
-    const dataJson = flat(
-      rowChangeJson({
-        op: change.op,
-        schema: change.schema,
-        table: change.table,
-        oldJson: change.oldJson,
-        newJson: change.newJson,
-        unchangedToastColumns: change.unchangedToastColumns,
-        lsn,
-        xid: txn.xid,
-        commitTime,
-      }),
-    );
+    const { dataJson, oldJson, newJson } = rowChangeBody({
+      op: change.op,
+      schema: change.schema,
+      table: change.table,
+      oldJson: change.oldJson,
+      newJson: change.newJson,
+      unchangedToastColumns: change.unchangedToastColumns,
+      lsn,
+      xid: txn.xid,
+      commitTime,
+    });
     const subject = flat(`${change.schema}.${change.table}/${change.rowKey}`);
     const previousSubject = change.previousRowKey === undefined ? undefined : flat(`${change.schema}.${change.table}/${change.previousRowKey}`);
     const events: PendingEvent[] = [];
@@ -268,10 +266,10 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
           datacontenttype: 'application/json',
         },
         dataJson,
-        oldJson: change.oldJson,
-        newJson: change.newJson,
+        oldJson,
+        newJson,
         op: change.op,
-        table: { schema: change.schema, name: change.table },
+        table: tableOf(change.schema, change.table),
         commitTimeMs: txn.commitTime.getTime(),
         filterError,
         txn: txn.tracked,

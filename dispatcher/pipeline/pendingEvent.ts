@@ -1,4 +1,5 @@
 import type { EventAttributes, RowOperation } from '../../api/v1alpha1/index.js';
+import { flat } from '../flatText.js';
 import type { Lsn } from '../lsn.js';
 import type { TrackedTransaction } from './ackWatermark.js';
 import type { LaneEvent } from './triggerLane.js';
@@ -14,7 +15,7 @@ export interface PendingEvent extends LaneEvent {
   readonly oldJson: string | null;
   readonly newJson: string | null;
   readonly op: RowOperation;
-  readonly table: { schema: string; name: string };
+  readonly table: { readonly schema: string; readonly name: string };
   readonly commitTimeMs: number;
   /** Set when the trigger's filter could not be evaluated: the event goes straight to the dead letters. */
   readonly filterError?: string;
@@ -34,11 +35,46 @@ export interface ReadTicket {
   settled(): void;
 }
 
-/** Schema → table → the body's "table" JSON, serialised once per table. */
-const tableJson = new Map<string, Map<string, string>>();
+/** A table as events name it, made once per table: every event of the table shares it. */
+interface TableRef {
+  readonly table: { readonly schema: string; readonly name: string };
+  /** The body's "table" member, serialised. */
+  readonly json: string;
+}
 
-/** Serialises a RowChange body from pre-serialised rows (JSON text) without re-encoding their values. */
-export function rowChangeJson(change: {
+/** Schema → table → its TableRef. */
+const tables = new Map<string, Map<string, TableRef>>();
+
+/** The table object events of `schema.name` carry (shared, not one per event). */
+export function tableOf(schema: string, name: string): { readonly schema: string; readonly name: string } {
+  return tableRef(schema, name).table;
+}
+
+function tableRef(schema: string, name: string): TableRef {
+  let bySchema = tables.get(schema);
+  if (bySchema === undefined) tables.set(schema, (bySchema = new Map()));
+  let ref = bySchema.get(name);
+  if (ref === undefined) {
+    const table = { schema, name };
+    ref = { table, json: JSON.stringify(table) };
+    if (bySchema.size < 10_000) bySchema.set(name, ref);
+  }
+  return ref;
+}
+
+/** A RowChange body, and its rows as views into it. */
+export interface RowChangeBody {
+  dataJson: string;
+  oldJson: string | null;
+  newJson: string | null;
+}
+
+/**
+ * Serialises a RowChange body from pre-serialised rows (JSON text) without re-encoding their values.
+ * The body is flat (see flat()), and the rows an event keeps beside it (for formats that lay the body out
+ * differently) are slices of it rather than second copies: every event in the window holds both.
+ */
+export function rowChangeBody(change: {
   op: RowOperation;
   schema: string;
   table: string;
@@ -48,18 +84,16 @@ export function rowChangeJson(change: {
   lsn: string;
   xid: number;
   commitTime: string;
-}): string {
+}): RowChangeBody {
   const toast = change.unchangedToastColumns?.length ? `,"unchangedToastColumns":${JSON.stringify(change.unchangedToastColumns)}` : '';
-  let tables = tableJson.get(change.schema);
-  if (tables === undefined) tableJson.set(change.schema, (tables = new Map()));
-  let table = tables.get(change.table);
-  if (table === undefined) {
-    table = JSON.stringify({ schema: change.schema, name: change.table });
-    if (tables.size < 10_000) tables.set(change.table, table);
-  }
-  return (
-    `{"op":"${change.op}","table":${table},` +
-    `"old":${change.oldJson ?? 'null'},"new":${change.newJson ?? 'null'}${toast},` +
-    `"lsn":"${change.lsn}","xid":${change.xid},"commitTime":"${change.commitTime}"}`
-  );
+  const head = `{"op":"${change.op}","table":${tableRef(change.schema, change.table).json},"old":`;
+  const old = change.oldJson ?? 'null';
+  const dataJson = flat(`${head}${old},"new":${change.newJson ?? 'null'}${toast},"lsn":"${change.lsn}","xid":${change.xid},"commitTime":"${change.commitTime}"}`);
+  const oldAt = head.length;
+  const newAt = oldAt + old.length + ',"new":'.length;
+  return {
+    dataJson,
+    oldJson: change.oldJson === null ? null : dataJson.substring(oldAt, oldAt + change.oldJson.length),
+    newJson: change.newJson === null ? null : dataJson.substring(newAt, newAt + change.newJson.length),
+  };
 }
