@@ -76,6 +76,8 @@ interface QueuedEntry<E extends LaneEvent> extends LaneEntry<E> {
   /** Enqueue order, so evicted entries are handed over in the order they came. */
   readonly seq: number;
   inFlight: boolean;
+  /** In the ready list (see markReady). */
+  ready: boolean;
   retryTimer?: NodeJS.Timeout;
 }
 
@@ -87,10 +89,13 @@ interface QueuedEntry<E extends LaneEvent> extends LaneEntry<E> {
  */
 export class TriggerLane<E extends LaneEvent> {
   private readonly queues = new Map<string, QueuedEntry<E>[]>();
-  /** Keys ready for an attempt, oldest first, from readyHead on (a queue: splice(0, n) would copy the rest every time). */
-  private ready: string[] = [];
+  /**
+   * Entries ready for an attempt (each the head of its keys' queues when marked), oldest first, from
+   * readyHead on (a queue: splice(0, n) would copy the rest every time). An entry evicted since it was
+   * marked is passed over when its turn comes.
+   */
+  private ready: QueuedEntry<E>[] = [];
   private readyHead = 0;
-  private readonly readySet = new Set<string>();
   private inFlight = 0;
   /** Entries waiting for a retry timer. */
   private waitingRetry = 0;
@@ -134,6 +139,7 @@ export class TriggerLane<E extends LaneEvent> {
       keys: previous !== undefined && previous !== key ? [key, previous] : [key],
       seq: this.seq++,
       inFlight: false,
+      ready: false,
     };
     if (byKey && event.barrier) {
       this.barrier = { entry, waitsFor: this.queued };
@@ -155,7 +161,7 @@ export class TriggerLane<E extends LaneEvent> {
       }
     }
     if (!first) return;
-    this.markReady(entry.keys[0]!);
+    this.markReady(entry);
     // Batches: decide once the burst being read (one socket read's worth of changes) is queued, so it
     // leaves as full batches rather than as a first lone event and the rest.
     if (this.options.batchMaxSize > 1) this.pumpSoon();
@@ -281,13 +287,13 @@ export class TriggerLane<E extends LaneEvent> {
   /** After the head of `key`'s queue changed: schedules the new head once it heads the queue of each of its keys. */
   private offerHead(key: string): void {
     const head = this.queues.get(key)?.[0];
-    if (head && !head.inFlight && head.retryTimer === undefined && head.keys.every((k) => this.queues.get(k)?.[0] === head)) this.markReady(head.keys[0]!);
+    if (head && !head.inFlight && head.retryTimer === undefined && head.keys.every((k) => this.queues.get(k)?.[0] === head)) this.markReady(head);
   }
 
-  private markReady(key: string): void {
-    if (this.readySet.has(key)) return;
-    this.readySet.add(key);
-    this.ready.push(key);
+  private markReady(entry: QueuedEntry<E>): void {
+    if (entry.ready) return;
+    entry.ready = true;
+    this.ready.push(entry);
   }
 
   /** Keys whose next event could be sent now but waits for a delivery slot. */
@@ -299,10 +305,10 @@ export class TriggerLane<E extends LaneEvent> {
     return this.ready.length - this.readyHead;
   }
 
-  /** Takes up to `n` of the oldest ready keys. */
-  private takeReady(n: number): string[] {
-    const keys = this.ready.slice(this.readyHead, this.readyHead + n);
-    this.readyHead += keys.length;
+  /** Takes up to `n` of the oldest ready entries. */
+  private takeReady(n: number): QueuedEntry<E>[] {
+    const entries = this.ready.slice(this.readyHead, this.readyHead + n);
+    this.readyHead += entries.length;
     if (this.readyHead === this.ready.length) {
       this.ready = [];
       this.readyHead = 0;
@@ -310,7 +316,7 @@ export class TriggerLane<E extends LaneEvent> {
       this.ready = this.ready.slice(this.readyHead);
       this.readyHead = 0;
     }
-    return keys;
+    return entries;
   }
 
   private pump(): void {
@@ -338,40 +344,38 @@ export class TriggerLane<E extends LaneEvent> {
         return;
       }
       this.flushPartialBatch = false;
-      const batch: { key: string; entry: QueuedEntry<E> }[] = [];
-      for (const key of this.takeReady(batchMaxSize)) {
-        this.readySet.delete(key);
-        // A key marked ready may have lost its events to an eviction since.
-        const entry = this.queues.get(key)?.[0];
-        if (entry && !entry.inFlight && entry.keys[0] === key) batch.push({ key, entry });
+      const batch = this.takeReady(batchMaxSize);
+      let kept = 0;
+      for (const entry of batch) {
+        entry.ready = false;
+        // An entry marked ready may have been evicted since (it heads no queue then).
+        if (!entry.inFlight && this.queues.get(entry.keys[0]!)?.[0] === entry) batch[kept++] = entry;
       }
+      batch.length = kept;
       if (batch.length > 0) void this.run(batch, gate);
       else gate?.release();
     }
   }
 
-  private async run(batch: { key: string; entry: QueuedEntry<E> }[], gate: SharedGate | undefined): Promise<void> {
+  private async run(batch: QueuedEntry<E>[], gate: SharedGate | undefined): Promise<void> {
     this.inFlight += 1;
     const now = Date.now();
-    for (const { entry } of batch) {
+    for (const entry of batch) {
       entry.firstAttemptAt ??= now;
       entry.inFlight = true;
     }
     let outcomes: Map<string, AttemptOutcome>;
     try {
-      outcomes = await this.options.attempt(
-        batch.map((b) => b.entry),
-        this.abort.signal,
-      );
+      outcomes = await this.options.attempt(batch, this.abort.signal);
     } catch (error) {
       this.options.onAttemptError?.(error);
       outcomes = new Map();
     }
-    for (const { entry } of batch) entry.inFlight = false;
+    for (const entry of batch) entry.inFlight = false;
     gate?.release();
     // Made only when an eviction happens: most attempts settle every entry.
     let evicted: Set<LaneEntry<E>> | undefined;
-    for (const { key, entry } of batch) {
+    for (const entry of batch) {
       if (evicted?.has(entry)) continue;
       const outcome: AttemptOutcome = outcomes.get(entry.event.id) ?? { kind: 'retry', delayMs: RETRY_AFTER_ATTEMPT_ERROR_MS };
       if (!(outcome.kind === 'retry' && outcome.held)) entry.attempts += 1;
@@ -394,7 +398,7 @@ export class TriggerLane<E extends LaneEvent> {
           this.queue(this.barrier.entry);
         }
       } else if (!this.stopped && this.options.onRetry?.(entry, outcome) === 'evict') {
-        const out = this.evictKey(key);
+        const out = this.evictKey(entry.keys[0]!);
         evicted ??= new Set();
         for (const e of out) evicted.add(e);
         this.options.onEvicted?.(out);
