@@ -9,7 +9,7 @@ import { binHeapFlags, EVENTIDE_BIN } from '../common/binHeapFlags.js';
 import { freePort } from '../common/loopback.js';
 import { metricSum, parsePrometheusText } from '../test/harness/controlledSink.js';
 import { removeDir, writeManifests } from '../test/harness/dispatcherFixture.js';
-import type { Sink, SinkStats } from './sink.js';
+import type { LatencySummary, Sink, SinkStats } from './sink.js';
 
 // ---------------------------------------------------------------------------------------------
 // Database
@@ -244,6 +244,14 @@ export async function startBenchDispatcher(
  * Waits until the sink has counted `n` events (reads of a backfill included); its stats then. `run` is
  * the delivering process (a dispatcher, or any child with its output kept), whose output a timeout shows.
  */
+/**
+ * Whether a latency run queued: a median commit → delivery this far above an HTTP hop (about 1 ms here)
+ * is events waiting behind each other, the rate past what the machine carries, not the dispatcher's latency.
+ */
+export function queuedAt(latency: LatencySummary): boolean {
+  return latency.p50 > 50;
+}
+
 export async function sinkHas(sink: Sink, n: number, run: Pick<DispatcherRun, 'output'>, timeoutMs = 15 * 60_000): Promise<SinkStats> {
   return waitFor(
     `${n} events at the sink`,
