@@ -241,17 +241,29 @@ export async function startBenchDispatcher(
 }
 
 /**
+ * Runs `measure` at `rate`, and again at half the rate while the run queued, twice at most: a median
+ * commit → delivery ten times an HTTP hop (about 1 ms here) is events waiting behind each other, the rate
+ * past what the machine carries, not the dispatcher's latency. The rates phases derive come from drains of
+ * large transactions with nothing writing beside them; their writers' small transactions cost more.
+ * Returns the last run, its rate, and a line per halving.
+ */
+export async function atRateThatDoesNotQueue<T>(rate: number, measure: (rate: number) => Promise<T>, latencyOf: (run: T) => LatencySummary): Promise<{ run: T; rate: number; halvings: string[] }> {
+  const halvings: string[] = [];
+  let run = await measure(rate);
+  while (halvings.length < 2 && latencyOf(run).p50 > 10) {
+    const halved = Math.max(10, Math.round(rate / 2));
+    halvings.push(`at ${rate}/s the run queued (p50 ${latencyOf(run).p50} ms): again at ${halved}/s`);
+    console.log(`  ${halvings.at(-1)}`);
+    rate = halved;
+    run = await measure(rate);
+  }
+  return { run, rate, halvings };
+}
+
+/**
  * Waits until the sink has counted `n` events (reads of a backfill included); its stats then. `run` is
  * the delivering process (a dispatcher, or any child with its output kept), whose output a timeout shows.
  */
-/**
- * Whether a latency run queued: a median commit → delivery ten times an HTTP hop (about 1 ms here) is
- * events waiting behind each other, the rate past what the machine carries, not the dispatcher's latency.
- */
-export function queuedAt(latency: LatencySummary): boolean {
-  return latency.p50 > 10;
-}
-
 export async function sinkHas(sink: Sink, n: number, run: Pick<DispatcherRun, 'output'>, timeoutMs = 15 * 60_000): Promise<SinkStats> {
   return waitFor(
     `${n} events at the sink`,

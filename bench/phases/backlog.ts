@@ -24,11 +24,11 @@ import pg from 'pg';
 import { stringify } from 'yaml';
 import type { EmbeddedPostgres } from '../../common/embeddedPostgres.js';
 import {
+  atRateThatDoesNotQueue,
   cpuSecondsOf,
   createSlots,
   dropSlot,
   PUBLICATION,
-  queuedAt,
   sinkHas,
   startBenchDispatcher,
   stopBenchDispatcher,
@@ -226,7 +226,7 @@ async function benchDownSibling(pgServer: EmbeddedPostgres, db: pg.Client, sink:
     cleanups.push(() => stopBenchDispatcher(run));
 
     /** Both tables at `rate` for `runSeconds`; resolves once the healthy sink has every event of its table. */
-    const steadyRun = async (runSeconds: number): Promise<SteadyRun> => {
+    const steadyRun = async (runSeconds: number, rate: number): Promise<SteadyRun> => {
       await sink.reset(true);
       await downSink.reset();
       const [healthyRows, downRows] = await Promise.all([writeAtRate(db, rate, runSeconds), writeAtRate(downWriter, rate, runSeconds, 'orders_down')]);
@@ -235,23 +235,20 @@ async function benchDownSibling(pgServer: EmbeddedPostgres, db: pg.Client, sink:
     };
 
     // Baseline: the sibling's function is healthy too.
-    const warm = await steadyRun(1);
+    const warm = await steadyRun(1, rate);
     await sinkHas(downSink, warm.downWritten, run, 60_000);
-    baseline = await steadyRun(seconds);
-    await sinkHas(downSink, baseline.downWritten, run, 60_000);
-    // Small transactions on two tables cost more than the drain the rate comes from: a rate that queues the baseline is halved (twice at most).
-    for (let halvings = 0; halvings < 2 && queuedAt(baseline.latency); halvings++) {
-      rate = Math.max(10, Math.round(rate / 2));
-      console.log(`  sibling up queued (healthy p50 ${fmtMs(baseline.latency.p50)}): again at ${rate} rows/s per table`);
-      baseline = await steadyRun(seconds);
-      await sinkHas(downSink, baseline.downWritten, run, 60_000);
-    }
+    const baselineRun = async (at: number) => {
+      const steady = await steadyRun(seconds, at);
+      await sinkHas(downSink, steady.downWritten, run, 60_000);
+      return steady;
+    };
+    ({ run: baseline, rate } = await atRateThatDoesNotQueue(rate, baselineRun, (steady) => steady.latency));
     console.log(`  sibling up: ${baseline.healthyWritten} + ${baseline.downWritten} rows; healthy p50 ${fmtMs(baseline.latency.p50)}, p99 ${fmtMs(baseline.latency.p99)}`);
 
     // Measured: the sibling's function answers 503 from now on.
     const parkedBefore = { healthy: await run.metric(PARKED, { trigger: healthy }), down: await run.metric(PARKED, { trigger: down }) };
     await downSink.answer(503);
-    measured = await steadyRun(seconds);
+    measured = await steadyRun(seconds, rate);
     after = {
       downAttempts: (await downSink.stats()).requests,
       downParked: (await run.metric(PARKED, { trigger: down })) - parkedBefore.down,

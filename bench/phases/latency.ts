@@ -3,11 +3,9 @@
  *    c=64 measured in the same run, the e2e phase's figure when it ran, else a short unbatched drain
  *    (at most 20k inserts of the e2e kind) measured first here; --latency-rate, when given, is taken
  *    as it is. A fixed rate would measure the machine: past its unbatched capacity, events queue and
- *    the latency is the queue's. The capacity is a drain of large transactions with nothing writing
- *    beside it, and the writer's small transactions cost more (the dispatcher's work per transaction,
- *    and the writer and Postgres on the same cores), so a derived rate that queues the unbatched run
- *    (see queuedAt) is halved, at most twice, and the halving printed. At that rate a writer commits small transactions (a few rows, every
- *    ~1-2 ms) for --latency-seconds after a 1 s warm-up, twice: to a dispatcher delivering unbatched
+ *    the latency is the queue's; a derived rate that queues the unbatched run is halved, at most twice
+ *    (atRateThatDoesNotQueue), and the halving printed. At that rate a writer commits small transactions
+ *    (a few rows, every ~1-2 ms) for --latency-seconds after a 1 s warm-up, twice: to a dispatcher delivering unbatched
  *    and to one with batch.maxSize --batch-size (adaptive: a partial batch goes at once while a delivery
  *    slot is free), both c=64; the sink takes receipt time minus the event's ce-time (the commit time;
  *    same machine, same clock, millisecond resolution). Baselines: for unbatched, a bare undici client
@@ -18,7 +16,7 @@
 import type pg from 'pg';
 import { request } from 'undici';
 import type { EmbeddedPostgres } from '../../common/embeddedPostgres.js';
-import { createSlots, dropSlot, queuedAt, sinkHas, sleep, startBenchDispatcher, stopBenchDispatcher, triggerManifest, writeAtRate } from '../harness.js';
+import { atRateThatDoesNotQueue, createSlots, dropSlot, sinkHas, sleep, startBenchDispatcher, stopBenchDispatcher, triggerManifest, writeAtRate } from '../harness.js';
 import { fmtMs, fmtRate, latencyRatio, notes, record } from '../report.js';
 import { bareAgent, type LatencySummary, replayOf, type Sink, type SinkRequest, summarize } from '../sink.js';
 import { type UnbatchedRates, unbatchedCapacity } from './e2e.js';
@@ -109,15 +107,18 @@ async function dispatcherLatency(pgServer: EmbeddedPostgres, db: pg.Client, sink
 export async function benchLatency(pgServer: EmbeddedPostgres, db: pg.Client, sink: Sink, options: LatencyBenchOptions, e2eRates: UnbatchedRates | undefined): Promise<void> {
   const { latencySeconds: seconds, batchSize } = options;
   console.log(`\n[3] latency: small transactions for ${seconds} s (after a 1 s warm-up), unbatched and batch.maxSize ${batchSize}, c=${CONCURRENCY}`);
-  let { rate, source } = await latencyRate(pgServer, db, sink, options, e2eRates);
-  console.log(`  rate: ${fmtRate(rate, 'rows/s')} (${source})`);
-  let unbatched = await dispatcherLatency(pgServer, db, sink, rate, seconds, 1);
-  for (let halvings = 0; options.latencyRate === undefined && halvings < 2 && queuedAt(unbatched.latency); halvings++) {
-    source += `; halved from ${fmtRate(rate, 'rows/s')}, where the unbatched run queued (p50 ${fmtMs(unbatched.latency.p50)})`;
-    rate = Math.max(10, Math.round(rate / 2));
-    console.log(`  the unbatched run queued (p50 ${fmtMs(unbatched.latency.p50)}): again at ${fmtRate(rate, 'rows/s')}`);
-    unbatched = await dispatcherLatency(pgServer, db, sink, rate, seconds, 1);
-  }
+  const derived = await latencyRate(pgServer, db, sink, options, e2eRates);
+  console.log(`  rate: ${fmtRate(derived.rate, 'rows/s')} (${derived.source})`);
+  const measureUnbatched = (rate: number) => dispatcherLatency(pgServer, db, sink, rate, seconds, 1);
+  // A rate given on the command line is measured as it is, queue or not.
+  const {
+    run: unbatched,
+    rate,
+    halvings,
+  } = options.latencyRate === undefined
+    ? await atRateThatDoesNotQueue(derived.rate, measureUnbatched, (run) => run.latency)
+    : { run: await measureUnbatched(derived.rate), rate: derived.rate, halvings: [] };
+  const source = [derived.source, ...halvings.map((h) => `unbatched ${h}`)].join('; ');
   const batched = await dispatcherLatency(pgServer, db, sink, rate, seconds, batchSize);
   await sink.reset(true);
   await bareAtRate(sink, rate, 1, unbatched.outgoing);

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { BacklogPosition } from '../backlog/store.js';
 import { eventType } from '../delivery/eventAttributes.js';
 import { flat } from '../flatText.js';
-import { type PendingEvent, type ReadTicket, rowChangeBody } from '../pipeline/pendingEvent.js';
+import { eventSubject, type PendingEvent, type ReadTicket, rowChangeBody, tableOf } from '../pipeline/pendingEvent.js';
 
 /** One row a chunk read, as its trigger would send it. */
 export interface ReadRow {
@@ -39,13 +39,13 @@ export function readEventId(input: Pick<ReadEventInput, 'triggerKey' | 'backfill
   const hash = createHash('sha256')
     .update([input.triggerKey, input.backfill.name, input.backfill.uid ?? '', input.table.schema, input.table.name, input.rowKey, input.xmin].join('\u0000'))
     .digest('hex');
-  return `read-${hash.slice(0, 32)}`;
+  return flat(`read-${hash.slice(0, 32)}`);
 }
 
 /** The event of one row of a backfill: op `read`, the row as it is now as `new`. Pure. */
 export function readEvent(input: ReadEventInput): PendingEvent {
   const { schema, name } = input.table;
-  const subject = flat(`${schema}.${name}/${input.rowKey}`);
+  const subject = eventSubject(schema, name, input.rowKey);
   const id = readEventId(input);
   const time = input.readAt.toISOString();
   const xid = Number(BigInt(input.xmin) % (1n << 32n));
@@ -59,7 +59,7 @@ export function readEvent(input: ReadEventInput): PendingEvent {
     oldJson: null,
     newJson,
     op: 'read',
-    table: { schema, name },
+    table: tableOf(schema, name),
     commitTimeMs: input.readAt.getTime(),
     ...(input.filterError !== undefined ? { filterError: input.filterError } : {}),
     txn: { commitLsn: 0n, endLsn: 0n, pending: 0, sealed: true },

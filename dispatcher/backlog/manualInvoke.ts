@@ -4,8 +4,7 @@ import type { EventTriggerResource } from '../../api/v1alpha1/index.js';
 import { resourceKey } from '../../api/v1alpha1/index.js';
 import { eventSource, eventType } from '../delivery/eventAttributes.js';
 import { parseLsn } from '../lsn.js';
-import type { PendingEvent } from '../pipeline/pendingEvent.js';
-import { rowChangeBody } from '../pipeline/pendingEvent.js';
+import { eventSubject, type PendingEvent, rowChangeBody, tableOf } from '../pipeline/pendingEvent.js';
 import { SettingsError } from '../settings.js';
 import { quoteIdent } from '../source/sourceSetup.js';
 
@@ -64,7 +63,7 @@ function describeMatch(match: ReadonlyMap<string, string>): string {
  */
 export function manualEvent(trigger: EventTriggerResource, row: InvokedRow, now: Date): PendingEvent {
   const { schema, name } = trigger.spec.table;
-  const subject = `${schema}.${name}/${row.rowKey}`;
+  const subject = eventSubject(schema, name, row.rowKey);
   const id = `manual-${randomUUID()}`;
   const lsn = parseLsn(row.walLsn);
   const time = now.toISOString();
@@ -86,7 +85,7 @@ export function manualEvent(trigger: EventTriggerResource, row: InvokedRow, now:
     oldJson: null,
     newJson,
     op: 'manual',
-    table: { schema, name },
+    table: tableOf(schema, name),
     commitTimeMs: now.getTime(),
     txn: { commitLsn: lsn, endLsn: lsn, pending: 0, sealed: true },
     changeLsn: lsn,

@@ -2,7 +2,7 @@ import { flat } from '../flatText.js';
 import { type Lsn, parseLsn } from '../lsn.js';
 import type { ChangeDecoder, DecodedRowChange } from '../pipeline/changeIntake.js';
 import { convertJson, convertText, type ResolvedTypes, TypeShapeError } from './pgJson.js';
-import { type PgoutputMessage, type RawTuple, type Relation, type RelationColumn, UNCHANGED_TOAST } from './textPgoutputPlugin.js';
+import { type PgoutputMessage, type RawTuple, type Relation, UNCHANGED_TOAST } from './textPgoutputPlugin.js';
 import type { TypeCatalog } from './typeCatalog.js';
 
 /** A decoded row: its JSON per to_jsonb, and what its filter values are made from when a filter asks. */
@@ -27,6 +27,8 @@ interface PreparedRelation {
   jsonKeys: string[];
   /** Positions of the replica identity's key columns (those a key tuple carries). */
   replicaKey: Set<number>;
+  /** The catalog's types as they were resolved for this relation (see TypeCatalog.resolved). */
+  types: ResolvedTypes;
 }
 
 const NO_COLUMNS: readonly string[] = [];
@@ -133,7 +135,7 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
       }
       case 'truncate':
         // A truncated table may have had no row change yet: its relation is described, not prepared.
-        return message.relations.map((relation) => new RowChange('truncate', relation.schema, relation.name, null, null, '', undefined, false, relation.columns, this.catalog.resolved(), false));
+        return message.relations.map((relation) => new RowChange('truncate', relation.schema, relation.name, null, null, '', undefined, false));
       default:
         return [];
     }
@@ -161,6 +163,7 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
       positions,
       jsonKeys: relation.columns.map((column) => `${JSON.stringify(column.name)}:`),
       replicaKey: new Set(relation.keyColumns.map((name) => positions.get(name)!)),
+      types: this.catalog.resolved(),
     });
   }
 
@@ -169,8 +172,7 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
    * are left out. `fullOld`: the old row, whose values stand in for unchanged TOASTed ones.
    */
   private row(prepared: PreparedRelation, tuple: RawTuple, keyOnly = false, fullOld?: RawTuple): DecodedRow {
-    const { relation, jsonKeys, replicaKey } = prepared;
-    const types = this.catalog.resolved();
+    const { relation, jsonKeys, replicaKey, types } = prepared;
     const count = relation.columns.length;
     const columns: (string | undefined)[] = new Array(count);
     let unchangedToast: string[] | undefined;
@@ -205,7 +207,7 @@ export class RowDecoder implements ChangeDecoder<PgoutputMessage> {
       const oldKey = keyOf(old, keyPositions);
       if (oldKey !== rowKey) previousRowKey = oldKey;
     }
-    return new RowChange(op, relation.schema, relation.name, old, row, rowKey, previousRowKey, oldIsFull, relation.columns, this.catalog.resolved(), this.padComposites, prepared.positions);
+    return new RowChange(op, relation.schema, relation.name, old, row, rowKey, previousRowKey, oldIsFull, { prepared, padComposites: this.padComposites });
   }
 }
 
@@ -230,10 +232,8 @@ class RowChange implements DecodedRowChange {
     readonly rowKey: string,
     readonly previousRowKey: string | undefined,
     private readonly oldIsFull: boolean,
-    private readonly columnsOf: readonly RelationColumn[],
-    private readonly types: ResolvedTypes,
-    private readonly padComposites: boolean,
-    private readonly positions?: ReadonlyMap<string, number>,
+    /** What converting its rows to filter values needs (a truncate has no rows). */
+    private readonly source?: { prepared: PreparedRelation; padComposites: boolean },
   ) {
     this.oldJson = oldRow?.json ?? null;
     this.newJson = newRow?.json ?? null;
@@ -254,18 +254,19 @@ class RowChange implements DecodedRowChange {
     const { oldRow, newRow } = this;
     if (!this.oldIsFull || !oldRow || !newRow) return undefined;
     if (newRow.unchangedToast.includes(column)) return false;
-    const i = this.positions?.get(column);
+    const i = this.source?.prepared.positions.get(column);
     return i === undefined ? false : oldRow.columns[i] !== newRow.columns[i];
   }
 
   /** The columns the row carries, as filter values (the same columns, and fallbacks, as its JSON). */
   private valuesOf(row: DecodedRow): Record<string, unknown> {
+    const { prepared, padComposites } = this.source!;
+    const columns = prepared.relation.columns;
     const values: Record<string, unknown> = {};
-    for (let i = 0; i < this.columnsOf.length; i++) {
+    for (let i = 0; i < columns.length; i++) {
       if (row.columns[i] === undefined) continue;
       const raw = row.tuple[i] === UNCHANGED_TOAST ? row.fallback![i]! : row.tuple[i]!;
-      const column = this.columnsOf[i]!;
-      values[column.name] = convertText(raw as string | null, column.typeOid, this.types, this.padComposites).value;
+      values[columns[i]!.name] = convertText(raw as string | null, columns[i]!.typeOid, prepared.types, padComposites).value;
     }
     return values;
   }

@@ -73,7 +73,7 @@ export class TypeCatalog {
 
   /** Answers from the built-in table or the cache, without I/O (this runs for every column of every row). */
   known(oid: number): TypeInfo | undefined {
-    return this.cache.get(oid) ?? BUILTIN_TYPES.get(oid);
+    return this.view.known(oid);
   }
 
   /**

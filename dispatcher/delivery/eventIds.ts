@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { flat } from '../flatText.js';
 import type { Lsn } from '../lsn.js';
 
 /** Trigger key → its short hash; computed once per trigger, not once per event. */
@@ -20,7 +21,8 @@ export function eventId(input: { triggerKey: string; commitLsn: Lsn; changeLsn: 
     lastCommit = input.commitLsn;
     lastCommitHex = lsnHex(lastCommit);
   }
-  return `${lastCommitHex}-${lsnHex(input.changeLsn)}-${input.ordinal}-${trigger}`;
+  // Flat: the window holds every event's id (see flat()).
+  return flat(`${lastCommitHex}-${lsnHex(input.changeLsn)}-${input.ordinal}-${trigger}`);
 }
 
 /** The commit LSN of the last id made, in hex: a transaction's events come one after another. */

@@ -1,12 +1,11 @@
 import type { RowOperation } from '../../api/v1alpha1/index.js';
 import type { Logger } from '../../common/logger.js';
 import { eventSource, eventType } from '../delivery/eventAttributes.js';
-import { flat } from '../flatText.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { matchRoutes, type Route } from '../routing/triggerMatcher.js';
 import type { StreamConsumer, StreamItem } from '../source/replicationStream.js';
 import { AckWatermark, type TrackedTransaction } from './ackWatermark.js';
-import { type PendingEvent, rowChangeBody, tableOf } from './pendingEvent.js';
+import { eventSubject, type PendingEvent, rowChangeBody, tableOf } from './pendingEvent.js';
 
 /** A decoded row change as intake needs it. */
 export interface DecodedRowChange {
@@ -245,11 +244,11 @@ export class ChangeIntake<M extends IntakeMessage> implements StreamConsumer<M> 
       xid: txn.xid,
       commitTime,
     });
-    const subject = flat(`${change.schema}.${change.table}/${change.rowKey}`);
-    const previousSubject = change.previousRowKey === undefined ? undefined : flat(`${change.schema}.${change.table}/${change.previousRowKey}`);
+    const subject = eventSubject(change.schema, change.table, change.rowKey);
+    const previousSubject = change.previousRowKey === undefined ? undefined : eventSubject(change.schema, change.table, change.previousRowKey);
     const events: PendingEvent[] = [];
     for (const { route, filterError } of matches) {
-      const id = flat(this.options.eventId({ triggerKey: route.key, commitLsn: txn.tracked.commitLsn, changeLsn, ordinal: txn.ordinal }));
+      const id = this.options.eventId({ triggerKey: route.key, commitLsn: txn.tracked.commitLsn, changeLsn, ordinal: txn.ordinal });
       const event: PendingEvent = {
         id,
         orderingKey: subject,

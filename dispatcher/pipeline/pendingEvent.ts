@@ -62,6 +62,14 @@ function tableRef(schema: string, name: string): TableRef {
   return ref;
 }
 
+/**
+ * The subject (and ordering key) of a row's events, `schema.table/key`, flat (see flat()): every event in
+ * the window holds it.
+ */
+export function eventSubject(schema: string, table: string, rowKey: string): string {
+  return flat(`${schema}.${table}/${rowKey}`);
+}
+
 /** A RowChange body, and its rows as views into it. */
 export interface RowChangeBody {
   dataJson: string;
